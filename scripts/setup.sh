@@ -14,6 +14,8 @@ fi
     | grep -v "is ignored: it is neither a file nor a directory" || true
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" 2>&1 \
+# PYTHONWARNINGS: setuptools' notice about editable installs is not for the user.
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -e "$spec" 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
 .venv/bin/python -c "import gradcam_widget" # fail here, loudly, if the install did not work
