@@ -1,0 +1,481 @@
+"""CamExplorer: flip every choice of the Grad-CAM recipe and watch the map change.
+
+A thin shell over :mod:`gradcam_widget.capture` and :mod:`gradcam_widget.render`: standard
+ipywidgets only (no custom front-end code), so it works unchanged in JupyterLab, Notebook 7,
+VS Code and Voila. Four ``ipywidgets.Image`` panels are updated in place with PNG bytes.
+
+Cache discipline: layer, pooling, channels, order, colormap and opacity only re-read the
+cached tensors of the current :class:`~gradcam_widget.capture.Capture`; class and score
+select a capture from a bounded LRU cache of :attr:`CamExplorer.CACHE_SIZE` captures and run
+one model pass only on a miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import time
+from collections import OrderedDict
+
+import ipywidgets as widgets
+import numpy as np
+
+from gradcam_widget import core, render
+from gradcam_widget.capture import Capture, _check_class_index, capture, engine_for
+
+ORDER_LABELS = (("ReLU → resize", "relu_first"), ("resize → ReLU", "resize_first"))
+CHANNEL_LABELS = (("weighted sum", "weighted"), ("top channel", "top"))
+POOLING_LABELS = (("mean (GAP)", "mean"), ("max", "max"))
+SCORE_LABELS = (("logit (pre-softmax)", "logit"), ("probability", "probability"))
+PANEL_WIDTH = "224px"
+
+
+def _resolve_model(model):
+    if isinstance(model, str):
+        from gradcam_widget import models
+
+        return models.load(model)
+    return model
+
+
+def _resolve_image(image):
+    if isinstance(image, str):
+        from gradcam_widget import data
+
+        return data.sample(image)
+    return image
+
+
+class CamExplorer(widgets.VBox):
+    """Interactive Grad-CAM for one model and one image.
+
+    Args:
+        model: a ``keras.Model``, an entry from :func:`gradcam_widget.models.load`, or a
+            model name for it (default ``"shapes"``, the shipped offline model).
+        image: ``(H, W, 3)`` image (uint8 or float 0..255; grayscale and RGBA converted) or a
+            sample name for :func:`gradcam_widget.data.sample` (default ``"two_shapes"``).
+        class_names: names of the classes (default: the entry's, else ``"class N"``).
+        preprocess: called on the ``(1, H, W, 3)`` float32 batch (default: the entry's).
+        class_index: the class to explain first (default: the top prediction).
+        layer: the layer to show first (default: the capture's ``default_layer``).
+        cache_size: captures (one per class and score) kept; least recently used dropped.
+
+    Raises:
+        ValueError: for a bad model, image, class index or layer (the widget needs a first
+            view to exist; later errors go to its status line instead).
+
+    Settable attributes (the UI follows): ``layer``, ``pooling``, ``channels``, ``order``,
+    ``class_index``, ``score``, ``colormap``, ``opacity``. ``result`` is the
+    :class:`~gradcam_widget.core.CamResult` on screen.
+    """
+
+    CACHE_SIZE = 8
+
+    def __init__(
+        self,
+        model="shapes",
+        image="two_shapes",
+        class_names=None,
+        preprocess=None,
+        class_index=None,
+        layer=None,
+        cache_size: int = CACHE_SIZE,
+    ):
+        super().__init__()
+        self._model = _resolve_model(model)
+        self._preprocess = preprocess
+        names = (
+            class_names if class_names is not None else getattr(self._model, "class_names", None)
+        )
+        self._class_names = None if names is None else tuple(str(name) for name in names)
+        self._cache_size = max(1, int(cache_size))
+        self._captures: OrderedDict[tuple[int, str], Capture] = OrderedDict()
+        self._image = None
+        self._capture: Capture | None = None
+        self.result: core.CamResult | None = None
+        self.error: str | None = None
+        self._quiet_depth = 0
+        self._good: dict = {}
+        self._pass_ran = False
+        self._render_ms = 0.0
+        self._drawn: Capture | None = None
+
+        self._build_controls()
+        passes = self.model_passes
+        first = self._new_capture(_resolve_image(image), class_index)
+        self._install_capture(first)
+        if layer is not None:
+            with self._quiet():
+                self._controls["layer"].value = first.resolve(layer)
+        self._refresh(passes=passes)
+        if self.error:
+            raise ValueError(self.error)
+
+    # --- construction -----------------------------------------------------------------
+
+    def _build_controls(self):
+        def dropdown(description, options, value, tooltip):
+            return widgets.Dropdown(
+                description=description,
+                options=options,
+                value=value,
+                tooltip=tooltip,
+                layout=widgets.Layout(width="260px"),
+                style={"description_width": "70px"},
+            )
+
+        self._controls = {
+            "layer": dropdown("Layer", [("", "")], "", "feature map to explain (h×w×C)"),
+            "pooling": dropdown("Pooling", POOLING_LABELS, "mean", "how gradients become weights"),
+            "channels": dropdown("Channels", CHANNEL_LABELS, "weighted", "sum of all or one"),
+            "order": dropdown("Order", ORDER_LABELS, "relu_first", "ReLU before or after resize"),
+            "class": dropdown("Class", [("", 0)], 0, "top-5 predictions; any index on the right"),
+            "class_index": widgets.BoundedIntText(
+                value=0, min=0, max=0, description="index", layout=widgets.Layout(width="150px"),
+                style={"description_width": "45px"}, tooltip="any class index",
+            ),
+            "score": dropdown("Score", SCORE_LABELS, "logit", "what is differentiated"),
+            "colormap": dropdown("Colormap", render.COLORMAPS, "jet", "heatmap colours"),
+            "opacity": widgets.FloatSlider(
+                value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity",
+                readout_format=".2f", layout=widgets.Layout(width="260px"),
+                style={"description_width": "70px"},
+            ),
+        }  # fmt: skip
+        for name, control in self._controls.items():
+            control.observe(self._on_control(name), names="value")
+            control.add_class(f"gw-{name.replace('_', '-')}")
+
+        self._titles = [widgets.HTML() for _ in render.PANEL_TITLES]
+        self._images = [
+            widgets.Image(format="png", layout=widgets.Layout(width=PANEL_WIDTH, height="auto"))
+            for _ in render.PANEL_TITLES
+        ]
+        for title, image in zip(render.PANEL_TITLES, self._images, strict=True):
+            image.add_class(f"gw-panel-{title.replace(' ', '-')}")
+        self.readout = widgets.HTML()
+        self.readout.add_class("gw-readout")
+        self.status = widgets.HTML()
+        self.status.add_class("gw-status")
+        controls = self._controls
+        rows = [
+            widgets.HBox([controls["layer"], controls["pooling"], controls["channels"]]),
+            widgets.HBox([controls["order"], controls["score"], controls["colormap"]]),
+            widgets.HBox([controls["class"], controls["class_index"], controls["opacity"]]),
+        ]
+        panels = widgets.HBox(
+            [widgets.VBox([t, i]) for t, i in zip(self._titles, self._images, strict=True)]
+        )
+        self.add_class("gw-explorer")
+        self.children = [*rows, panels, self.readout, self.status]
+
+    @contextlib.contextmanager
+    def _quiet(self):
+        """Change controls without triggering recomputation."""
+        self._quiet_depth += 1
+        try:
+            yield
+        finally:
+            self._quiet_depth -= 1
+
+    # --- captures ---------------------------------------------------------------------
+
+    def _new_capture(self, image, class_index, score="logit") -> Capture:
+        cap = capture(
+            self._model, image, class_index=class_index, score=score, preprocess=self._preprocess
+        )
+        self._image = image
+        self._remember(cap)
+        return cap
+
+    def _remember(self, cap: Capture):
+        key = (cap.class_index, cap.score)
+        self._captures[key] = cap
+        self._captures.move_to_end(key)
+        while len(self._captures) > self._cache_size:
+            self._captures.popitem(last=False)
+
+    def _capture_for(self, class_index: int, score: str) -> Capture:
+        key = (class_index, score)
+        if key in self._captures:
+            self._captures.move_to_end(key)
+            return self._captures[key]
+        return self._new_capture(self._image, class_index, score)
+
+    def _class_label(self, cap: Capture, index: int) -> str:
+        return f"{self._name_of(cap, index)} · {cap.scores[index]:.3g}"
+
+    def _name_of(self, cap: Capture, index: int) -> str:
+        if self._class_names is not None and 0 <= index < len(self._class_names):
+            return self._class_names[index]
+        return cap.class_name(index)
+
+    def _install_capture(self, cap: Capture):
+        """Point the controls at ``cap``: layer list, class list (top-5 + the chosen one)."""
+        controls = self._controls
+        with self._quiet():
+            layer_options = []
+            for path in cap.layers:
+                h, w, c = cap.activations(path).shape
+                layer_options.append((f"{path} · {h}×{w}×{c}", path))
+            if [value for _, value in controls["layer"].options] != list(cap.layers):
+                previous = controls["layer"].value
+                controls["layer"].options = layer_options
+                controls["layer"].value = previous if previous in cap.layers else cap.default_layer
+            chosen = cap.class_index
+            top = [index for index, _, _ in cap.top(5)]
+            if chosen not in top:
+                top.append(chosen)
+            controls["class"].options = [
+                (f"#{rank + 1} {self._class_label(cap, index)}" if rank < 5 else
+                 f"{index}: {self._class_label(cap, index)}", index)
+                for rank, index in enumerate(top)
+            ]  # fmt: skip
+            controls["class"].value = chosen
+            controls["class_index"].max = len(cap.scores) - 1
+            controls["class_index"].value = chosen
+            controls["score"].value = cap.score
+        self._capture = cap
+
+    def _values(self) -> dict:
+        return {name: control.value for name, control in self._controls.items()}
+
+    # --- reacting to changes ----------------------------------------------------------
+
+    def _on_control(self, name):
+        def handler(change):
+            if self._quiet_depth:
+                return
+            if name == "class":
+                with self._quiet():
+                    self._controls["class_index"].value = change["new"]
+            elif name == "class_index" and change["new"] != self._controls["class"].value:
+                with self._quiet():  # any index: add it to the dropdown
+                    self._add_class_option(change["new"])
+            self._refresh(changed=name)
+
+        return handler
+
+    def _add_class_option(self, index: int):
+        options = list(self._controls["class"].options)
+        if index not in [value for _, value in options]:
+            label = f"{index}: {self._class_label(self._capture, index)}"
+            options.append((label, index))
+            self._controls["class"].options = options
+        self._controls["class"].value = index
+
+    def _refresh(self, changed: str | None = None, passes: int | None = None):
+        """Recompute what ``changed`` affects and redraw. Never raises: errors go to the
+        status line, the previous view and settings stay. ``passes``: the model-pass count
+        before this change started (default: now)."""
+        started = time.perf_counter()
+        passes = self.model_passes if passes is None else passes
+        values = self._values()
+        try:
+            cap = self._capture_for(values["class_index"], values["score"])
+            if cap is not self._capture:
+                self._install_capture(cap)
+            restyle_only = changed in ("colormap", "opacity") and self.result is not None
+            result = self.result if restyle_only else cap.cam(
+                values["layer"], values["pooling"], values["channels"], values["order"]
+            )  # fmt: skip
+            self._draw(cap, result, values, restyle_only)
+        except Exception as error:  # shown, never raised into the notebook
+            self._fail(error)
+            return
+        self.result = result
+        self._drawn = cap
+        self._pass_ran = self.model_passes != passes
+        self._good = self._values()
+        self.error = None
+        self._render_ms = 1000 * (time.perf_counter() - started)
+        self._write_readout(cap, result)
+        self.status.value = "<span style='color:#2a7a2a'>✓ ready</span>"
+
+    def _fail(self, error: Exception):
+        message = f"{type(error).__name__}: {error}"
+        self.error = message
+        self.status.value = (
+            "<span style='color:#b00020'>⚠ "
+            f"{html.escape(message)} — the previous view is kept.</span>"
+        )
+        if self._good:
+            with self._quiet():
+                for name in ("class", "class_index", "score", "layer", "pooling", "channels",
+                             "order", "colormap", "opacity"):  # fmt: skip
+                    control = self._controls[name]
+                    if control.value != self._good[name]:
+                        with contextlib.suppress(Exception):
+                            control.value = self._good[name]
+
+    def _draw(self, cap: Capture, result: core.CamResult, values: dict, restyle_only: bool):
+        colormap, alpha = values["colormap"], values["opacity"]
+        heat_rgb = render.colorize(result.heatmap, colormap)
+        overlay_rgb = render.overlay(cap.image, result.heatmap, colormap, alpha)
+        pictures = {2: heat_rgb, 3: overlay_rgb}
+        if not restyle_only:
+            raw_rgb, _ = render.raw_panel(result.raw)
+            pictures[1] = raw_rgb
+            if cap is not self._drawn:
+                pictures[0] = cap.image
+        encoded = {index: render.encode_png(rgb) for index, rgb in pictures.items()}
+        for index, png in encoded.items():
+            if self._images[index].value != png:
+                self._images[index].value = png
+        h, w = result.raw.shape
+        H, W = result.heatmap.shape
+        titles = (
+            f"input {cap.image.shape[0]}×{cap.image.shape[1]}",
+            f"raw map {h}×{w} (signed, ±{np.abs(result.raw).max():.3g})",
+            f"heatmap {H}×{W}",
+            f"overlay · opacity {alpha:.2f}",
+        )
+        for widget, text in zip(self._titles, titles, strict=True):
+            widget.value = f"<b>{html.escape(text)}</b>"
+
+    def _write_readout(self, cap: Capture, result: core.CamResult):
+        h, w, c = cap.activations(result.layer).shape
+        layer_class = cap.layer_class(result.layer)
+        pass_note = "just now" if self._pass_ran else "once, cached"
+        score_name = "logit" if cap.score == "logit" else "probability"
+        lines = [
+            f"<b>{html.escape(result.layer)}</b> ({layer_class}) · activations (1, {h}, {w}, "
+            f"{c}) · gradients (1, {h}, {w}, {c}) · weights {result.weights.shape} · raw "
+            f"{result.raw.shape} · heatmap {result.heatmap.shape}",
+            f"class {cap.class_index} <b>{html.escape(self._name_of(cap, cap.class_index))}</b>"
+            f" · {score_name} {cap.scores[cap.class_index]:.4g} · top channel "
+            f"#{result.top_channel} weight {result.top_weight:.4g}",
+            f"model pass {cap.seconds * 1000:.0f} ms ({pass_note}; {len(self._captures)} of "
+            f"{self._cache_size} captures cached) · this view {self._render_ms:.1f} ms",
+        ]
+        self.readout.value = "<br>".join(lines)
+
+    # --- programmatic use -------------------------------------------------------------
+
+    def _set(self, name: str, validate):
+        """Set control ``name`` to ``validate()``: a bad value raises ValueError, a failing
+        recomputation RuntimeError; both are also shown in the status line."""
+        try:
+            value = validate()
+        except ValueError as error:
+            self._fail(error)
+            raise
+        self.error = None
+        self._controls[name].value = value
+        if self.error:
+            raise RuntimeError(self.error)
+
+    def _choice(self, name: str, value, choices):
+        return self._set(name, lambda: core.check_option(name, value, [c for _, c in choices]))
+
+    @property
+    def layer(self) -> str:
+        return self._controls["layer"].value
+
+    @layer.setter
+    def layer(self, value: str):
+        self._set("layer", lambda: self._capture.resolve(value))
+
+    @property
+    def pooling(self) -> str:
+        return self._controls["pooling"].value
+
+    @pooling.setter
+    def pooling(self, value: str):
+        self._choice("pooling", value, POOLING_LABELS)
+
+    @property
+    def channels(self) -> str:
+        return self._controls["channels"].value
+
+    @channels.setter
+    def channels(self, value: str):
+        self._choice("channels", value, CHANNEL_LABELS)
+
+    @property
+    def order(self) -> str:
+        return self._controls["order"].value
+
+    @order.setter
+    def order(self, value: str):
+        self._choice("order", value, ORDER_LABELS)
+
+    @property
+    def score(self) -> str:
+        return self._controls["score"].value
+
+    @score.setter
+    def score(self, value: str):
+        self._choice("score", value, SCORE_LABELS)
+
+    @property
+    def class_index(self) -> int:
+        return self._controls["class_index"].value
+
+    @class_index.setter
+    def class_index(self, value: int):
+        self._set("class_index", lambda: _check_class_index(value, len(self._capture.scores)))
+
+    @property
+    def colormap(self) -> str:
+        return self._controls["colormap"].value
+
+    @colormap.setter
+    def colormap(self, value: str):
+        self._choice("colormap", value, [(name, name) for name in render.COLORMAPS])
+
+    @property
+    def opacity(self) -> float:
+        return self._controls["opacity"].value
+
+    @opacity.setter
+    def opacity(self, value: float):
+        def validate():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0.0 <= float(value) <= 1.0)
+            ):
+                raise ValueError(f"opacity must be a number in [0, 1]; got {value!r}")
+            return float(value)
+
+        self._set("opacity", validate)
+
+    @property
+    def capture(self) -> Capture:
+        """The :class:`~gradcam_widget.capture.Capture` behind the current view."""
+        return self._capture
+
+    @property
+    def model_passes(self) -> int:
+        """Model passes run so far for this explorer's model (all explorers share them)."""
+        return engine_for(self._model).passes
+
+    def set_image(self, image):
+        """Explain a new image with the same settings; the class follows its top prediction.
+
+        Raises:
+            ValueError: for a bad image (also shown in the status line; the view is kept).
+        """
+        passes = self.model_passes
+        try:
+            image = _resolve_image(image)
+            cap = capture(self._model, image, score=self.score, preprocess=self._preprocess)
+        except Exception as error:
+            self._fail(error)
+            raise
+        self._captures.clear()
+        self._image = image
+        self._remember(cap)
+        self._install_capture(cap)
+        self._refresh(passes=passes)
+
+    def save_png(self, path):
+        """Write the four panels as one titled figure (matplotlib, with colorbars)."""
+        return render.save_figure(
+            path, self._capture.image, self.result, self.colormap, self.opacity
+        )
+
+    def panel_png(self, title: str) -> bytes:
+        """The PNG bytes currently shown in panel ``title`` (one of render.PANEL_TITLES)."""
+        return self._images[render.PANEL_TITLES.index(title)].value

@@ -1,0 +1,235 @@
+"""CamExplorer driven from code: panels, cache discipline, errors, programmatic API."""
+
+import cv2
+import numpy as np
+import pytest
+
+import gradcam_widget as gw
+from gradcam_widget import render
+from gradcam_widget._tf import keras
+from gradcam_widget.capture import engine_for
+
+CLASS_NAMES = ["ant", "bee", "cat", "dog", "eel"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny CNN with a max-pool + flatten head, so gradients vary over space (with a GAP
+    head right after the last conv, mean and max pooling of the gradients coincide)."""
+    keras.utils.set_random_seed(21)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(name="pool2")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture
+def image():
+    return np.random.default_rng(22).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+
+
+@pytest.fixture
+def explorer(model, image):
+    return gw.CamExplorer(model, image, class_names=CLASS_NAMES)
+
+
+def png_shape(data: bytes):
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None, "not a PNG"
+    return decoded.shape
+
+
+def snapshot(ex):
+    return {title: ex.panel_png(title) for title in render.PANEL_TITLES}
+
+
+def changed_panels(before, after):
+    return {title for title in render.PANEL_TITLES if before[title] != after[title]}
+
+
+def test_first_view_shows_four_panels_readout_and_status(explorer):
+    for title in render.PANEL_TITLES:
+        assert png_shape(explorer.panel_png(title))[2] == 3
+    assert png_shape(explorer.panel_png("input"))[:2] == (32, 32)
+    assert explorer.layer == "conv2" and explorer.result.layer == "conv2"
+    readout = explorer.readout.value
+    assert "activations (1, 16, 16, 12)" in readout and "weights (12,)" in readout
+    assert "raw (16, 16)" in readout and "heatmap (32, 32)" in readout
+    assert "top channel #" in readout and "model pass" in readout and "just now" in readout
+    assert "ready" in explorer.status.value and explorer.error is None
+    class_labels = [label for label, _ in explorer._controls["class"].options]
+    assert class_labels[0].startswith("#1 ") and len(class_labels) == 5
+    assert any(name in label for label in class_labels for name in CLASS_NAMES)
+    layer_labels = dict((v, k) for k, v in explorer._controls["layer"].options)
+    assert layer_labels["conv2"] == "conv2 · 16×16×12"
+
+
+def test_result_is_the_cam_of_the_current_settings(explorer, model, image):
+    explorer.layer, explorer.pooling, explorer.channels = "conv1", "max", "top"
+    explorer.order = "resize_first"
+    expected = gw.capture(model, image, class_index=explorer.class_index).cam(
+        "conv1", pooling="max", channels="top", order="resize_first"
+    )
+    np.testing.assert_allclose(explorer.result.heatmap, expected.heatmap, atol=1e-6)
+    np.testing.assert_allclose(explorer.result.raw, expected.raw, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("pooling", "max"), ("channels", "top"), ("order", "resize_first"), ("layer", "conv1")],
+)
+def test_cam_settings_redraw_cam_panels_without_a_model_pass(explorer, name, value):
+    before, result_before, passes = snapshot(explorer), explorer.result, explorer.model_passes
+    setattr(explorer, name, value)
+    assert getattr(explorer, name) == value
+    assert explorer.model_passes == passes
+    after = snapshot(explorer)
+    assert "input" not in changed_panels(before, after)
+    heat_changed = not np.array_equal(result_before.heatmap, explorer.result.heatmap)
+    raw_changed = not np.array_equal(result_before.raw, explorer.result.raw)
+    assert ("heatmap" in changed_panels(before, after)) == heat_changed
+    assert ("overlay" in changed_panels(before, after)) == heat_changed
+    assert ("raw map" in changed_panels(before, after)) == raw_changed
+    if name in ("pooling", "layer", "channels"):  # these do change the map on this model
+        assert heat_changed and raw_changed
+
+
+def test_style_settings_touch_only_the_coloured_panels(explorer):
+    before, result, passes = snapshot(explorer), explorer.result, explorer.model_passes
+    explorer.colormap = "viridis"
+    mid = snapshot(explorer)
+    assert changed_panels(before, mid) == {"heatmap", "overlay"}
+    explorer.opacity = 0.9
+    assert changed_panels(mid, snapshot(explorer)) == {"overlay"}
+    assert explorer.result is result and explorer.model_passes == passes
+
+
+def test_setting_the_same_value_changes_nothing(explorer):
+    before = snapshot(explorer)
+    explorer.pooling = explorer.pooling
+    explorer.layer = explorer.layer
+    assert changed_panels(before, snapshot(explorer)) == set()
+
+
+def test_raw_panel_is_drawn_as_cells_following_the_layer_grid(explorer):
+    for layer, grid in (("conv2", 16), ("conv1", 32), ("pool2", 8)):
+        explorer.layer = layer
+        cell = render.cell_size((grid, grid))
+        assert png_shape(explorer.panel_png("raw map"))[:2] == (grid * cell, grid * cell)
+        assert f"raw map {grid}×{grid}" in explorer._titles[1].value
+    panel = cv2.imdecode(np.frombuffer(explorer.panel_png("raw map"), np.uint8), 1)
+    cell = render.cell_size((8, 8))
+    block = panel[:cell, :cell]
+    assert (block == block[0, 0]).all()  # one flat colour per feature-map position
+
+
+def test_class_and_score_changes_run_at_most_one_pass_and_are_cached(model, image):
+    ex = gw.CamExplorer(model, image, class_names=CLASS_NAMES, cache_size=3)
+    first_class = ex.class_index
+    other = [index for index in range(len(CLASS_NAMES)) if index != first_class]
+    passes = ex.model_passes
+    ex.class_index = other[0]
+    assert ex.model_passes == passes + 1 and ex.result.class_index == other[0]
+    assert ex._controls["class"].value == other[0]
+    ex.layer, ex.pooling = "conv1", "max"
+    assert ex.model_passes == passes + 1
+    ex.class_index = first_class  # cached
+    assert ex.model_passes == passes + 1
+    ex.score = "probability"
+    assert ex.model_passes == passes + 2
+    assert ex.capture.scores.sum() == pytest.approx(1.0, abs=1e-4)
+    ex.score = "logit"  # cached
+    assert ex.model_passes == passes + 2
+    # cache is bounded: 3 captures; (first, prob) and (other0, logit) fall out in LRU order
+    ex.class_index = other[1]
+    ex.class_index = other[2]
+    assert ex.model_passes == passes + 4 and len(ex._captures) == 3
+    ex.class_index = other[0]  # evicted -> one pass again
+    assert ex.model_passes == passes + 5
+
+
+def test_class_dropdown_and_index_box_stay_in_sync(explorer):
+    lowest = int(np.argmin(explorer.capture.scores))
+    explorer._controls["class_index"].value = lowest  # as the browser would
+    assert explorer._controls["class"].value == lowest and explorer.result.class_index == lowest
+    top = explorer._controls["class"].options[0][1]
+    explorer._controls["class"].value = top
+    assert explorer.class_index == top and explorer.result.class_index == top
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("pooling", "avg", "'mean', 'max'"),
+        ("channels", "all", "'weighted', 'top'"),
+        ("order", "relu", "'relu_first', 'resize_first'"),
+        ("score", "softmax", "'logit', 'probability'"),
+        ("layer", "block5_conv3", "candidate layers are: conv1, pool1, conv2, pool2"),
+        ("class_index", 99, "0..4"),
+        ("colormap", "rainbowz", "'jet'"),
+        ("opacity", 1.5, "[0, 1]"),
+    ],
+)
+def test_bad_settings_raise_and_land_in_the_status_line(explorer, name, value, message):
+    before, result = snapshot(explorer), explorer.result
+    with pytest.raises(ValueError) as error:
+        setattr(explorer, name, value)
+    assert message in str(error.value)
+    assert message in explorer.status.value.replace("&#x27;", "'")
+    assert explorer.result is result and snapshot(explorer) == before
+    explorer.pooling = "max"  # still usable
+    assert explorer.result.pooling == "max" and "ready" in explorer.status.value
+
+
+def test_a_failing_model_call_keeps_the_view_and_every_control(explorer, monkeypatch):
+    engine = engine_for(explorer._model)
+    before, result, old_class = snapshot(explorer), explorer.result, explorer.class_index
+    target = next(i for i in range(len(CLASS_NAMES)) if i != old_class)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(engine, "run", broken)
+    explorer._controls["class_index"].value = target  # the browser path: must not raise
+    assert "out of memory (simulated)" in explorer.status.value
+    assert "previous view is kept" in explorer.status.value
+    assert explorer.result is result and snapshot(explorer) == before
+    assert explorer.class_index == old_class  # the control is back on what is shown
+    assert explorer._controls["class"].value == old_class
+    with pytest.raises(RuntimeError, match="simulated"):
+        explorer.score = "probability"
+    assert explorer.score == "logit"
+    monkeypatch.undo()
+    explorer.pooling = "max"  # every control keeps working
+    explorer.class_index = target
+    assert explorer.result.class_index == target and "ready" in explorer.status.value
+
+
+def test_set_image_keeps_settings_and_redraws(explorer):
+    explorer.layer, explorer.pooling = "conv1", "max"
+    before = snapshot(explorer)
+    explorer.set_image(np.random.default_rng(23).integers(0, 256, (32, 32)))  # grayscale
+    assert explorer.layer == "conv1" and explorer.pooling == "max"
+    assert changed_panels(before, snapshot(explorer)) == set(render.PANEL_TITLES)
+    assert "just now" in explorer.readout.value
+    kept = snapshot(explorer)
+    with pytest.raises(ValueError, match="NaN"):
+        explorer.set_image(np.full((32, 32, 3), np.nan))
+    assert "NaN" in explorer.status.value and snapshot(explorer) == kept
+
+
+def test_save_png_writes_the_titled_four_panel_figure(explorer, tmp_path):
+    path = explorer.save_png(tmp_path / "view.png")
+    height, width, _ = cv2.imread(str(path)).shape
+    assert width > 3 * height  # four panels side by side
+
+
+def test_constructor_rejects_bad_input_clearly(model, image):
+    with pytest.raises(ValueError, match="expected an image"):
+        gw.CamExplorer(model, np.zeros((32, 32, 7)))
+    with pytest.raises(ValueError, match="candidate layers"):
+        gw.CamExplorer(model, image, layer="nope")
