@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gradcam_widget import core
+from gradcam_widget import core, methods
 from gradcam_widget._tf import keras, tf
 
 _SQUASHING = ("softmax", "sigmoid")
@@ -206,6 +206,7 @@ class _Engine:
         self.layer_classes = {path: type(layer).__name__ for path, layer in self.leaves}
         self.passes = 0  # model passes run (each is one forward + one backward)
         self.traces = 0  # times a pass was traced (compiled)
+        self.forward_images = 0  # images scored by forward-only passes (Score-CAM, metrics)
         self.candidates: tuple[str, ...] | None = None
         self.shapes: dict[str, tuple] = {}
         self.head = head_activation(model)  # "softmax" | "sigmoid" | None
@@ -267,6 +268,53 @@ class _Engine:
             }
 
         return run
+
+    def _make_scorer(self, score: str):
+        model, squash = self.model, self.head
+
+        def scores_of(batch, class_index, multi_label):
+            bypass = _bypass_final_activation if score == "logit" else contextlib.nullcontext
+            with bypass(model):
+                outputs = tf.cast(model(batch, training=False), tf.float32)
+            outputs = tf.reshape(outputs, [tf.shape(batch)[0], -1])
+            if score == "probability" and squash is None:
+                outputs = tf.cond(
+                    multi_label, lambda: tf.sigmoid(outputs), lambda: tf.nn.softmax(outputs)
+                )
+            return outputs[:, class_index]
+
+        return scores_of
+
+    def class_scores(
+        self,
+        batch: np.ndarray,
+        class_index: int,
+        score: str,
+        multi_label: bool,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """Forward passes only: the class score of every image of ``batch`` (N, H, W, C),
+        ``batch_size`` at a time. Compiled once per score mode (any N, no retrace)."""
+        key = (score, "scorer")
+        with self._lock:
+            if key not in self._functions:
+                self._functions[key] = tf.function(
+                    self._make_scorer(score),
+                    input_signature=[
+                        tf.TensorSpec([None, *batch.shape[1:]], tf.float32),
+                        tf.TensorSpec([], tf.int32),
+                        tf.TensorSpec([], tf.bool),
+                    ],
+                )
+            function = self._functions[key]
+            results = []
+            for start in range(0, len(batch), batch_size):
+                chunk = tf.constant(batch[start : start + batch_size], dtype=tf.float32)
+                results.append(
+                    function(chunk, tf.constant(class_index), tf.constant(multi_label)).numpy()
+                )
+                self.forward_images += len(chunk)
+            return np.concatenate(results).astype(np.float32)
 
     def describe(self, input_shape: tuple[int, ...], score: str) -> tuple[tuple[str, ...], str]:
         """Candidate layer paths and the default layer for inputs of ``input_shape``.
@@ -466,6 +514,7 @@ class Capture:
     _gradients: dict
     _complete: Callable[[], dict] | None = None
     _layer_classes: dict | None = None
+    _scorer: Callable | None = None
 
     def resolve(self, layer: str | None) -> str:
         """Full path of ``layer`` (``None`` -> :attr:`default_layer`).
@@ -510,46 +559,140 @@ class Capture:
         channels: str = "weighted",
         order: str = "relu_first",
         interpolation: str = "bilinear",
+        method: str = "gradcam",
+        **method_options,
     ) -> core.CamResult:
-        """Grad-CAM for ``layer`` from the cached tensors (numpy only, no model pass).
+        """A class-activation map for ``layer`` from the cached tensors.
 
         Args:
             layer: a path from :attr:`layers`, a unique bare inner name, or ``None`` for
                 :attr:`default_layer`.
-            pooling: ``"mean"`` (default) | ``"max"`` gradient pooling.
-            channels: ``"weighted"`` (default) | ``"top"`` (only the largest weight).
+            pooling: ``"mean"`` (default) | ``"max"`` gradient pooling (Grad-CAM only).
+            channels: ``"weighted"`` (default) | ``"top"`` (Grad-CAM only).
             order: ``"relu_first"`` (default) | ``"resize_first"``.
             interpolation: ``"bilinear"`` (default) | ``"nearest"`` | ``"bicubic"``.
+            method: a name from :func:`gradcam_widget.methods.names` (default ``"gradcam"``).
+            **method_options: a method's own options, e.g. Score-CAM's ``max_channels=64,
+                batch_size=32``.
 
         Returns:
             A :class:`~gradcam_widget.core.CamResult`: ``raw`` ``(h, w)``, ``heatmap``
-            ``(H, W)`` = :attr:`input_size`, ``weights`` ``(C,)``.
+            ``(H, W)`` = :attr:`input_size`, ``weights`` ``(C,)``. Only Score-CAM runs the
+            model (forward passes on masked inputs); every other method is numpy only.
 
         Raises:
-            ValueError: naming the valid choices for a bad layer or option.
+            ValueError: naming the valid choices for a bad layer, method or option.
         """
+        chosen = methods.get(method)
         path = self.resolve(layer)
-        raw, heatmap, weights = core.compute_cam(
-            self.activations(path),
-            self.gradients(path),
-            self.input_size,
-            pooling=pooling,
-            channels=channels,
-            order=order,
-            interpolation=interpolation,
-        )
+        for name, value, choices in (
+            ("pooling", pooling, core.POOLINGS),
+            ("channels", channels, core.CHANNELS),
+            ("order", order, core.ORDERS),
+            ("interpolation", interpolation, core.INTERPOLATIONS),
+        ):
+            core.check_option(name, value, choices)
+        shared = {"pooling": pooling, "channels": channels}
+        options = {name: shared[name] for name in chosen.options}
+        try:
+            raw, weights = chosen.compute(self, path, **options, **method_options)
+        except TypeError as error:
+            if method_options and "argument" in str(error):
+                raise ValueError(f"method {method!r} does not take {error}") from None
+            raise
         return core.CamResult(
             raw=raw,
-            heatmap=heatmap,
+            heatmap=core.to_heatmap(raw, self.input_size, order, interpolation),
             weights=weights,
             layer=path,
             class_index=self.class_index,
+            method=method,
             pooling=pooling,
             channels=channels,
             order=order,
             interpolation=interpolation,
             score=self.score,
         )
+
+    def fusion_layers(self, count: int = 3) -> tuple[str, ...]:
+        """The last conv-like layer of each of the ``count`` coarsest grids, shallow first
+        (VGG16: ``block3_conv3``, ``block4_conv3``, ``block5_conv3``)."""
+        by_grid: dict[tuple, str] = {}
+        skipped = set(_SKIPPED_FOR_DEFAULT)
+        for path in self.layers:
+            if (self._layer_classes or {}).get(path) in skipped:
+                continue
+            by_grid[self.activations(path).shape[:2]] = path
+        return tuple(by_grid.values())[-count:]
+
+    def fuse(
+        self,
+        layers=None,
+        method: str = "layercam",
+        combine: str = "max",
+        order: str = "relu_first",
+        interpolation: str = "bilinear",
+        **options,
+    ) -> core.CamResult:
+        """Multi-layer fusion: one map per layer, each normalised, then combined.
+
+        Shallow layers give fine but noisy maps, the last block coarse but reliable ones;
+        LayerCAM's fusion keeps the detail where the deep map agrees.
+
+        Args:
+            layers: layer names (default :meth:`fusion_layers`).
+            method: the per-layer method (default ``"layercam"``).
+            combine: ``"max"`` (default) or ``"mean"`` of the per-layer maps.
+            order, interpolation, **options: as :meth:`cam`.
+
+        Returns:
+            A :class:`~gradcam_widget.core.CamResult` whose ``raw`` is the fused map on the
+            finest grid, ``layer`` the joined names (``"a+b+c"``), ``weights`` those of the
+            last layer.
+
+        Raises:
+            ValueError: for bad layers or options.
+        """
+        core.check_option("combine", combine, ("max", "mean"))
+        paths = [self.resolve(name) for name in (layers or self.fusion_layers())]
+        if not paths:
+            raise ValueError("fuse needs at least one layer")
+        results = [self.cam(path, order=order, interpolation=interpolation, method=method,
+                            **options) for path in paths]  # fmt: skip
+        finest = max(
+            (result.raw.shape for result in results), key=lambda shape: shape[0] * shape[1]
+        )
+        grid = [
+            core.normalize(core.resize(core.relu(r.raw), finest, interpolation)) for r in results
+        ]
+        heat = [result.heatmap for result in results]
+        pick = np.max if combine == "max" else np.mean
+        return core.CamResult(
+            raw=pick(np.stack(grid), axis=0),
+            heatmap=core.normalize(pick(np.stack(heat), axis=0)),
+            weights=results[-1].weights,
+            layer="+".join(paths),
+            class_index=self.class_index,
+            method=f"{method} fused ({combine})",
+            order=order,
+            interpolation=interpolation,
+            score=self.score,
+        )
+
+    def masked_scores(self, masks: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Class scores of the model input multiplied by each mask (forward passes only).
+
+        Args:
+            masks: ``(N, H, W)`` float in ``[0, 1]`` at :attr:`input_size`.
+            batch_size: images per forward pass.
+
+        Returns:
+            ``(N,)`` float32 scores of :attr:`class_index` (logit or probability, per
+            :attr:`score`).
+        """
+        if self._scorer is None:
+            raise ValueError("this capture cannot run the model (no scorer)")
+        return self._scorer(np.asarray(masks, dtype=np.float32), batch_size)
 
     def class_name(self, index: int | None = None) -> str:
         """Name of class ``index`` (default: :attr:`class_index`), ``"class N"`` if unknown."""
@@ -623,6 +766,11 @@ def capture(
         raise ValueError(f"class_index must be in 0..{scores.shape[0] - 1}; got {class_index}")
     chosen = result["class_index"]
 
+    def scorer(masks: np.ndarray, batch_size: int) -> np.ndarray:
+        return engine.class_scores(
+            inputs * masks[..., None], chosen, score, multi_label, batch_size=batch_size
+        )
+
     def complete() -> tuple[dict, dict]:
         everything = engine.run(inputs, chosen, score, multi_label, None)
         return everything["activations"], everything["gradients"]
@@ -641,6 +789,7 @@ def capture(
         _gradients=dict(result["gradients"]),
         _complete=None if gradient_layers is None else complete,
         _layer_classes=engine.layer_classes,
+        _scorer=scorer,
     )
 
 
@@ -655,6 +804,8 @@ def grad_cam(
     channels: str = "weighted",
     order: str = "relu_first",
     interpolation: str = "bilinear",
+    method: str = "gradcam",
+    **method_options,
 ) -> core.CamResult:
     """``capture(...).cam(...)`` in one call, backpropagating only as deep as ``layer``.
 
@@ -666,5 +817,11 @@ def grad_cam(
     """
     cap = capture(model, image, class_index, score, preprocess, layers=[layer])
     return cap.cam(
-        layer, pooling=pooling, channels=channels, order=order, interpolation=interpolation
+        layer,
+        pooling=pooling,
+        channels=channels,
+        order=order,
+        interpolation=interpolation,
+        method=method,
+        **method_options,
     )

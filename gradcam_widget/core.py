@@ -183,6 +183,22 @@ def normalize(cam: np.ndarray) -> np.ndarray:
     return np.clip(cam / np.float32(peak), 0.0, 1.0, dtype=np.float32)
 
 
+def normalize_range(cam: np.ndarray) -> np.ndarray:
+    """Min-max scale to ``[0, 1]``; a constant (or non-finite) map becomes all zeros.
+
+    Args:
+        cam: any-shape float array.
+
+    Returns:
+        float32 array of the same shape.
+    """
+    cam = np.nan_to_num(np.asarray(cam, dtype=np.float32), posinf=0.0, neginf=0.0)
+    low, high = (float(cam.min()), float(cam.max())) if cam.size else (0.0, 0.0)
+    if high <= low:
+        return np.zeros(cam.shape, dtype=np.float32)
+    return ((cam - np.float32(low)) / np.float32(high - low)).astype(np.float32)
+
+
 def to_heatmap(
     raw: np.ndarray,
     size: tuple[int, int],

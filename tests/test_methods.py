@@ -1,0 +1,191 @@
+"""Every CAM method against a straightforward implementation written here, on a tiny model.
+
+The cached activations and gradients themselves are checked against an eager tape in
+test_capture.py; here each method's formula is written out longhand (loops over channels
+and positions) and compared with the registered, vectorised one.
+"""
+
+import cv2
+import numpy as np
+import pytest
+
+import gradcam_widget as gw
+from gradcam_widget import methods
+from gradcam_widget._tf import keras, tf
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(31)
+    inputs = keras.Input((24, 32, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(10, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(name="pool2")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(3, name="logits")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def cap(model):
+    image = np.random.default_rng(32).uniform(0, 255, (24, 32, 3))
+    return gw.capture(model, image, class_index=1)
+
+
+def longhand_combine(activations, weights):
+    h, w, channels = activations.shape
+    raw = np.zeros((h, w))
+    for k in range(channels):
+        raw += weights[k] * activations[:, :, k]
+    return raw
+
+
+def reference(name, A, G):
+    """Each method's map and weights, from its paper's formula, one channel at a time."""
+    A, G = A.astype(np.float64), G.astype(np.float64)
+    h, w, channels = A.shape
+    weights = np.zeros(channels)
+    if name == "gradcam++":
+        for k in range(channels):
+            for i in range(h):
+                for j in range(w):
+                    g = G[i, j, k]
+                    denominator = 2 * g**2 + A[:, :, k].sum() * g**3
+                    alpha = g**2 / denominator if denominator != 0 else 0.0
+                    weights[k] += alpha * max(g, 0.0)
+        return longhand_combine(A, weights), weights
+    if name == "xgradcam":
+        for k in range(channels):
+            total = A[:, :, k].sum()
+            weights[k] = (A[:, :, k] * G[:, :, k]).sum() / total if total != 0 else 0.0
+        return longhand_combine(A, weights), weights
+    if name == "hirescam":
+        raw = np.zeros((h, w))
+        for k in range(channels):
+            raw += G[:, :, k] * A[:, :, k]
+        return raw, None
+    if name == "layercam":
+        raw = np.zeros((h, w))
+        for k in range(channels):
+            raw += np.maximum(G[:, :, k], 0) * A[:, :, k]
+        return raw, None
+    if name == "eigencam":
+        flat = A.reshape(h * w, channels)
+        centred = flat - flat.mean(axis=0)
+        direction = np.linalg.svd(centred)[2][0]
+        return (flat @ direction).reshape(h, w), direction
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"])
+@pytest.mark.parametrize("layer", ["conv1", "conv2"])
+def test_method_matches_its_longhand_formula(cap, name, layer):
+    result = cap.cam(layer, method=name)
+    expected_raw, expected_weights = reference(name, cap.activations(layer), cap.gradients(layer))
+    if name == "eigencam":  # an eigenvector's sign is arbitrary: compare up to sign
+        sign = np.sign(np.dot(result.weights, expected_weights))
+        expected_raw, expected_weights = sign * expected_raw, sign * expected_weights
+    scale = max(np.abs(expected_raw).max(), 1e-12)
+    np.testing.assert_allclose(result.raw / scale, expected_raw / scale, atol=1e-4)
+    if expected_weights is not None:
+        np.testing.assert_allclose(
+            result.weights, expected_weights, atol=1e-4 * max(np.abs(expected_weights).max(), 1e-12)
+        )
+    assert result.method == name and result.heatmap.shape == (24, 32)
+    assert (
+        np.isfinite(result.heatmap).all() and 0 <= result.heatmap.min() <= result.heatmap.max() <= 1
+    )
+
+
+def test_eigencam_sign_follows_the_activation_mass(cap):
+    result = cap.cam("conv2", method="eigencam")
+    mean_activation = cap.activations("conv2").mean(axis=-1)
+    assert np.corrcoef(result.raw.ravel(), mean_activation.ravel())[0, 1] > 0
+
+
+@pytest.mark.parametrize("max_channels", [4, 10])
+def test_scorecam_matches_masked_forward_passes(model, cap, max_channels):
+    layer = "conv2"
+    cap = gw.capture(model, cap.image, class_index=1, score="probability")  # as in the paper
+    A = cap.activations(layer)
+    variance = A.reshape(-1, A.shape[-1]).var(axis=0)
+    kept = sorted(np.argsort(-variance)[:max_channels])
+    image = cap.image.astype(np.float32)  # no preprocess on this model
+    scores = []
+    for k in kept:
+        upsampled = cv2.resize(A[:, :, k], (32, 24))
+        low, high = upsampled.min(), upsampled.max()
+        mask = (upsampled - low) / (high - low) if high > low else np.zeros_like(upsampled)
+        masked = tf.constant((image * mask[:, :, None])[None])
+        scores.append(float(tf.nn.softmax(model(masked))[0, 1]))  # the class probability
+    scores = np.array(scores)
+    softmax = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+    weights = np.zeros(A.shape[-1])
+    weights[kept] = softmax
+    result = cap.cam(layer, method="scorecam", max_channels=max_channels, batch_size=3)
+    np.testing.assert_allclose(result.weights, weights, atol=2e-4)
+    np.testing.assert_allclose(result.raw, longhand_combine(A, weights), rtol=1e-3, atol=1e-4)
+
+
+def test_scorecam_batches_forward_passes_without_retracing(model, cap):
+    from gradcam_widget.capture import engine_for
+
+    engine = engine_for(model)
+    cap.cam("conv2", method="scorecam", max_channels=7, batch_size=3)
+    traces, seen = engine.traces, engine.forward_images
+    cap.cam("conv1", method="scorecam", max_channels=5, batch_size=2)
+    assert engine.forward_images == seen + 5
+    assert engine.traces == traces
+
+
+def test_gradcam_is_the_default_and_reads_pooling_and_channels(cap):
+    assert methods.names()[0] == "gradcam"
+    assert methods.get("gradcam").options == {"pooling", "channels"}
+    assert methods.get("layercam").options == frozenset()
+    np.testing.assert_array_equal(
+        cap.cam("conv2").heatmap, cap.cam("conv2", method="gradcam").heatmap
+    )
+
+
+def test_fusion_combines_normalised_layer_maps(cap):
+    assert cap.fusion_layers() == ("conv1", "conv2")
+    fused = cap.fuse()
+    per_layer = [cap.cam(name, method="layercam").heatmap for name in ("conv1", "conv2")]
+    np.testing.assert_allclose(
+        fused.heatmap, gw.core.normalize(np.max(per_layer, axis=0)), atol=1e-6
+    )
+    assert fused.raw.shape == (24, 32)  # the finest grid
+    assert fused.layer == "conv1+conv2"
+    mean = cap.fuse(["conv2", "conv1"], method="gradcam", combine="mean")
+    assert mean.layer == "conv2+conv1"
+
+
+def test_bad_method_arguments_are_clear(cap):
+    with pytest.raises(ValueError, match="'gradcam', 'gradcam\\+\\+'"):
+        cap.cam(method="gradcam+++")
+    with pytest.raises(ValueError, match="max_channels"):
+        cap.cam(method="scorecam", max_channels=0)
+    with pytest.raises(ValueError, match="does not take"):
+        cap.cam(method="layercam", max_channels=3)
+    with pytest.raises(ValueError, match="'max', 'mean'"):
+        cap.fuse(combine="sum")
+
+
+def test_methods_never_return_nan_on_dead_maps():
+    zeros = np.zeros((5, 6, 4), np.float32)
+
+    class Dead:
+        input_size = (10, 12)
+
+        def activations(self, layer):
+            return zeros
+
+        def gradients(self, layer):
+            return zeros
+
+    for name in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"):
+        raw, weights = methods.get(name).compute(Dead(), "x")
+        heatmap = gw.core.to_heatmap(raw, Dead.input_size)
+        assert np.isfinite(raw).all() and np.isfinite(weights).all()
+        assert not heatmap.any()
