@@ -20,7 +20,7 @@ from collections import OrderedDict
 import ipywidgets as widgets
 import numpy as np
 
-from gradcam_widget import core, render
+from gradcam_widget import core, methods, render
 from gradcam_widget.capture import Capture, _check_class_index, capture, engine_for
 
 ORDER_LABELS = (("ReLU → resize", "relu_first"), ("resize → ReLU", "resize_first"))
@@ -28,6 +28,17 @@ CHANNEL_LABELS = (("weighted sum", "weighted"), ("top channel", "top"))
 POOLING_LABELS = (("mean (GAP)", "mean"), ("max", "max"))
 SCORE_LABELS = (("logit (pre-softmax)", "logit"), ("probability", "probability"))
 PANEL_WIDTH = "224px"
+FUSED = "fused"  # the Layer entry for multi-layer fusion (Capture.fuse)
+METHOD_LABELS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "hirescam": "HiResCAM",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "eigencam": "Eigen-CAM (class-agnostic)",
+    "scorecam": "Score-CAM (runs the model)",
+}
+RESULTS_CACHED = 64  # CamResults kept per explorer (Score-CAM's forward passes are costly)
 
 
 def _resolve_model(model):
@@ -99,6 +110,7 @@ class CamExplorer(widgets.VBox):
         self._pass_ran = False
         self._render_ms = 0.0
         self._drawn: Capture | None = None
+        self._results: OrderedDict[tuple, tuple[Capture, core.CamResult]] = OrderedDict()
 
         self._build_controls()
         passes = self.model_passes
@@ -125,6 +137,12 @@ class CamExplorer(widgets.VBox):
             )
 
         self._controls = {
+            "method": dropdown(
+                "Method",
+                [(METHOD_LABELS.get(name, name), name) for name in methods.names()],
+                "gradcam",
+                "how the map is made from the cached tensors",
+            ),
             "layer": dropdown("Layer", [("", "")], "", "feature map to explain (h×w×C)"),
             "pooling": dropdown("Pooling", POOLING_LABELS, "mean", "how gradients become weights"),
             "channels": dropdown("Channels", CHANNEL_LABELS, "weighted", "sum of all or one"),
@@ -142,6 +160,7 @@ class CamExplorer(widgets.VBox):
                 style={"description_width": "70px"},
             ),
         }  # fmt: skip
+        self._tooltips = {name: control.tooltip for name, control in self._controls.items()}
         for name, control in self._controls.items():
             control.observe(self._on_control(name), names="value")
             control.add_class(f"gw-{name.replace('_', '-')}")
@@ -159,9 +178,10 @@ class CamExplorer(widgets.VBox):
         self.status.add_class("gw-status")
         controls = self._controls
         rows = [
-            widgets.HBox([controls["layer"], controls["pooling"], controls["channels"]]),
-            widgets.HBox([controls["order"], controls["score"], controls["colormap"]]),
-            widgets.HBox([controls["class"], controls["class_index"], controls["opacity"]]),
+            widgets.HBox([controls["method"], controls["layer"], controls["pooling"]]),
+            widgets.HBox([controls["channels"], controls["order"], controls["score"]]),
+            widgets.HBox([controls["class"], controls["class_index"], controls["colormap"]]),
+            widgets.HBox([controls["opacity"]]),
         ]
         panels = widgets.HBox(
             [widgets.VBox([t, i]) for t, i in zip(self._titles, self._images, strict=True)]
@@ -218,10 +238,14 @@ class CamExplorer(widgets.VBox):
             for path in cap.layers:
                 h, w, c = cap.activations(path).shape
                 layer_options.append((f"{path} · {h}×{w}×{c}", path))
-            if [value for _, value in controls["layer"].options] != list(cap.layers):
+            fused = cap.fusion_layers()
+            if len(fused) > 1:
+                layer_options.append((f"{FUSED} · {'+'.join(fused)}", FUSED))
+            if [value for _, value in controls["layer"].options] != [v for _, v in layer_options]:
                 previous = controls["layer"].value
                 controls["layer"].options = layer_options
-                controls["layer"].value = previous if previous in cap.layers else cap.default_layer
+                values = [value for _, value in layer_options]
+                controls["layer"].value = previous if previous in values else cap.default_layer
             chosen = cap.class_index
             top = [index for index, _, _ in cap.top(5)]
             if chosen not in top:
@@ -276,10 +300,9 @@ class CamExplorer(widgets.VBox):
             if cap is not self._capture:
                 self._install_capture(cap)
             restyle_only = changed in ("colormap", "opacity") and self.result is not None
-            result = self.result if restyle_only else cap.cam(
-                values["layer"], values["pooling"], values["channels"], values["order"]
-            )  # fmt: skip
+            result = self.result if restyle_only else self._result_for(cap, values)
             self._draw(cap, result, values, restyle_only)
+            self._update_enabled(methods.get(values["method"]))
         except Exception as error:  # shown, never raised into the notebook
             self._fail(error)
             return
@@ -292,6 +315,48 @@ class CamExplorer(widgets.VBox):
         self._write_readout(cap, result)
         self.status.value = "<span style='color:#2a7a2a'>✓ ready</span>"
 
+    def _result_for(self, cap: Capture, values: dict) -> core.CamResult:
+        """The map for the current settings, from a small LRU of results."""
+        method = methods.get(values["method"])
+        key = (
+            id(cap), values["layer"], values["method"], values["order"],
+            *(values[name] for name in sorted(method.options)),
+        )  # fmt: skip
+        if key in self._results:
+            self._results.move_to_end(key)
+            return self._results[key][1]
+        options = {"order": values["order"], "method": values["method"]}
+        options.update({name: values[name] for name in method.options})
+        if values["layer"] == FUSED:
+            result = cap.fuse(**options)
+        else:
+            result = cap.cam(values["layer"], **options)
+        self._results[key] = (cap, result)  # holding cap keeps id(cap) unique while cached
+        while len(self._results) > RESULTS_CACHED:
+            self._results.popitem(last=False)
+        return result
+
+    def _update_enabled(self, method: methods.Method):
+        """Disable the controls a method ignores, and say why in their tooltips."""
+        label = METHOD_LABELS.get(method.name, method.name)
+        reasons = {
+            "pooling": f"{label} computes its own channel weights: pooling does not apply",
+            "channels": f"{label} computes its own channel weights: channels does not apply",
+        }
+        for name, why in reasons.items():
+            control = self._controls[name]
+            control.disabled = name not in method.options
+            control.tooltip = why if control.disabled else self._tooltips[name]
+        class_agnostic = not method.uses_gradients and not method.runs_model
+        for name in ("class", "class_index", "score"):
+            control = self._controls[name]
+            control.disabled = class_agnostic
+            control.tooltip = (
+                f"{label} is class-agnostic: it uses the activations only"
+                if class_agnostic
+                else self._tooltips[name]
+            )
+
     def _fail(self, error: Exception):
         message = f"{type(error).__name__}: {error}"
         self.error = message
@@ -301,8 +366,8 @@ class CamExplorer(widgets.VBox):
         )
         if self._good:
             with self._quiet():
-                for name in ("class", "class_index", "score", "layer", "pooling", "channels",
-                             "order", "colormap", "opacity"):  # fmt: skip
+                for name in ("class", "class_index", "score", "method", "layer", "pooling",
+                             "channels", "order", "colormap", "opacity"):  # fmt: skip
                     control = self._controls[name]
                     if control.value != self._good[name]:
                         with contextlib.suppress(Exception):
@@ -334,17 +399,23 @@ class CamExplorer(widgets.VBox):
             widget.value = f"<b>{html.escape(text)}</b>"
 
     def _write_readout(self, cap: Capture, result: core.CamResult):
-        h, w, c = cap.activations(result.layer).shape
-        layer_class = cap.layer_class(result.layer)
+        parts = []
+        for path in result.layer.split("+"):
+            h, w, c = cap.activations(path).shape
+            parts.append(
+                f"<b>{html.escape(path)}</b> ({cap.layer_class(path)}) · activations "
+                f"(1, {h}, {w}, {c}) · gradients (1, {h}, {w}, {c})"
+            )
         pass_note = "just now" if self._pass_ran else "once, cached"
         score_name = "logit" if cap.score == "logit" else "probability"
+        method = METHOD_LABELS.get(self.method, self.method)
         lines = [
-            f"<b>{html.escape(result.layer)}</b> ({layer_class}) · activations (1, {h}, {w}, "
-            f"{c}) · gradients (1, {h}, {w}, {c}) · weights {result.weights.shape} · raw "
-            f"{result.raw.shape} · heatmap {result.heatmap.shape}",
+            *parts,
+            f"{html.escape(method)} · weights {result.weights.shape} · raw {result.raw.shape}"
+            f" · heatmap {result.heatmap.shape} · top channel #{result.top_channel} weight "
+            f"{result.top_weight:.4g}",
             f"class {cap.class_index} <b>{html.escape(self._name_of(cap, cap.class_index))}</b>"
-            f" · {score_name} {cap.scores[cap.class_index]:.4g} · top channel "
-            f"#{result.top_channel} weight {result.top_weight:.4g}",
+            f" · {score_name} {cap.scores[cap.class_index]:.4g}",
             f"model pass {cap.seconds * 1000:.0f} ms ({pass_note}; {len(self._captures)} of "
             f"{self._cache_size} captures cached) · this view {self._render_ms:.1f} ms",
         ]
@@ -369,12 +440,20 @@ class CamExplorer(widgets.VBox):
         return self._set(name, lambda: core.check_option(name, value, [c for _, c in choices]))
 
     @property
+    def method(self) -> str:
+        return self._controls["method"].value
+
+    @method.setter
+    def method(self, value: str):
+        self._set("method", lambda: methods.get(value).name)
+
+    @property
     def layer(self) -> str:
         return self._controls["layer"].value
 
     @layer.setter
     def layer(self, value: str):
-        self._set("layer", lambda: self._capture.resolve(value))
+        self._set("layer", lambda: FUSED if value == FUSED else self._capture.resolve(value))
 
     @property
     def pooling(self) -> str:

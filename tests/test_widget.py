@@ -233,3 +233,45 @@ def test_constructor_rejects_bad_input_clearly(model, image):
         gw.CamExplorer(model, np.zeros((32, 32, 7)))
     with pytest.raises(ValueError, match="candidate layers"):
         gw.CamExplorer(model, image, layer="nope")
+
+
+def test_method_dropdown_disables_what_a_method_ignores(explorer):
+    passes = explorer.model_passes
+    controls = explorer._controls
+    explorer.method = "layercam"
+    assert explorer.result.method == "layercam"
+    assert controls["pooling"].disabled and controls["channels"].disabled
+    assert "does not apply" in controls["pooling"].tooltip
+    assert not controls["class"].disabled
+    explorer.method = "eigencam"
+    assert controls["class"].disabled and "class-agnostic" in controls["class_index"].tooltip
+    explorer.method = "gradcam"
+    assert not controls["pooling"].disabled and not controls["class"].disabled
+    assert "does not apply" not in controls["pooling"].tooltip
+    assert explorer.model_passes == passes  # every one of these is numpy over the cache
+    with pytest.raises(ValueError, match="'gradcam', 'gradcam\\+\\+'"):
+        explorer.method = "guided"
+
+
+def test_fused_layer_entry(explorer):
+    values = [value for _, value in explorer._controls["layer"].options]
+    assert values[-1] == "fused"
+    explorer.method = "layercam"
+    explorer.layer = "fused"
+    assert explorer.result.layer == "conv1+conv2"
+    assert explorer.result.raw.shape == (32, 32)
+    assert "<b>conv1</b>" in explorer.readout.value and "<b>conv2</b>" in explorer.readout.value
+
+
+def test_scorecam_runs_forward_passes_once_per_setting(explorer):
+    engine = engine_for(explorer._model)
+    passes, scored = explorer.model_passes, engine.forward_images
+    explorer.method = "scorecam"
+    assert engine.forward_images > scored and explorer.model_passes == passes
+    scored = engine.forward_images
+    explorer.opacity = 0.3
+    explorer.layer = "conv1"
+    explorer.layer = "conv2"  # back: the result is cached, no new forward passes for conv2
+    after_conv1 = engine.forward_images
+    explorer.layer = "conv1"
+    assert engine.forward_images == after_conv1 > scored
