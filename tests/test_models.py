@@ -1,0 +1,218 @@
+"""Tests for gradcam_widget.models: the shipped shapes model and the ImageNet loaders.
+
+The quality checks run on 400 fresh scenes, seeds 1_000_000 ..< 1_000_400, that
+``scripts/train_shapes.py`` never trains on (its training seeds are 0 ..< 8_000) and on which
+it reports its metrics (``assets/shapes.json``). Even seeds hold one object, odd seeds two,
+so there are 200 two-object scenes and about 115 objects per class.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradcam_widget as gw
+from gradcam_widget import data, models
+from gradcam_widget._tf import keras
+
+EVAL_SEEDS = range(1_000_000, 1_000_400)
+ASSETS = Path(models.__file__).parent / "assets"
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return models.load("shapes")
+
+
+@pytest.fixture(scope="module")
+def eval_scenes():
+    return [data.scene(seed, n_objects=1 + seed % 2) for seed in EVAL_SEEDS]
+
+
+# --- the shipped shapes model -----------------------------------------------------------
+
+
+def test_shapes_entry(shapes):
+    assert shapes.name == "shapes"
+    assert shapes.class_names == data.CLASS_NAMES
+    assert shapes.input_size == (224, 224)
+    assert shapes.preprocess is None
+    assert shapes.multi_label is True
+    assert isinstance(shapes.model, keras.Model)
+    assert models.load("shapes") is shapes  # built once per process
+
+
+def test_shapes_architecture_reads_like_vgg16(shapes):
+    model = shapes.model
+    names = [layer.name for layer in model.layers]
+    assert names[-3:] == ["block5_conv3", "avg_pool", "logits"]
+    assert [name for name in names if name.endswith("_pool") and name != "avg_pool"] == [
+        f"block{block}_pool" for block in range(1, 5)
+    ]
+    assert model.get_layer("block5_conv3").output.shape[1:3] == (14, 14)
+    assert model.inputs[0].shape[1:] == (224, 224, 3)
+    assert model.outputs[0].shape[1:] == (len(data.CLASS_NAMES),)
+    assert model.get_layer("logits").activation is keras.activations.linear  # logits out
+    assert any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
+
+
+def test_shapes_asset_is_small_and_loads_offline():
+    path = ASSETS / models.SHAPES_ASSET
+    assert path.stat().st_size <= 5 * 1024 * 1024
+    model = keras.models.load_model(path, compile=False)
+    assert model.name == "shapes_vgg"
+    metadata = json.loads((ASSETS / "shapes.json").read_text())
+    assert tuple(metadata["class_names"]) == data.CLASS_NAMES
+    assert metadata["train_seeds"][1] < EVAL_SEEDS.start
+
+
+def test_presence_accuracy_per_class(shapes, eval_scenes):
+    images = np.stack([item.image for item in eval_scenes])
+    targets = np.stack([item.target for item in eval_scenes]) > 0.5
+    logits = np.concatenate([shapes.predict(images[i : i + 50]) for i in range(0, len(images), 50)])
+    accuracy = ((logits > 0) == targets).mean(axis=0)
+    assert accuracy.min() >= 0.97, dict(zip(data.CLASS_NAMES, accuracy.round(3), strict=True))
+
+
+def test_grad_cam_points_at_each_object(shapes, eval_scenes):
+    """Pointing game per class, and class discrimination in two-object scenes."""
+    hits = {name: [] for name in data.CLASS_NAMES}
+    discriminated = []
+    for item in eval_scenes:
+        for label in item.labels:
+            result = gw.grad_cam(shapes, item.image, class_index=label)
+            assert result.layer == "block5_conv3"
+            assert result.heatmap.shape == (224, 224)
+            hit = data.pointing_hit(result.heatmap, item.masks[label])
+            hits[data.CLASS_NAMES[label]].append(hit)
+            if len(item.labels) == 2:
+                discriminated.append(data.peak_on_object(result.heatmap, item.masks, label))
+    pointing = {name: float(np.mean(values)) for name, values in hits.items()}
+    assert min(len(values) for values in hits.values()) >= 100
+    assert min(pointing.values()) >= 0.90, pointing
+    assert len(discriminated) == 400  # 200 two-object scenes, both classes each
+    assert np.mean(discriminated) >= 0.90
+
+
+def test_two_shapes_demo_is_class_discriminative(shapes):
+    item = data.sample_scene("two_shapes")
+    logits = shapes.predict(item.image)[0]
+    assert sorted(np.flatnonzero(logits > 0).tolist()) == list(item.labels)
+    for label in item.labels:
+        heatmap = gw.grad_cam(shapes, item.image, class_index=label).heatmap
+        assert data.peak_on_object(heatmap, item.masks, label)
+
+
+def test_decode(shapes):
+    scores = np.array([0.1, -2.0, 3.0, 0.1, -1.0], np.float32)
+    assert shapes.decode(scores, top=3) == [
+        (2, "triangle", 3.0),
+        (0, "circle", pytest.approx(0.1)),
+        (3, "star", pytest.approx(0.1)),
+    ]
+    assert len(shapes.decode(scores[None], top=50)) == 5
+    with pytest.raises(ValueError, match=r"\(5,\)"):
+        shapes.decode(np.zeros(4))
+    with pytest.raises(ValueError, match="top"):
+        shapes.decode(scores, top=0)
+
+
+def test_predict_checks_image_shape(shapes):
+    with pytest.raises(ValueError, match="224"):
+        shapes.predict(np.zeros((100, 100, 3), np.uint8))
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="shapes.*vgg16.*resnet50.*mobilenet_v2"):
+        models.load("alexnet")
+
+
+# --- ImageNet models --------------------------------------------------------------------
+
+
+def _online(host: str = "storage.googleapis.com") -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_vgg16_offline_names_the_missing_file(monkeypatch, tmp_path):
+    """The real download path, with an empty Keras cache and no network."""
+    if _online():
+        pytest.skip("online: this would download the 528 MB VGG16 weights")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    started = time.monotonic()
+    with pytest.raises(models.WeightsUnavailableError) as caught:
+        models.load("vgg16")
+    assert time.monotonic() - started < 30
+    message = str(caught.value)
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in message
+    assert str(tmp_path / "models") in message
+    assert 'load("shapes")' in message
+    assert isinstance(caught.value, OSError)
+    assert not list((tmp_path / "models").iterdir())  # no partial download left behind
+
+
+def test_unreachable_weights_raise_a_clear_error(monkeypatch, tmp_path):
+    """Runs online too: the weights URL points at a closed local port."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(models, "_APPLICATIONS_URL", "http://127.0.0.1:9/")
+    with pytest.raises(models.WeightsUnavailableError, match="mobilenet_v2_weights_tf_dim"):
+        models.load("mobilenet_v2")
+
+
+def test_keras_preprocess_copies_its_input():
+    preprocess = models.KerasPreprocess("vgg16")
+    batch = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    original = batch.copy()
+    result = preprocess(batch)
+    np.testing.assert_array_equal(batch, original)
+    expected = keras.applications.vgg16.preprocess_input(original.copy())
+    np.testing.assert_allclose(result, expected)
+    assert repr(preprocess) == "keras.applications.vgg16.preprocess_input"
+
+
+def test_cached_weights_load_without_network(monkeypatch, tmp_path):
+    """A weights file already in the Keras cache is used as is (here: random weights).
+
+    MobileNetV2 is the one model whose weights Keras does not hash-check, so a locally
+    written file stands in for the download. Offline, class names fall back to numbers.
+    """
+    h5py = pytest.importorskip("h5py")
+    legacy_h5 = pytest.importorskip("keras.src.legacy.saving.legacy_h5_format")
+    spec = models._IMAGENET_SPECS["mobilenet_v2"]
+    (tmp_path / "models").mkdir()
+    stand_in = keras.applications.MobileNetV2(weights=None)
+    with h5py.File(tmp_path / "models" / spec.weights_file, "w") as weights_file:
+        legacy_h5.save_weights_to_hdf5_group(weights_file, stand_in)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(models, "_CLASS_INDEX_URL", "http://127.0.0.1:9/index.json")
+    entry = models.load("mobilenet_v2")
+    assert entry.input_size == (224, 224) and entry.multi_label is False
+    assert entry.class_names[281] == "class 281"
+    assert repr(entry.preprocess) == "keras.applications.mobilenet_v2.preprocess_input"
+    image = data.sample("two_shapes")
+    expected = stand_in.predict_on_batch(
+        keras.applications.mobilenet_v2.preprocess_input(image[None].astype(np.float32))
+    )
+    np.testing.assert_allclose(entry.predict(image), expected, rtol=1e-4, atol=1e-6)
+    assert models.load("mobilenet_v2") is entry
+
+
+@pytest.mark.slow
+def test_vgg16_entry_when_weights_are_cached():
+    spec = models._IMAGENET_SPECS["vgg16"]
+    if not (models.keras_cache_dir() / "models" / spec.weights_file).is_file():
+        pytest.skip("VGG16 ImageNet weights are not in the Keras cache")
+    entry = models.load("vgg16")
+    assert entry.input_size == (224, 224) and entry.multi_label is False
+    assert len(entry.class_names) == 1000
+    scores = entry.predict(data.sample("grace_hopper"))[0]
+    assert entry.decode(scores, top=1)[0][0] in (457, 652, 834, 906)  # bow tie, uniform, suit, tie
