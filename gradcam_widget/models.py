@@ -85,7 +85,14 @@ _LOADED_IMAGENET: dict[tuple[str, str], ModelEntry] = {}  # (name, Keras cache d
 
 
 class WeightsUnavailableError(OSError):
-    """Pretrained weights are neither in the Keras cache nor downloadable (e.g. offline)."""
+    """Pretrained weights are neither in the Keras cache nor downloadable (e.g. offline).
+
+    In a notebook it shows as its message alone, not as a traceback: a cell that needs the
+    weights stops there with a plain explanation (and *Run All* stops with it).
+    """
+
+    def _render_traceback_(self):  # IPython's hook for custom error display
+        return [f"WeightsUnavailableError: {self}"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,6 +201,19 @@ def load(name: str, progress: bool = False) -> ModelEntry:
     if key not in _LOADED_IMAGENET:
         _LOADED_IMAGENET[key] = _load_imagenet(*key, progress=progress)
     return _LOADED_IMAGENET[key]
+
+
+def weights_cached(name: str) -> bool:
+    """True when :func:`load` can build ``name`` without a download.
+
+    Raises:
+        ValueError: if ``name`` is unknown.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; valid names: {MODEL_NAMES}")
+    if name == "shapes":
+        return True
+    return (keras_cache_dir() / "models" / _IMAGENET_SPECS[name].weights_file).is_file()
 
 
 def clear_cache() -> None:

@@ -19,7 +19,11 @@ The model takes 224 x 224 x 3 float input in 0..255 (scaling is inside the model
 returns one logit per class of ``data.CLASS_NAMES``; it is trained with sigmoid binary
 cross-entropy, so every class present in a scene scores high. Layer names follow VGG16
 (``block1_conv1`` ... ``block5_conv3``), with four poolings before block 5 so the last conv
-map is 14 x 14, then ``avg_pool`` (global average) and ``logits`` (Dense). Training uses
+map is 14 x 14, then -- as in VGG16 -- ``block5_pool`` (2 x 2 max pooling, 7 x 7), ``avg_pool``
+(global average) and ``logits`` (Dense). The max pooling after the last conv block makes the
+gradients at ``block5_conv3`` vary over space (they flow only through each window's maximum),
+so the article's mean-versus-max pooling experiment has an effect at the default layer; with a
+global average pooling straight after ``block5_conv3`` the two would be identical. Training uses
 batch normalisation after each conv (a plain VGG of this size did not leave the
 predict-the-prior plateau); it is folded into the conv kernels before saving, so the shipped
 model is plain convs with ReLU, exactly like VGG16.
@@ -97,8 +101,7 @@ def build_model(num_classes: int = len(data.CLASS_NAMES), batch_norm: bool = Fal
             if batch_norm:
                 x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
                 x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
-        if block < len(CHANNELS):
-            x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     logits = layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, logits, name="shapes_vgg")

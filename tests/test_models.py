@@ -50,9 +50,9 @@ def test_shapes_entry(shapes):
 def test_shapes_architecture_reads_like_vgg16(shapes):
     model = shapes.model
     names = [layer.name for layer in model.layers]
-    assert names[-3:] == ["block5_conv3", "avg_pool", "logits"]
+    assert names[-4:] == ["block5_conv3", "block5_pool", "avg_pool", "logits"]
     assert [name for name in names if name.endswith("_pool") and name != "avg_pool"] == [
-        f"block{block}_pool" for block in range(1, 5)
+        f"block{block}_pool" for block in range(1, 6)
     ]
     assert model.get_layer("block5_conv3").output.shape[1:3] == (14, 14)
     assert model.inputs[0].shape[1:] == (224, 224, 3)
@@ -216,3 +216,21 @@ def test_vgg16_entry_when_weights_are_cached():
     assert len(entry.class_names) == 1000
     scores = entry.predict(data.sample("grace_hopper"))[0]
     assert entry.decode(scores, top=1)[0][0] in (457, 652, 834, 906)  # bow tie, uniform, suit, tie
+
+
+def test_weights_cached_reads_the_keras_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert models.weights_cached("shapes")
+    assert not models.weights_cached("vgg16")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5").write_bytes(b"")
+    assert models.weights_cached("vgg16")
+    with pytest.raises(ValueError, match="valid names"):
+        models.weights_cached("vgg19")
+
+
+def test_offline_error_renders_as_a_plain_message_in_notebooks():
+    error = models.WeightsUnavailableError("vgg16_weights.h5 is not in the Keras cache")
+    assert error._render_traceback_() == [
+        "WeightsUnavailableError: vgg16_weights.h5 is not in the Keras cache"
+    ]
