@@ -30,6 +30,15 @@ def _demo(args) -> int:
     return 0
 
 
+def _fetch(args) -> int:
+    from gradcam_widget import models
+
+    for name in args.names:
+        entry = models.load(name, progress=False)
+        print(f"{name}: ready ({len(entry.class_names)} classes, input {entry.input_size})")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradcam_widget")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -45,9 +54,11 @@ def main(argv=None) -> int:
     demo.add_argument("--order", default="relu_first", choices=["relu_first", "resize_first"])
     demo.add_argument("--colormap", default="jet")
     demo.add_argument("--opacity", type=float, default=0.5)
+    fetch = commands.add_parser("fetch", help="download pretrained weights into the Keras cache")
+    fetch.add_argument("names", nargs="+", help="vgg16 | resnet50 | mobilenet_v2")
     args = parser.parse_args(argv)
     try:
-        return _demo(args)
+        return _demo(args) if args.command == "demo" else _fetch(args)
     except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,69 @@
+"""Score-CAM speed: gradcam_widget vs tf-keras-vis ``Scorecam``, same model, same channels.
+
+VGG16 (random weights, CPU), layer ``block5_conv3``, the 64 channels of largest activation
+spread (tf-keras-vis ``max_N=64``; ours ``max_channels=64``), batches of 32, a new image every
+repetition, the two interleaved round by round. Run::
+
+    .venv/bin/python benchmarks/bench_scorecam.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import gradcam_widget as gw
+from gradcam_widget._tf import keras
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--channels", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    from tf_keras_vis.scorecam import Scorecam
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.VGG16(weights=None)
+    vis = Scorecam(model, clone=False)
+    rng = np.random.default_rng(0)
+
+    def theirs(image):
+        return vis(
+            CategoricalScore([0]), image[None], penultimate_layer="block5_conv3",
+            max_N=args.channels, batch_size=32,
+        )  # fmt: skip
+
+    def ours(image):
+        cap = gw.capture(model, image, class_index=0, layers=["block5_conv3"])
+        return cap.cam(
+            "block5_conv3", method="scorecam", max_channels=args.channels, batch_size=32
+        ).heatmap
+
+    contenders = {"tf-keras-vis Scorecam": theirs, "gw scorecam (capture + cam)": ours}
+    for run in contenders.values():  # warm-up: tracing
+        run(rng.uniform(0, 255, (224, 224, 3)).astype(np.float32))
+    times = {name: [] for name in contenders}
+    for _ in range(args.rounds):
+        for name, run in contenders.items():
+            image = rng.uniform(0, 255, (224, 224, 3)).astype(np.float32)
+            started = time.perf_counter()
+            run(image)
+            times[name].append(time.perf_counter() - started)
+
+    medians = {name: statistics.median(samples) for name, samples in times.items()}
+    print(f"Score-CAM on VGG16 block5_conv3, {args.channels} channels, {args.rounds} rounds")
+    print("| contender | median s |\n|---|---:|")
+    for name, value in medians.items():
+        print(f"| {name} | {value:.2f} |")
+    speedup = medians["tf-keras-vis Scorecam"] / medians["gw scorecam (capture + cam)"]
+    print(f"\nspeed-up over tf-keras-vis: {speedup:.2f}x (target >= 2)")
+
+
+if __name__ == "__main__":
+    main()
