@@ -144,6 +144,9 @@ class CamExplorer(widgets.VBox):
                 "how the map is made from the cached tensors",
             ),
             "layer": dropdown("Layer", [("", "")], "", "feature map to explain (h×w×C)"),
+        }
+        self._controls["layer"].layout.width = "330px"
+        self._controls |= {
             "pooling": dropdown("Pooling", POOLING_LABELS, "mean", "how gradients become weights"),
             "channels": dropdown("Channels", CHANNEL_LABELS, "weighted", "sum of all or one"),
             "order": dropdown("Order", ORDER_LABELS, "relu_first", "ReLU before or after resize"),
