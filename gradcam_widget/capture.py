@@ -793,6 +793,73 @@ def capture(
     )
 
 
+def class_scores(
+    model,
+    images,
+    class_index: int,
+    score: str = "probability",
+    preprocess: Callable | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Score of one class for a batch of images: forward passes only, compiled once.
+
+    This is what the perturbation metrics (:mod:`gradcam_widget.metrics`) run: the images
+    are edited in pixel space (0..255) and each one is preprocessed as the model expects.
+
+    Args:
+        model: a ``keras.Model`` or an entry from :func:`gradcam_widget.models.load`.
+        images: ``(N, H, W, 3)`` RGB, uint8 or float 0..255, at the model's input size.
+        class_index: the class whose score is returned.
+        score: ``"probability"`` (default; softmax, or sigmoid for a multi-label entry) or
+            ``"logit"`` (the pre-activation score).
+        preprocess: as :func:`capture` (default: the entry's own).
+        batch_size: images per forward pass.
+
+    Returns:
+        ``(N,)`` float32 scores.
+
+    Raises:
+        ValueError: for a bad batch, class index, score or batch size, naming what was
+            expected.
+    """
+    core.check_option("score", score, core.SCORES)
+    keras_model, entry_preprocess, _, multi_label = _unwrap(model)
+    preprocess = entry_preprocess if preprocess is None else preprocess
+    class_index = _check_class_index(class_index, _num_classes(keras_model))
+    if class_index is None:
+        raise ValueError("class_index must be an int; got None")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    batch = np.asarray(images)
+    height, width, channels = _model_input_size(keras_model)
+    expected = f"(N, {height or 'H'}, {width or 'W'}, 3)"
+    if (
+        batch.ndim != 4
+        or batch.shape[-1] != 3
+        or 0 in batch.shape
+        or (height is not None and batch.shape[1] != height)
+        or (width is not None and batch.shape[2] != width)
+    ):
+        raise ValueError(f"images must be a batch {expected} in 0..255; got shape {batch.shape}")
+    batch = batch.astype(np.float32)
+    if not np.isfinite(batch).all():
+        raise ValueError("images contain NaN or infinite values")
+    if preprocess is not None:
+        batch = np.asarray(preprocess(batch), dtype=np.float32)
+    if channels == 1 and batch.shape[-1] == 3:
+        batch = batch.mean(axis=-1, keepdims=True)
+    scores = engine_for(keras_model).class_scores(
+        batch, class_index, score, multi_label, batch_size=int(batch_size)
+    )
+    if not np.isfinite(scores).all():
+        raise ValueError("the model produced NaN or infinite scores for these images")
+    return scores
+
+
 def grad_cam(
     model,
     image,
