@@ -128,6 +128,12 @@ article's experiments against the true object outlines.
 ]
 
 
+METHOD_CONCLUSIONS = """
+### What the table says
+
+(filled in from the measured table)
+"""
+
 READING = [
     md("""
 # Reading Grad-CAM line by line
@@ -410,6 +416,65 @@ numbers):
   before the injection) while resize → ReLU darkens them to 0.41 and loses a third of the
   energy on the object (22.7% vs 31.9%). **ReLU first is the safer order.**
 """),
+    md("""
+## 5. Beyond Grad-CAM: sharper maps, and how to tell a good map from a bad one
+
+The article ends with a question: how do we get a sharper map than 14×14? Three answers,
+all computed from the same cached tensors (Score-CAM alone runs the model again):
+
+* **other channel weightings** of the same layer — Grad-CAM++, XGrad-CAM, HiResCAM (no
+  pooling at all), LayerCAM, the gradient-free Eigen-CAM and Score-CAM;
+* **a shallower layer** — section 3c showed Grad-CAM loses the object there;
+* **fusion** — LayerCAM maps of several blocks, normalised and combined by their maximum
+  (`cap.fuse()`), so the fine grid adds detail where the deep grid agrees.
+
+Looking is not enough to rank them, so `gw.metrics` measures. Against ground truth: the
+pointing game and the energy pointing game. Against the model itself, with no ground truth
+needed: **deletion** (remove the most salient pixels first — a faithful map makes the score
+collapse: low area under the curve) and **insertion** (start from a blurred image and add
+the most salient pixels back — the score should come back fast: high area).
+"""),
+    code("""
+from gradcam_widget import metrics
+
+label = scene.labels[0]
+cap5 = gw.capture(entry, scene.image, class_index=label)
+maps = {name: cap5.cam("block5_conv3", method=name).heatmap
+        for name in ("gradcam", "hirescam", "eigencam")}
+maps["layercam fused"] = cap5.fuse().heatmap
+maps["random"] = np.random.default_rng(0).uniform(size=cap5.input_size)
+
+fig, axes = plt.subplots(2, len(maps), figsize=(3.2 * len(maps), 6.2))
+for column, (name, heat) in enumerate(maps.items()):
+    axes[0, column].imshow(render.overlay(cap5.image, heat, alpha=0.55))
+    axes[0, column].set_title(name)
+    axes[0, column].axis("off")
+    for run, style in ((metrics.deletion, "-"), (metrics.insertion, "--")):
+        curve = run(entry, cap5.image, heat, label)
+        axes[1, column].plot(curve.fractions, curve.scores, style,
+                             label=f"{curve.kind} AUC {curve.auc:.2f}")
+    axes[1, column].set_xlabel("share of pixels removed / inserted")
+    axes[1, column].set_ylim(-0.05, 1.05)
+    axes[1, column].legend(loc="center right", fontsize=8)
+    energy = metrics.energy_pointing_game(heat, scene.masks[label])
+    axes[1, column].set_title(f"energy on the {names[label]}: {energy:.0%}")
+axes[1, 0].set_ylabel(f"p({names[label]})")
+fig.tight_layout()
+plt.show()
+"""),
+    md("""
+One scene proves little. `scripts/evaluate_methods.py` scores every method at three places
+(the last block, the block before, fused) on 200 scenes never used in training, with two
+reference rows: a random map (what a map that knows nothing scores) and the ground-truth
+mask itself. The table it wrote to `docs/method_scores.md`:
+"""),
+    code("""
+from pathlib import Path
+from IPython.display import Markdown
+
+Markdown(Path("../docs/method_scores.md").read_text().split("\n", 2)[2])
+"""),
+    md(METHOD_CONCLUSIONS),
 ]
 
 
