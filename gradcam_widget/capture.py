@@ -194,6 +194,62 @@ def _recording(layers: Sequence[tuple[str, object]], record: dict):
 
 
 # ---------------------------------------------------------------------------------------
+# Reduced precision for forward-only passes
+
+PRECISIONS = ("float32", "bfloat16")
+_GRAPPLER_BF16 = "auto_mixed_precision_onednn_bfloat16"
+_PRECISION_LOCK = threading.Lock()
+
+
+def bfloat16_supported() -> bool:
+    """True when this CPU computes bfloat16 natively (Intel AMX or AVX512-BF16).
+
+    Only then does ``precision="bfloat16"`` pay off; elsewhere oneDNN would emulate it.
+    Reads ``/proc/cpuinfo`` (Linux); False when that cannot be read.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as info:
+            flags = set(next((line for line in info if line.startswith("flags")), "").split())
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+def check_precision(precision: str) -> str:
+    """Validate ``precision``; ``"bfloat16"`` also needs a CPU that computes it natively.
+
+    Raises:
+        ValueError: naming the choices, or saying why bfloat16 is not available here.
+    """
+    core.check_option("precision", precision, PRECISIONS)
+    if precision == "bfloat16" and not bfloat16_supported():
+        raise ValueError(
+            "precision='bfloat16' needs a CPU with AMX or AVX512-BF16 (it would be emulated, "
+            "and slower, here); use precision='float32'"
+        )
+    return precision
+
+
+@contextlib.contextmanager
+def _precision(precision: str):
+    """Run the enclosed passes in bfloat16 via oneDNN's graph rewrite, then restore float32.
+
+    The rewrite is a global Grappler option, so it is switched on only around the call, under
+    a lock; functions are optimised per option set, so float32 passes stay exact.
+    """
+    if precision == "float32":
+        yield
+        return
+    with _PRECISION_LOCK:
+        before = tf.config.optimizer.get_experimental_options().get(_GRAPPLER_BF16, False)
+        tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: True})
+        try:
+            yield
+        finally:
+            tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: before})
+
+
+# ---------------------------------------------------------------------------------------
 # The compiled pass, one engine per model
 
 
@@ -292,9 +348,11 @@ class _Engine:
         score: str,
         multi_label: bool,
         batch_size: int = 32,
+        precision: str = "float32",
     ) -> np.ndarray:
         """Forward passes only: the class score of every image of ``batch`` (N, H, W, C),
-        ``batch_size`` at a time. Compiled once per score mode (any N, no retrace)."""
+        ``batch_size`` at a time. Compiled once per score mode (any N, no retrace);
+        ``precision="bfloat16"`` runs them through oneDNN's bfloat16 rewrite."""
         key = (score, "scorer")
         with self._lock:
             if key not in self._functions:
@@ -308,12 +366,12 @@ class _Engine:
                 )
             function = self._functions[key]
             results = []
-            for start in range(0, len(batch), batch_size):
-                chunk = tf.constant(batch[start : start + batch_size], dtype=tf.float32)
-                results.append(
-                    function(chunk, tf.constant(class_index), tf.constant(multi_label)).numpy()
-                )
-                self.forward_images += len(chunk)
+            with _precision(precision):
+                for start in range(0, len(batch), batch_size):
+                    chunk = tf.constant(batch[start : start + batch_size], dtype=tf.float32)
+                    index, multi = tf.constant(class_index), tf.constant(multi_label)
+                    results.append(function(chunk, index, multi).numpy())
+                    self.forward_images += len(chunk)
             return np.concatenate(results).astype(np.float32)
 
     def describe(self, input_shape: tuple[int, ...], score: str) -> tuple[tuple[str, ...], str]:
@@ -679,12 +737,16 @@ class Capture:
             score=self.score,
         )
 
-    def masked_scores(self, masks: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def masked_scores(
+        self, masks: np.ndarray, batch_size: int = 32, precision: str = "float32"
+    ) -> np.ndarray:
         """Class scores of the model input multiplied by each mask (forward passes only).
 
         Args:
             masks: ``(N, H, W)`` float in ``[0, 1]`` at :attr:`input_size`.
             batch_size: images per forward pass.
+            precision: ``"float32"`` (default, exact) or ``"bfloat16"`` (see
+                :func:`check_precision`).
 
         Returns:
             ``(N,)`` float32 scores of :attr:`class_index` (logit or probability, per
@@ -692,7 +754,8 @@ class Capture:
         """
         if self._scorer is None:
             raise ValueError("this capture cannot run the model (no scorer)")
-        return self._scorer(np.asarray(masks, dtype=np.float32), batch_size)
+        check_precision(precision)
+        return self._scorer(np.asarray(masks, dtype=np.float32), batch_size, precision)
 
     def class_name(self, index: int | None = None) -> str:
         """Name of class ``index`` (default: :attr:`class_index`), ``"class N"`` if unknown."""
@@ -766,9 +829,9 @@ def capture(
         raise ValueError(f"class_index must be in 0..{scores.shape[0] - 1}; got {class_index}")
     chosen = result["class_index"]
 
-    def scorer(masks: np.ndarray, batch_size: int) -> np.ndarray:
+    def scorer(masks: np.ndarray, batch_size: int, precision: str) -> np.ndarray:
         return engine.class_scores(
-            inputs * masks[..., None], chosen, score, multi_label, batch_size=batch_size
+            inputs * masks[..., None], chosen, score, multi_label, batch_size, precision
         )
 
     def complete() -> tuple[dict, dict]:

@@ -204,12 +204,14 @@ def eigencam(capture, layer):
     runs_model=True,
     summary="channel weights from the score of the input masked by each channel (Wang et al.)",
 )
-def scorecam(capture, layer, max_channels=64, batch_size=32):
+def scorecam(capture, layer, max_channels=64, batch_size=32, precision="float32"):
     """Score-CAM over the ``max_channels`` channels of largest activation variance.
 
     Each kept channel is upsampled to the input size, scaled to ``[0, 1]`` and multiplies
     the model input; the class score of each masked input (logit or probability, as the
     capture's ``score``) is softmax-normalised over the channels into their weights.
+    ``precision="bfloat16"`` runs those forward passes in bfloat16 on CPUs that compute it
+    natively (AMX, AVX512-BF16): about 3x faster there, with weights that differ slightly.
     """
     activations = capture.activations(layer)
     channels = activations.shape[-1]
@@ -222,7 +224,7 @@ def scorecam(capture, layer, max_channels=64, batch_size=32):
     masks = np.stack(
         [core.normalize_range(core.resize(activations[..., k], capture.input_size)) for k in kept]
     )
-    scores = capture.masked_scores(masks, batch_size=int(batch_size))
+    scores = capture.masked_scores(masks, batch_size=int(batch_size), precision=precision)
     shifted = np.exp(scores - scores.max())
     weights = np.zeros(channels, np.float32)
     weights[kept] = shifted / shifted.sum()

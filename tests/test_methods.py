@@ -12,6 +12,7 @@ import pytest
 import gradcam_widget as gw
 from gradcam_widget import methods
 from gradcam_widget._tf import keras, tf
+from gradcam_widget.capture import bfloat16_supported
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +190,28 @@ def test_methods_never_return_nan_on_dead_maps():
         heatmap = gw.core.to_heatmap(raw, Dead.input_size)
         assert np.isfinite(raw).all() and np.isfinite(weights).all()
         assert not heatmap.any()
+
+
+@pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has neither AMX nor AVX512-BF16")
+def test_scorecam_bfloat16_agrees_with_float32_which_stays_exact():
+    entry = gw.models.load("shapes")
+    scene = gw.data.sample_scene("two_shapes")
+    cap = gw.capture(entry, scene.image, class_index=scene.labels[0])
+    exact = cap.cam(method="scorecam", max_channels=32)
+    fast = cap.cam(method="scorecam", max_channels=32, precision="bfloat16")
+    again = cap.cam(method="scorecam", max_channels=32)
+    np.testing.assert_array_equal(again.weights, exact.weights)  # the switch is undone
+    assert not np.array_equal(fast.weights, exact.weights)  # bfloat16 really ran
+    assert np.corrcoef(fast.heatmap.ravel(), exact.heatmap.ravel())[0, 1] > 0.99
+    assert np.array_equal(np.flatnonzero(fast.weights), np.flatnonzero(exact.weights))
+    assert (
+        tf.config.optimizer.get_experimental_options().get(
+            "auto_mixed_precision_onednn_bfloat16", False
+        )
+        is False
+    )
+
+
+def test_scorecam_precision_is_checked(cap):
+    with pytest.raises(ValueError, match="'float32', 'bfloat16'"):
+        cap.cam("conv2", method="scorecam", precision="float16")
