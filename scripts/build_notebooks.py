@@ -498,9 +498,10 @@ mask itself. The table it wrote to `docs/method_scores.md`:
 """),
     code("""
 from pathlib import Path
+
 from IPython.display import Markdown
 
-Markdown(Path("../docs/method_scores.md").read_text().split("\n", 2)[2])
+Markdown(Path("../docs/method_scores.md").read_text().split("\\n", 2)[2])
 """),
     md(METHOD_CONCLUSIONS),
 ]

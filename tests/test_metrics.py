@@ -207,3 +207,43 @@ def test_class_scores_match_predict_and_check_the_batch(shapes, scene):
         class_scores(shapes, scene.image, 2)
     with pytest.raises(ValueError, match="batch_size"):
         class_scores(shapes, images, 2, batch_size=0)
+
+
+def load_evaluation_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_methods.py"
+    spec = importlib.util.spec_from_file_location("evaluate_methods", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluation_script_scores_every_place_and_the_references():
+    script = load_evaluation_script()
+    layers, rows = script.evaluate(scenes=2, steps=4, methods=["gradcam", "layercam"],
+                                   progress=lambda _: None)  # fmt: skip
+    assert layers["last"] == "block5_conv3" and layers["before"] == "block4_conv2"
+    assert set(rows) == {
+        *((m, p) for m in ("gradcam", "layercam") for p in script.PLACES),
+        ("random map", ""),
+        ("ground-truth mask", ""),
+    }
+    summary = {key: script.summarise(samples) for key, samples in rows.items()}
+    assert summary[("ground-truth mask", "")]["energy"] == pytest.approx(100.0)
+    assert all(0 <= row["pointing"] <= 100 and 0 <= row["insertion"] <= 1.0001
+               for row in summary.values())  # fmt: skip
+    markdown = script.table(summary, layers, 2, 4)
+    assert markdown.count("\n| gradcam |") == 3 and "| random map | - |" in markdown
+
+
+def test_committed_method_table_is_the_one_in_the_readme():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    table = (root / "docs" / "method_scores.md").read_text().split("\n", 2)[2]
+    readme = (root / "README.md").read_text()
+    start, end = load_evaluation_script().MARKERS
+    assert f"{start}\n{table}{end}" in readme
+    assert table.count("\n| ") == 1 + 7 * 3 + 2  # header, 7 methods x 3 places, 2 references
