@@ -330,6 +330,9 @@ class CamExplorer(widgets.VBox):
             return self._results[key][1]
         options = {"order": values["order"], "method": values["method"]}
         options.update({name: values[name] for name in method.options})
+        if method.runs_model:  # seconds, not milliseconds: say so while it runs
+            label = METHOD_LABELS.get(method.name, method.name)
+            self.status.value = f"<span style='color:#555'>⏳ {label}: forward passes…</span>"
         if values["layer"] == FUSED:
             result = cap.fuse(**options)
         else:

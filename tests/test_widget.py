@@ -275,3 +275,11 @@ def test_scorecam_runs_forward_passes_once_per_setting(explorer):
     after_conv1 = engine.forward_images
     explorer.layer = "conv1"
     assert engine.forward_images == after_conv1 > scored
+
+
+def test_scorecam_says_it_is_working_then_ready(explorer):
+    shown = []
+    explorer.status.observe(lambda change: shown.append(change["new"]), "value")
+    explorer.method = "scorecam"
+    assert any("forward passes" in value for value in shown), shown
+    assert "ready" in explorer.status.value
