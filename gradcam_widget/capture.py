@@ -198,7 +198,8 @@ def _recording(layers: Sequence[tuple[str, object]], record: dict):
 
 PRECISIONS = ("float32", "bfloat16")
 _GRAPPLER_BF16 = "auto_mixed_precision_onednn_bfloat16"
-_PRECISION_LOCK = threading.Lock()
+_PRECISION_LOCK = threading.RLock()
+_active_precision: list[str] = []  # the precision of the enclosing _precision blocks
 
 
 def bfloat16_supported() -> bool:
@@ -232,21 +233,36 @@ def check_precision(precision: str) -> str:
 
 @contextlib.contextmanager
 def _precision(precision: str):
-    """Run the enclosed passes in bfloat16 via oneDNN's graph rewrite, then restore float32.
+    """Run the enclosed model passes in ``precision``; every pass of the package goes here.
 
-    The rewrite is a global Grappler option, so it is switched on only around the call, under
-    a lock; functions are optimised per option set, so float32 passes stay exact.
+    bfloat16 is oneDNN's Grappler rewrite, a *global* option, switched on only around the
+    enclosed calls. TensorFlow also remembers the option a thread saw at its first call, so
+    float32 passes take the same lock: no pass of this package, in any thread, can run while
+    the option is on unless it asked for bfloat16. (TensorFlow code outside this package that
+    runs in another thread during a bfloat16 block is not covered.)
+
+    Raises:
+        RuntimeError: when a block of one precision is opened inside a block of the other in
+            the same thread (it would silently get the outer one).
     """
-    if precision == "float32":
-        yield
-        return
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     with _PRECISION_LOCK:
-        before = tf.config.optimizer.get_experimental_options().get(_GRAPPLER_BF16, False)
-        tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: True})
+        if _active_precision and _active_precision[-1] != precision:
+            raise RuntimeError(
+                f"a {precision} pass cannot run inside a {_active_precision[-1]} pass"
+            )
+        switch = precision == "bfloat16" and not _active_precision
+        if switch:
+            before = tf.config.optimizer.get_experimental_options().get(_GRAPPLER_BF16, False)
+            tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: True})
+        _active_precision.append(precision)
         try:
             yield
         finally:
-            tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: before})
+            _active_precision.pop()
+            if switch:
+                tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: before})
 
 
 # ---------------------------------------------------------------------------------------
@@ -353,7 +369,7 @@ class _Engine:
         """Forward passes only: the class score of every image of ``batch`` (N, H, W, C),
         ``batch_size`` at a time. Compiled once per score mode (any N, no retrace);
         ``precision="bfloat16"`` runs them through oneDNN's bfloat16 rewrite."""
-        key = (score, "scorer")
+        key = (score, "scorer", tuple(batch.shape[1:]))  # any N; H, W, C fixed per function
         with self._lock:
             if key not in self._functions:
                 self._functions[key] = tf.function(
@@ -405,8 +421,8 @@ class _Engine:
         multi_label: bool,
         gradient_layers: tuple[str, ...] | None,
     ):
-        """One forward + backward pass; returns numpy arrays."""
-        with self._lock:
+        """One forward + backward pass (float32); returns numpy arrays."""
+        with self._lock, _precision("float32"):
             function = self._function(score, gradient_layers)
             started = time.perf_counter()
             out = function(

@@ -210,15 +210,17 @@ def scorecam(capture, layer, max_channels=64, batch_size=32, precision="float32"
     Each kept channel is upsampled to the input size, scaled to ``[0, 1]`` and multiplies
     the model input; the class score of each masked input (logit or probability, as the
     capture's ``score``) is softmax-normalised over the channels into their weights.
+    The softmax over channels is what pytorch-grad-cam and tf-keras-vis do; it suits the
+    default ``score="logit"``. With ``score="probability"`` the scores lie in ``[0, 1]``, so
+    the weights can differ by a factor of ``e`` at most: a flatter, more Grad-CAM-like mix.
     ``precision="bfloat16"`` runs those forward passes in bfloat16 on CPUs that compute it
     natively (AMX, AVX512-BF16): about 3x faster there, with weights that differ slightly.
     """
     activations = capture.activations(layer)
     channels = activations.shape[-1]
-    if not isinstance(max_channels, (int, np.integer)) or max_channels < 1:
-        raise ValueError(f"max_channels must be a positive int; got {max_channels!r}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    for name, value in (("max_channels", max_channels), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
     variance = activations.reshape(-1, channels).var(axis=0)
     kept = np.sort(np.argsort(-variance, kind="stable")[: int(max_channels)])
     masks = np.stack(

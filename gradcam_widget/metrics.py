@@ -68,7 +68,12 @@ def pointing_game(heatmap, mask, tolerance: float = data.POINTING_TOLERANCE) -> 
         tolerance: how far from the object (Euclidean pixels) the peak may be.
     """
     array = _heatmap(heatmap)
-    if not np.isfinite(tolerance) or tolerance < 0:
+    if (
+        isinstance(tolerance, (bool, np.bool_))
+        or not isinstance(tolerance, (int, float, np.integer, np.floating))
+        or not np.isfinite(tolerance)
+        or tolerance < 0
+    ):
         raise ValueError(f"tolerance must be a finite number >= 0; got {tolerance!r}")
     return data.pointing_hit(array, _mask(mask, array.shape), tolerance)
 
@@ -128,6 +133,8 @@ def saliency_order(heatmap, seed: int = 0) -> np.ndarray:
     for the region's position.
     """
     array = _heatmap(heatmap)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
     flat = array.ravel()
     shuffle = np.random.default_rng(seed).permutation(flat.size)
     return shuffle[np.argsort(-flat[shuffle], kind="stable")]
@@ -188,13 +195,16 @@ def _curve(kind, model, image, heatmap, class_index, steps, baseline, score, bat
     rank = np.empty(pixels, np.int64)
     rank[saliency_order(array, seed)] = np.arange(pixels)
     counts = np.rint(np.linspace(0, pixels, steps + 1)).astype(np.int64)
-    # changed[i, p]: pixel p has been removed (deletion) or inserted (insertion) at step i
-    changed = (rank[None, :] < counts[:, None]).reshape(steps + 1, *array.shape, 1)
-    if kind == "deletion":
-        images = np.where(changed, start[None], rgb[None])
-    else:
-        images = np.where(changed, rgb[None], start[None])
-    scores = class_scores(model, images, class_index, score=score, batch_size=batch_size)
+    before, after = (rgb, start) if kind == "deletion" else (start, rgb)
+    scores = []
+    chunk = max(int(batch_size), 1) if isinstance(batch_size, (int, np.integer)) else 1
+    for first in range(0, steps + 1, chunk):  # build only one batch of edited images at a time
+        part = counts[first : first + chunk]
+        # changed[i, p]: pixel p has been removed (deletion) or inserted (insertion) at step i
+        changed = (rank[None, :] < part[:, None]).reshape(len(part), *array.shape, 1)
+        images = np.where(changed, after[None], before[None])
+        scores.append(class_scores(model, images, class_index, score=score, batch_size=batch_size))
+    scores = np.concatenate(scores)
     fractions = counts / pixels
     return Curve(kind, fractions, scores, _auc(fractions, scores), int(class_index))
 
@@ -304,13 +314,24 @@ def confidence_change(
             "images must be (N, H, W, 3) and heatmaps (N, H, W) of the same N, H, W; "
             f"got {np.shape(images)} and {np.shape(heatmaps)}"
         )
+    if len(batch) == 0:
+        raise ValueError("images must hold at least one image; got an empty batch")
     if not np.isfinite(maps).all() or maps.min() < 0 or maps.max() > 1:
         raise ValueError("heatmaps must be finite and in [0, 1] (use result.heatmap)")
-    indices = np.broadcast_to(np.asarray(class_indices), (len(batch),))
-    if not np.issubdtype(indices.dtype, np.integer):
+    indices = np.asarray(class_indices)
+    listed = class_indices if isinstance(class_indices, (list, tuple)) else [class_indices]
+    has_bool = any(isinstance(value, (bool, np.bool_)) for value in listed)
+    if (
+        has_bool
+        or indices.ndim > 1
+        or (indices.ndim == 1 and len(indices) not in (1, len(batch)))
+        or not np.issubdtype(indices.dtype, np.integer)
+    ):
         raise ValueError(
-            f"class_indices must be an int or one int per image; got {class_indices!r}"
+            f"class_indices must be an int or {len(batch)} ints (one per image); "
+            f"got {class_indices!r}"
         )
+    indices = np.broadcast_to(indices.reshape(-1), (len(batch),))
     full = np.empty(len(batch), np.float32)
     explained = np.empty(len(batch), np.float32)
     for index in np.unique(indices):  # one batched call per class

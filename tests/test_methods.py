@@ -215,3 +215,59 @@ def test_scorecam_bfloat16_agrees_with_float32_which_stays_exact():
 def test_scorecam_precision_is_checked(cap):
     with pytest.raises(ValueError, match="'float32', 'bfloat16'"):
         cap.cam("conv2", method="scorecam", precision="float16")
+
+
+@pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has neither AMX nor AVX512-BF16")
+def test_float32_passes_in_other_threads_stay_exact_during_bfloat16():
+    """The bfloat16 rewrite is a global option; a float32 pass in another thread must wait."""
+    import threading
+
+    from gradcam_widget.capture import class_scores
+
+    entry = gw.models.load("shapes")
+    scene = gw.data.sample_scene("two_shapes")
+    images = np.stack([scene.image, scene.image[:, ::-1]])
+    reference = class_scores(entry, images, 1, score="logit")
+    seen = []
+
+    def worker():  # this thread's first TensorFlow call happens during the bfloat16 run
+        for _ in range(4):
+            seen.append(class_scores(entry, images, 1, score="logit"))
+
+    cap = gw.capture(entry, scene.image, class_index=1)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    cap.cam(method="scorecam", max_channels=128, batch_size=8, precision="bfloat16")
+    thread.join()
+    assert len(seen) == 4
+    for scores in seen:
+        np.testing.assert_array_equal(scores, reference)
+
+
+def test_precision_blocks_restore_the_option_and_refuse_mixing(monkeypatch):
+    import sys
+
+    capture_module = sys.modules["gradcam_widget.capture"]  # gw.capture is the function
+
+    def option():
+        return tf.config.optimizer.get_experimental_options().get(
+            "auto_mixed_precision_onednn_bfloat16", False
+        )
+
+    with pytest.raises(KeyError), capture_module._precision("bfloat16"):
+        assert option() is True
+        raise KeyError("boom")
+    assert option() is False
+    with (
+        pytest.raises(RuntimeError, match="float32 pass cannot run inside a bfloat16"),
+        capture_module._precision("bfloat16"),
+        capture_module._precision("float32"),
+    ):
+        pass
+    assert option() is False
+    with capture_module._precision("bfloat16"), capture_module._precision("bfloat16"):
+        assert option() is True  # nesting the same precision is fine
+    assert option() is False
+    monkeypatch.setattr(capture_module, "bfloat16_supported", lambda: False)
+    with pytest.raises(ValueError, match="AMX or AVX512-BF16"):
+        capture_module.check_precision("bfloat16")

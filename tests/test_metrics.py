@@ -74,6 +74,8 @@ def test_pointing_game_tolerance_and_flat_maps():
         (lambda: metrics.pointing_game(np.ones((2, 4, 4)), np.ones((4, 4))), "2-D"),
         (lambda: metrics.pointing_game(np.ones((4, 4)), np.ones((4, 4)), tolerance=-1), ">= 0"),
         (lambda: metrics.saliency_order(np.array([["a"]])), "real numbers"),
+        (lambda: metrics.saliency_order(np.ones((3, 3)), seed=-1), "non-negative int"),
+        (lambda: metrics.pointing_game(np.ones((4, 4)), np.ones((4, 4)), tolerance="5"), ">= 0"),
         (lambda: metrics.baseline_image(np.zeros((8, 8, 3)), "grey"), "black"),
         (lambda: metrics.baseline_image(np.zeros((8, 8, 3)), np.zeros((8, 9, 3))), "(8, 8, 3)"),
     ],
@@ -138,7 +140,9 @@ def test_curves_match_a_longhand_loop(shapes, scene, kind, baseline):
     assert curve.kind == kind and curve.class_index == label
     np.testing.assert_allclose(curve.fractions, np.linspace(0, 1, 9), atol=1e-4)
     np.testing.assert_allclose(curve.scores, expected, atol=1e-5)
-    assert curve.auc == pytest.approx(np.trapezoid(expected, curve.fractions), abs=1e-5)
+    widths = np.diff(curve.fractions)
+    trapezoids = np.sum(widths * (expected[1:] + expected[:-1]) / 2)
+    assert curve.auc == pytest.approx(trapezoids, abs=1e-5)
 
 
 def test_ground_truth_beats_a_random_map(shapes):
@@ -194,6 +198,12 @@ def test_confidence_change_follows_the_grad_cam_plus_plus_formulas(shapes):
         metrics.confidence_change(shapes, images, maps * 5, labels)
     with pytest.raises(ValueError, match="same N"):
         metrics.confidence_change(shapes, images, maps[:2], labels)
+    with pytest.raises(ValueError, match="3 ints"):
+        metrics.confidence_change(shapes, images, maps, labels[:2])
+    with pytest.raises(ValueError, match="3 ints"):
+        metrics.confidence_change(shapes, images, maps, [True, 1, 0])
+    with pytest.raises(ValueError, match="at least one image"):
+        metrics.confidence_change(shapes, images[:0], maps[:0], 0)
 
 
 def test_class_scores_match_predict_and_check_the_batch(shapes, scene):
@@ -247,3 +257,18 @@ def test_committed_method_table_is_the_one_in_the_readme():
     start, end = load_evaluation_script().MARKERS
     assert f"{start}\n{table}{end}" in readme
     assert table.count("\n| ") == 1 + 7 * 3 + 2  # header, 7 methods x 3 places, 2 references
+
+
+def test_class_scores_follow_a_model_that_takes_any_size():
+    from gradcam_widget._tf import keras
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    for size in ((20, 30), (33, 17)):
+        images = rng.uniform(0, 255, (3, *size, 3)).astype(np.float32)
+        expected = model(images).numpy()[:, 1]
+        got = class_scores(model, images, 1, score="logit")
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
