@@ -218,28 +218,38 @@ def test_scorecam_precision_is_checked(cap):
 
 
 @pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has neither AMX nor AVX512-BF16")
-def test_float32_passes_in_other_threads_stay_exact_during_bfloat16():
-    """The bfloat16 rewrite is a global option; a float32 pass in another thread must wait."""
+def test_float32_passes_in_other_threads_stay_exact_during_bfloat16(model):
+    """The bfloat16 rewrite is a global option: a float32 pass of *another* model, in another
+    thread, made while Score-CAM runs in bfloat16, must wait for it and stay exact."""
     import threading
+    import time
 
     from gradcam_widget.capture import class_scores
 
     entry = gw.models.load("shapes")
     scene = gw.data.sample_scene("two_shapes")
-    images = np.stack([scene.image, scene.image[:, ::-1]])
-    reference = class_scores(entry, images, 1, score="logit")
+    images = np.random.default_rng(5).uniform(0, 255, (4, 24, 32, 3)).astype(np.float32)
+    reference = class_scores(model, images, 1, score="logit")
     seen = []
 
-    def worker():  # this thread's first TensorFlow call happens during the bfloat16 run
-        for _ in range(4):
-            seen.append(class_scores(entry, images, 1, score="logit"))
+    def bfloat16_on():
+        options = tf.config.optimizer.get_experimental_options()
+        return options.get("auto_mixed_precision_onednn_bfloat16", False)
+
+    def worker():  # its first TensorFlow call is made while bfloat16 is switched on
+        deadline = time.monotonic() + 60
+        while not bfloat16_on() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        assert bfloat16_on(), "the bfloat16 run never switched the option on"
+        for _ in range(3):
+            seen.append(class_scores(model, images, 1, score="logit"))
 
     cap = gw.capture(entry, scene.image, class_index=1)
     thread = threading.Thread(target=worker)
     thread.start()
     cap.cam(method="scorecam", max_channels=128, batch_size=8, precision="bfloat16")
     thread.join()
-    assert len(seen) == 4
+    assert len(seen) == 3
     for scores in seen:
         np.testing.assert_array_equal(scores, reference)
 
