@@ -245,8 +245,7 @@ def _precision(precision: str):
         RuntimeError: when a block of one precision is opened inside a block of the other in
             the same thread (it would silently get the outer one).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    core.check_option("precision", precision, PRECISIONS)
     with _PRECISION_LOCK:
         if _active_precision and _active_precision[-1] != precision:
             raise RuntimeError(
@@ -382,10 +381,10 @@ class _Engine:
                 )
             function = self._functions[key]
             results = []
+            index, multi = tf.constant(class_index), tf.constant(multi_label)
             with _precision(precision):
                 for start in range(0, len(batch), batch_size):
                     chunk = tf.constant(batch[start : start + batch_size], dtype=tf.float32)
-                    index, multi = tf.constant(class_index), tf.constant(multi_label)
                     results.append(function(chunk, index, multi).numpy())
                     self.forward_images += len(chunk)
             return np.concatenate(results).astype(np.float32)
@@ -511,21 +510,29 @@ def prepare_input(model, image, preprocess=None) -> tuple[np.ndarray, np.ndarray
     if height is not None and width is not None and rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     shown = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-    batch = rgb[None].copy()
+    return shown, _model_batch(rgb[None].copy(), preprocess, channels)
+
+
+def _model_batch(batch: np.ndarray, preprocess, channels: int | None) -> np.ndarray:
+    """``(N, H, W, 3)`` float32 RGB in 0..255 -> the model's input: ``preprocess`` applied,
+    RGB averaged for a one-channel model, checked finite."""
+    count = len(batch)
     if preprocess is not None:
         try:
             batch = np.asarray(preprocess(batch), dtype=np.float32)
         except Exception as error:
             raise ValueError(
-                f"preprocess failed on a (1, H, W, 3) float32 batch: {error}"
+                f"preprocess failed on a ({count}, H, W, 3) float32 batch: {error}"
             ) from error
-        if batch.ndim != 4 or batch.shape[0] != 1:
-            raise ValueError(f"preprocess must return a (1, H, W, C) batch; got {batch.shape}")
+        if batch.ndim != 4 or batch.shape[0] != count:
+            raise ValueError(
+                f"preprocess must return a ({count}, H, W, C) batch; got {batch.shape}"
+            )
     if channels == 1 and batch.shape[-1] == 3:
         batch = batch.mean(axis=-1, keepdims=True)
     if not np.isfinite(batch).all():
         raise ValueError("the preprocessed input contains NaN or infinite values")
-    return shown, batch.astype(np.float32)
+    return batch.astype(np.float32)
 
 
 def _resolve(name: str, candidates: Sequence[str]) -> str:
@@ -907,12 +914,7 @@ def class_scores(
     class_index = _check_class_index(class_index, _num_classes(keras_model))
     if class_index is None:
         raise ValueError("class_index must be an int; got None")
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    batch_size = core.check_int("batch_size", batch_size)
     batch = np.asarray(images)
     height, width, channels = _model_input_size(keras_model)
     expected = f"(N, {height or 'H'}, {width or 'W'}, 3)"
@@ -927,12 +929,9 @@ def class_scores(
     batch = batch.astype(np.float32)
     if not np.isfinite(batch).all():
         raise ValueError("images contain NaN or infinite values")
-    if preprocess is not None:
-        batch = np.asarray(preprocess(batch), dtype=np.float32)
-    if channels == 1 and batch.shape[-1] == 3:
-        batch = batch.mean(axis=-1, keepdims=True)
+    batch = _model_batch(batch, preprocess, channels)
     scores = engine_for(keras_model).class_scores(
-        batch, class_index, score, multi_label, batch_size=int(batch_size)
+        batch, class_index, score, multi_label, batch_size=batch_size
     )
     if not np.isfinite(scores).all():
         raise ValueError("the model produced NaN or infinite scores for these images")

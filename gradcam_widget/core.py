@@ -44,6 +44,23 @@ def check_option(name: str, value: object, choices) -> str:
     return value
 
 
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """Return ``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``.
+
+    Raises:
+        ValueError: "``name`` must be a positive int" (``minimum=1``) or "a non-negative
+            int" (``minimum=0``), with the bad value.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        ok = False
+    else:
+        ok = value >= minimum
+    if not ok:
+        kind = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        raise ValueError(f"{name} must be {kind}; got {value!r}")
+    return int(value)
+
+
 def _check_feature_map(name: str, array: np.ndarray) -> np.ndarray:
     array = np.asarray(array, dtype=np.float32)
     if array.ndim != 3:

@@ -218,15 +218,14 @@ def scorecam(capture, layer, max_channels=64, batch_size=32, precision="float32"
     """
     activations = capture.activations(layer)
     channels = activations.shape[-1]
-    for name, value in (("max_channels", max_channels), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    max_channels = core.check_int("max_channels", max_channels)
+    batch_size = core.check_int("batch_size", batch_size)
     variance = activations.reshape(-1, channels).var(axis=0)
-    kept = np.sort(np.argsort(-variance, kind="stable")[: int(max_channels)])
+    kept = np.sort(np.argsort(-variance, kind="stable")[:max_channels])
     masks = np.stack(
         [core.normalize_range(core.resize(activations[..., k], capture.input_size)) for k in kept]
     )
-    scores = capture.masked_scores(masks, batch_size=int(batch_size), precision=precision)
+    scores = capture.masked_scores(masks, batch_size=batch_size, precision=precision)
     shifted = np.exp(scores - scores.max())
     weights = np.zeros(channels, np.float32)
     weights[kept] = shifted / shifted.sum()

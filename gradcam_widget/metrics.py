@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gradcam_widget import data
+from gradcam_widget import core, data
 from gradcam_widget.capture import as_rgb_image, class_scores
 
 BASELINES = ("black", "blur", "mean")
@@ -133,8 +133,7 @@ def saliency_order(heatmap, seed: int = 0) -> np.ndarray:
     for the region's position.
     """
     array = _heatmap(heatmap)
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    seed = core.check_int("seed", seed, minimum=0)
     flat = array.ravel()
     shuffle = np.random.default_rng(seed).permutation(flat.size)
     return shuffle[np.argsort(-flat[shuffle], kind="stable")]
@@ -171,12 +170,6 @@ def baseline_image(image, baseline="black") -> np.ndarray:
     return cv2.GaussianBlur(rgb, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
 
 
-def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}")
-    return int(steps)
-
-
 def _auc(fractions: np.ndarray, scores: np.ndarray) -> float:
     return float(np.sum((scores[1:] + scores[:-1]) * np.diff(fractions)) / 2.0)
 
@@ -189,7 +182,8 @@ def _curve(kind, model, image, heatmap, class_index, steps, baseline, score, bat
             f"heatmap must have the image's size {rgb.shape[:2]}; got {array.shape} "
             "(use the capture's image, cap.image, with its heatmap)"
         )
-    steps = _check_steps(steps)
+    steps = core.check_int("steps", steps)
+    batch_size = core.check_int("batch_size", batch_size)
     start = baseline_image(rgb, baseline)
     pixels = array.size
     rank = np.empty(pixels, np.int64)
@@ -197,9 +191,8 @@ def _curve(kind, model, image, heatmap, class_index, steps, baseline, score, bat
     counts = np.rint(np.linspace(0, pixels, steps + 1)).astype(np.int64)
     before, after = (rgb, start) if kind == "deletion" else (start, rgb)
     scores = []
-    chunk = max(int(batch_size), 1) if isinstance(batch_size, (int, np.integer)) else 1
-    for first in range(0, steps + 1, chunk):  # build only one batch of edited images at a time
-        part = counts[first : first + chunk]
+    for first in range(0, steps + 1, batch_size):  # build one batch of edited images at a time
+        part = counts[first : first + batch_size]
         # changed[i, p]: pixel p has been removed (deletion) or inserted (insertion) at step i
         changed = (rank[None, :] < part[:, None]).reshape(len(part), *array.shape, 1)
         images = np.where(changed, after[None], before[None])

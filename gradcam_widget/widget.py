@@ -144,9 +144,6 @@ class CamExplorer(widgets.VBox):
                 "how the map is made from the cached tensors",
             ),
             "layer": dropdown("Layer", [("", "")], "", "feature map to explain (h×w×C)"),
-        }
-        self._controls["layer"].layout.width = "330px"
-        self._controls |= {
             "pooling": dropdown("Pooling", POOLING_LABELS, "mean", "how gradients become weights"),
             "channels": dropdown("Channels", CHANNEL_LABELS, "weighted", "sum of all or one"),
             "order": dropdown("Order", ORDER_LABELS, "relu_first", "ReLU before or after resize"),
@@ -163,6 +160,7 @@ class CamExplorer(widgets.VBox):
                 style={"description_width": "70px"},
             ),
         }  # fmt: skip
+        self._controls["layer"].layout.width = "330px"  # room for nested paths and the grid
         self._tooltips = {name: control.tooltip for name, control in self._controls.items()}
         for name, control in self._controls.items():
             control.observe(self._on_control(name), names="value")
