@@ -1,29 +1,81 @@
-"""Command line: ``python -m gradcam_widget demo --out demo.png`` (no Jupyter needed)."""
+"""Command line: ``python -m gradcam_widget demo --out demo.png`` (no Jupyter needed).
+
+``demo`` renders the four panels of one Grad-CAM view to an image file; ``--image`` takes a
+file of your own (PNG, JPEG, ...) or a sample name. ``fetch`` downloads pretrained weights.
+
+Every error is one line on stderr, ``error: ...``, with exit status 2 (argument errors
+included); warnings are one line each, ``warning: ...``. Ctrl-C keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import warnings
+from pathlib import Path
+
+EXIT_ERROR = 2
+"""Exit status of every error, as argparse uses for bad arguments."""
+
+
+class _UsageError(Exception):
+    """A bad command line, raised instead of argparse's two-line usage message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _slug(text: str) -> str:
+    """``text`` as a piece of a file name: runs of other characters become ``-``."""
+    return re.sub(r"[^\w.]+", "-", text).strip("-.") or "image"
+
+
+def _output(out: str):
+    """``(folder, None)`` when ``--out`` is an existing folder, else ``(None, file)``, the
+    file :func:`gradcam_widget.render.save_figure` will write (checked now, before any work).
+    """
+    from gradcam_widget import render
+
+    out = os.path.expanduser(out)
+    if os.path.isdir(out):
+        return Path(out), None
+    return None, render.figure_path(out)  # the str: a trailing "/" names a missing folder
 
 
 def _demo(args) -> int:
     import gradcam_widget as gw
-    from gradcam_widget import data, models, render
+    from gradcam_widget import images, models, render
+
+    # Everything that needs no model is checked first: errors come before a slow load.
+    if not 0.0 <= args.opacity <= 1.0:
+        raise ValueError(f"--opacity must be in 0..1; got {args.opacity:g}")
+    render.lookup_table(args.colormap)
+    folder, out = _output(args.out)
+    rgb = images.as_rgb_image(args.image)
+    source = Path(args.image).expanduser()
+    label = source.stem if source.is_file() else args.image
 
     entry = models.load(args.model)
-    image = data.sample(args.image)
-    cap = gw.capture(entry, image, class_index=args.class_index, score=args.score)
+    # uint8 for the capture: exactly the pixels read, whatever rules it has for floats.
+    cap = gw.capture(entry, images.shown_image(rgb), class_index=args.class_index, score=args.score)
     result = cap.cam(args.layer, pooling=args.pooling, channels=args.channels, order=args.order)
     name = cap.class_name()
+    if folder is not None:
+        file_name = f"gradcam_{_slug(args.model)}_{_slug(label)}_{cap.class_index}-{_slug(name)}"
+        out = folder / f"{file_name}.png"
     title = (
-        f"{args.model} · class {cap.class_index} '{name}' ({cap.score} "
+        f"{args.model} · {label} · class {cap.class_index} '{name}' ({cap.score} "
         f"{cap.scores[cap.class_index]:.3g}) · {result.layer} · pooling {result.pooling} · "
         f"channels {result.channels} · {result.order}"
     )
-    render.save_figure(args.out, cap.image, result, args.colormap, args.opacity, title=title)
+    written = render.save_figure(out, cap.image, result, args.colormap, args.opacity, title=title)
     h, w = result.raw.shape
     print(
-        f"wrote {args.out}: class {cap.class_index} '{name}', layer {result.layer} "
+        f"wrote {written}: class {cap.class_index} '{name}', layer {result.layer} "
         f"({h}x{w} map -> {result.heatmap.shape[0]}x{result.heatmap.shape[1]}), "
         f"model pass {cap.seconds * 1000:.0f} ms"
     )
@@ -39,13 +91,25 @@ def _fetch(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradcam_widget")
+def _parser() -> argparse.ArgumentParser:
+    from gradcam_widget.data import SAMPLES
+
+    parser = _Parser(prog="python -m gradcam_widget")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="render the four panels to an image file")
-    demo.add_argument("--out", default="demo.png", help="output file (default demo.png)")
+    demo.add_argument(
+        "--out",
+        default="demo.png",
+        help="output file (.png, .pdf, .svg, ...; default demo.png), or an existing folder "
+        "to write gradcam_<model>_<image>_<class>.png into",
+    )
     demo.add_argument("--model", default="shapes", help="shapes (offline) | vgg16 | ...")
-    demo.add_argument("--image", default="two_shapes", help="a gradcam_widget.data sample")
+    demo.add_argument(
+        "--image",
+        default="two_shapes",
+        help=f"an image file (PNG, JPEG, ...) or a sample: {', '.join(SAMPLES)} "
+        "(default two_shapes)",
+    )
     demo.add_argument("--class", dest="class_index", type=int, default=None)
     demo.add_argument("--layer", default=None)
     demo.add_argument("--score", default="logit", choices=["logit", "probability"])
@@ -53,15 +117,43 @@ def main(argv=None) -> int:
     demo.add_argument("--channels", default="weighted", choices=["weighted", "top"])
     demo.add_argument("--order", default="relu_first", choices=["relu_first", "resize_first"])
     demo.add_argument("--colormap", default="jet")
-    demo.add_argument("--opacity", type=float, default=0.5)
+    demo.add_argument("--opacity", type=float, default=0.5, help="overlay opacity, 0..1")
     fetch = commands.add_parser("fetch", help="download pretrained weights into the Keras cache")
     fetch.add_argument("names", nargs="+", help="vgg16 | resnet50 | mobilenet_v2")
-    args = parser.parse_args(argv)
-    try:
-        return _demo(args) if args.command == "demo" else _fetch(args)
-    except (ValueError, OSError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as one line: its message (with its type unless it is a plain
+    ValueError / OSError, whose messages are written for users)."""
+    message = " ".join(str(error).split())
+    if message and isinstance(error, (ValueError, OSError, _UsageError)):
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 2 after printing one ``error: ...`` line on stderr. Only
+        ``--help`` (exit 0) and KeyboardInterrupt leave by an exception.
+    """
+    with warnings.catch_warnings():  # restores warnings.showwarning when main returns
+        warnings.showwarning = _show_warning
+        try:
+            args = _parser().parse_args(argv)
+            return _demo(args) if args.command == "demo" else _fetch(args)
+        except Exception as error:  # not KeyboardInterrupt / SystemExit: those propagate
+            print(f"error: {_one_line(error)}", file=sys.stderr)
+            return EXIT_ERROR
 
 
 if __name__ == "__main__":

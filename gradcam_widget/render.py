@@ -8,6 +8,8 @@ four-panel figure.
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -169,8 +171,66 @@ def figure(image: np.ndarray, result, colormap: str = "jet", alpha: float = 0.5,
     return fig
 
 
+def figure_path(path):
+    """The file :func:`save_figure` writes for ``path``, checked before anything is drawn.
+
+    Args:
+        path: a file name, ``str`` or path-like. Its extension picks the format (any that
+            matplotlib writes: ``.png``, ``.pdf``, ``.svg``, ``.jpg`` ...); a name without one
+            gets ``.png`` appended, as matplotlib itself does.
+
+    Returns:
+        The path to be written: a ``str`` for a ``str``, else a :class:`pathlib.Path`.
+
+    Raises:
+        IsADirectoryError: if ``path`` is an existing folder.
+        FileNotFoundError: if the folder it would go into does not exist.
+        ValueError: if matplotlib cannot write the format of its extension.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    text = os.fsdecode(os.fspath(path))
+    if os.path.isdir(text):
+        example = os.path.join(text, "gradcam.png")
+        raise IsADirectoryError(f"{text!r} is a folder; give a file name such as {example!r}")
+    if text.endswith(("/", os.sep)):
+        raise FileNotFoundError(f"cannot write into {text!r}: that folder does not exist")
+    extension = os.path.splitext(text)[1][1:]
+    if not extension:
+        text, extension = f"{text.rstrip('.')}.png", "png"
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if extension.lower() not in supported:
+        raise ValueError(
+            f"cannot write {text!r}: matplotlib does not write .{extension} files; "
+            f"use one of {', '.join('.' + name for name in sorted(supported))}"
+        )
+    folder = os.path.dirname(text)
+    if folder and not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {text!r}: the folder {folder!r} does not exist")
+    return text if isinstance(path, str) else Path(text)
+
+
 def save_figure(path, image: np.ndarray, result, colormap="jet", alpha=0.5, title=None, dpi=100):
-    """Write :func:`figure` to ``path`` (PNG, or any format matplotlib infers from it)."""
-    fig = figure(image, result, colormap, alpha, title)
-    fig.savefig(path, dpi=dpi)
+    """Write :func:`figure` to ``path``.
+
+    Args:
+        path: a file name (see :func:`figure_path`: the extension picks the format, none
+            means ``.png``) or a writable binary file object (PNG).
+        image, result, colormap, alpha, title: as :func:`figure`.
+        dpi: dots per inch of the written figure (100: a 1400 x 420 PNG).
+
+    Returns:
+        The path actually written (:func:`figure_path` of ``path``), or the file object.
+
+    Raises:
+        IsADirectoryError, FileNotFoundError, ValueError: as :func:`figure_path`, before
+            anything is drawn.
+    """
+    if isinstance(path, (str, bytes, os.PathLike)):
+        path = figure_path(path)
+        fig = figure(image, result, colormap, alpha, title)
+        fig.savefig(path, dpi=dpi)
+    else:
+        fig = figure(image, result, colormap, alpha, title)
+        fig.savefig(path, dpi=dpi, format="png")
     return path
