@@ -6,13 +6,17 @@ activations ``A`` and the gradients ``d score / d A``. Every later :meth:`Captur
 any layer and any option, is plain numpy over that cache.
 
 How layers are recorded: while the pass is being *traced*, each leaf layer's ``call`` is
-wrapped (on the instance, and only for the duration of the trace) so that its output tensor
-is kept. This sees inside nested models, which building a second ``keras.Model`` over inner
-layer outputs cannot ("Graph disconnected"), and it never clones or modifies the model.
+wrapped for the tracing thread only (:mod:`gradcam_widget.tapping`), so that its output
+tensor is kept. This sees inside nested models, which building a second ``keras.Model`` over
+inner layer outputs cannot ("Graph disconnected"), and it never clones or modifies the model:
+another thread calling the model meanwhile sees it exactly as it is.
 
 ``score="logit"`` differentiates the pre-softmax score: when the model ends in a softmax or
 sigmoid (a ``Dense(..., activation="softmax")`` or a separate ``Softmax``/``Activation``
 layer), that final activation is bypassed inside the traced pass only.
+
+One trace serves every image size: the compiled pass takes ``(1, H, W, C)`` with ``None``
+wherever the model leaves a size free.
 """
 
 from __future__ import annotations
@@ -20,17 +24,23 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from gradcam_widget import core, methods
+from gradcam_widget import core, images, methods
 from gradcam_widget._tf import keras, tf
+from gradcam_widget.images import as_rgb_image
+from gradcam_widget.tapping import (
+    head_activation,
+    leaf_layers,
+    squashed_output,
+    tapped,
+)
 
-_SQUASHING = ("softmax", "sigmoid")
 _SKIPPED_FOR_DEFAULT = (
     "MaxPooling2D",
     "AveragePooling2D",
@@ -42,39 +52,15 @@ _SKIPPED_FOR_DEFAULT = (
     "GaussianNoise",
 )
 
+__all__ = ["Capture", "as_rgb_image", "capture", "class_scores", "grad_cam", "head_activation"]
+
+
+class ModelCheckError(ValueError):
+    """The model is not one :func:`capture` can explain (found while tracing it)."""
+
+
 # ---------------------------------------------------------------------------------------
-# Inputs
-
-
-def as_rgb_image(image) -> np.ndarray:
-    """Validate an image and return it as ``(H, W, 3)`` float32 in the caller's range.
-
-    Accepts ``(H, W, 3)`` uint8 or float (0..255), ``(H, W)`` grayscale (repeated to 3
-    channels), ``(H, W, 1)`` and ``(H, W, 4)`` RGBA (alpha dropped).
-
-    Raises:
-        ValueError: for any other shape, an empty image, a non-numeric dtype, or NaN/inf.
-    """
-    array = np.asarray(image)
-    expected = "an image of shape (H, W, 3) (uint8 or float 0..255), (H, W) grayscale or RGBA"
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
-        raise ValueError(f"expected {expected}; got dtype {array.dtype}")
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim == 4 and array.shape[0] == 1:
-        raise ValueError(f"expected {expected}; got a batch of shape {array.shape}: pass image[0]")
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
-        raise ValueError(f"expected {expected}; got shape {array.shape}")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError("the image contains NaN or infinite values")
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    elif array.shape[-1] == 4:
-        array = array[:, :, :3]
-    return np.ascontiguousarray(array)
+# Inputs and the model's interface
 
 
 def _unwrap(model):
@@ -100,97 +86,169 @@ def _unwrap(model):
     )
 
 
-# ---------------------------------------------------------------------------------------
-# Walking and tapping the model
+def _model_input_size(model) -> tuple[int | None, int | None, int | None]:
+    """``(H, W, C)`` the model fixes, ``None`` where it takes any size (all ``None`` for a
+    subclassed model, whose input is known only once it is called).
 
-
-def _leaf_layers(model, prefix: str = "") -> list[tuple[str, object]]:
-    """Every non-model layer below ``model`` as ``(path, layer)``; nested models recurse."""
-    found = []
-    for layer in model.layers:
-        path = f"{prefix}{layer.name}"
-        if isinstance(layer, keras.Model):
-            found.extend(_leaf_layers(layer, prefix=f"{path}/"))
-        elif not isinstance(layer, keras.layers.InputLayer):
-            found.append((path, layer))
-    return found
-
-
-def _final_layer(model):
-    """The layer that produces the model's output, looking inside nested models."""
-    layer = None
-    outputs = getattr(model, "_outputs", None) or []
-    if isinstance(model, keras.Sequential):
-        layer = model.layers[-1] if model.layers else None
-    elif len(outputs) == 1:
-        history = getattr(outputs[0], "_keras_history", None)
-        layer = getattr(history, "operation", None)
-    if isinstance(layer, keras.Model):
-        return _final_layer(layer)
-    return layer
-
-
-def _squashing_name(function) -> str | None:
-    name = getattr(function, "__name__", "") or ""
-    return name if name in _SQUASHING else None
-
-
-def head_activation(model) -> str | None:
-    """``"softmax"`` or ``"sigmoid"`` when the model's last step squashes its scores, else None.
-
-    Recognises a final ``Dense``/``Conv`` with that ``activation``, a ``Softmax`` layer and an
-    ``Activation`` layer, looking inside nested models.
+    Raises:
+        ValueError: for several inputs, an input that is not a batch of images, or a
+            channels-first input.
     """
-    layer = _final_layer(model)
-    if layer is None:
-        return None
-    if type(layer).__name__ == "Softmax":
-        return "softmax"
-    return _squashing_name(getattr(layer, "activation", None))
-
-
-@contextlib.contextmanager
-def _bypass_final_activation(model):
-    """Make the model return its pre-softmax/sigmoid scores while the block is open."""
-    layer = _final_layer(model)
-    if head_activation(model) is None:
-        yield
-    elif type(layer).__name__ in ("Softmax", "Activation"):
-        object.__setattr__(layer, "call", lambda inputs, *args, **kwargs: inputs)
-        try:
-            yield
-        finally:
-            layer.__dict__.pop("call", None)
-    else:
-        original = layer.activation
-        object.__setattr__(layer, "activation", keras.activations.linear)
-        try:
-            yield
-        finally:
-            object.__setattr__(layer, "activation", original)
-
-
-@contextlib.contextmanager
-def _recording(layers: Sequence[tuple[str, object]], record: dict):
-    """Wrap each layer's ``call`` so its output lands in ``record[path]`` (in call order)."""
-    wrapped = []
-    for path, layer in layers:
-        original = layer.call
-
-        def call(*args, __original=original, __path=path, **kwargs):
-            outputs = __original(*args, **kwargs)
-            if tf.is_tensor(outputs):
-                record.pop(__path, None)  # a shared layer keeps its last call
-                record[__path] = outputs
-            return outputs
-
-        object.__setattr__(layer, "call", call)
-        wrapped.append(layer)
     try:
-        yield record
-    finally:
-        for layer in wrapped:
-            layer.__dict__.pop("call", None)
+        shape = model.input_shape
+    except (AttributeError, ValueError):  # subclassed: no symbolic input
+        return None, None, None
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            raise ValueError(
+                f"models with several inputs are not supported; this one takes {len(shape)}: "
+                f"{shape}"
+            )
+        shape = shape[0]
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            f"the model must take a batch of images (N, H, W, C); its input shape is {shape}"
+        )
+    height, width, channels = shape[1], shape[2], shape[3]
+    if height in (1, 3, 4) and (channels is None or channels > 4) and (width or 5) > 4:
+        raise ValueError(
+            f"the model's input {tuple(shape)} looks channels-first (N, C, H, W); "
+            "gradcam_widget explains channels-last models (N, H, W, C): rebuild the model "
+            "with data_format='channels_last'"
+        )
+    return height, width, channels
+
+
+def _check_outputs(model) -> int | None:
+    """The number of classes when the model's one output is ``(N, K)`` with ``K`` known.
+
+    Raises:
+        ValueError: for several outputs or an output that is not ``(N, K)``, naming it.
+    """
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError):  # subclassed: checked while tracing
+        return None
+    _check_output_shape(shape, getattr(model, "output_names", None))
+    return shape[-1] if isinstance(shape[-1], int) else None
+
+
+def _check_output_shape(shape, names=None) -> None:
+    if isinstance(shape, dict) or (isinstance(shape, list) and len(shape) != 1):
+        listed = list(shape) if isinstance(shape, dict) else shape
+        named = f" ({', '.join(names)})" if names else ""
+        raise ModelCheckError(
+            f"the model has {len(listed)} outputs{named}: {listed}; gradcam_widget explains a "
+            "model with one (N, classes) output: wrap the output you want in a "
+            "keras.Model(model.inputs, model.outputs[i])"
+        )
+    if isinstance(shape, list):
+        shape = shape[0]
+    if shape is None or len(shape) != 2:
+        raise ModelCheckError(
+            f"the model's output has shape {tuple(shape) if shape else shape}; gradcam_widget "
+            "explains classifiers with an (N, classes) output (a segmentation-style 4-D output "
+            "needs a target that reduces it to one score per image)"
+        )
+
+
+def _check_class_index(class_index, num_classes: int | None) -> int | None:
+    if class_index is None:
+        return None
+    if isinstance(class_index, (bool, np.bool_)) or not isinstance(class_index, (int, np.integer)):
+        raise ValueError(f"class_index must be an int or None; got {class_index!r}")
+    class_index = int(class_index)
+    upper = "num_classes - 1" if num_classes is None else num_classes - 1
+    if class_index < 0 or (num_classes is not None and class_index >= num_classes):
+        raise ValueError(f"class_index must be in 0..{upper}; got {class_index}")
+    return class_index
+
+
+def prepare_input(model, image, preprocess=None) -> tuple[np.ndarray, np.ndarray]:
+    """Fit ``image`` to the model's input and apply ``preprocess``.
+
+    Returns:
+        ``(shown, inputs)``: the image as fed to the model, ``(H, W, 3)`` uint8 (resized to
+        the sizes the model fixes: area averaging to shrink, bilinear to enlarge), and the
+        model input, ``(1, H, W, C)`` float32.
+
+    Raises:
+        ValueError: for a bad image (see :func:`gradcam_widget.images.as_rgb_image`), a
+            preprocess that fails or returns the wrong shape, or channels the model does not
+            take.
+    """
+    shown, inputs, notes = _prepare(model, image, preprocess)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return shown, inputs
+
+
+def _prepare(model, image, preprocess) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """:func:`prepare_input` returning the image's warnings as notes instead of issuing them."""
+    height, width, channels = _model_input_size(_unwrap(model)[0])
+    rgb, notes = images.read_rgb(image)
+    rgb = images.fit(rgb, height, width)
+    batch = _model_batch(rgb[None].copy(), preprocess, (height, width, channels))
+    return images.shown_image(rgb), batch, notes
+
+
+def _model_batch(batch: np.ndarray, preprocess, expected: tuple) -> np.ndarray:
+    """``(N, H, W, 3)`` float32 RGB in 0..255 -> the model's input: ``preprocess`` applied,
+    RGB averaged for a one-channel model, checked against the model's ``(H, W, C)`` (``None``
+    = any) and for finite values."""
+    count, in_height, in_width = batch.shape[:3]
+    if preprocess is not None:
+        try:
+            batch = np.asarray(preprocess(batch), dtype=np.float32)
+        except Exception as error:
+            raise ValueError(
+                f"preprocess failed on a ({count}, H, W, 3) float32 batch: {error}"
+            ) from error
+        if batch.ndim != 4 or batch.shape[0] != count:
+            raise ValueError(
+                f"preprocess must return a ({count}, H, W, C) batch; got {batch.shape}"
+            )
+    height, width, channels = expected
+    if channels == 1 and batch.shape[-1] == 3:
+        batch = batch.mean(axis=-1, keepdims=True)
+    wanted = (count, height or batch.shape[1], width or batch.shape[2], channels or batch.shape[3])
+    if batch.shape != wanted:
+        model_takes = f"(N, {height}, {width}, {channels})"
+        if channels is not None and batch.shape[-1] != channels:
+            raise ValueError(
+                f"the model takes {channels} input channels, the image gives {batch.shape[-1]}: "
+                f"pass preprocess= that turns the ({count}, H, W, 3) RGB batch into "
+                f"{channels} channels (the model takes {model_takes})"
+            )
+        raise ValueError(
+            f"preprocess returned {batch.shape} from a ({count}, {in_height}, {in_width}, 3) "
+            f"batch; the model takes {model_takes}"
+        )
+    if not np.isfinite(batch).all():
+        raise ValueError("the preprocessed input contains NaN or infinite values")
+    return batch.astype(np.float32)
+
+
+@contextlib.contextmanager
+def _model_errors(inputs_shape: tuple, model_shape: tuple):
+    """Turn the model's own failure on these inputs (a Keras input-spec error, a TensorFlow
+    ``InvalidArgumentError``) into one ValueError saying what the model expected."""
+    try:
+        yield
+    except ModelCheckError:
+        raise
+    except (ValueError, TypeError, tf.errors.OpError) as error:
+        text = str(getattr(error, "message", None) or error).strip()
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        size = "×".join(str(side) for side in inputs_shape[1:3])
+        hint = ""
+        if "negative" in text.lower() or "must be > 0" in text or "empty" in text.lower():
+            hint = " (the image is too small for this model: a layer's output would be empty)"
+        takes = "(N, " + ", ".join("any" if side is None else str(side) for side in model_shape)
+        raise ValueError(
+            f"the model failed on a {size} input of shape {tuple(inputs_shape)}{hint}; "
+            f"it takes {takes}): {first[:300]}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,50 +326,89 @@ def _precision(precision: str):
 # The compiled pass, one engine per model
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What tracing a model found for one input signature and score mode."""
+
+    candidates: tuple[str, ...]  # paths of the layers with a 4-D output, in call order
+    shapes: dict  # {path: (h, w, C)} as traced; None where the size follows the image
+    squashed: str | None  # "softmax"/"sigmoid" left on the output after the bypass
+
+
 class _Engine:
-    """Owns the traced passes of one model. Shared by every capture of that model."""
+    """Owns the traced passes of one model. Shared by every capture of that model.
+
+    It holds the model only weakly (a model the user drops is freed, and its engine with it):
+    the caller of :meth:`run` holds it.
+    """
 
     def __init__(self, model):
-        self.model = model
-        self.leaves = _leaf_layers(model)
+        self._model = weakref.ref(model)
+        self.leaves = leaf_layers(model)
         self.layer_classes = {path: type(layer).__name__ for path, layer in self.leaves}
+        self.input_size = _model_input_size(model)
         self.passes = 0  # model passes run (each is one forward + one backward)
         self.traces = 0  # times a pass was traced (compiled)
         self.forward_images = 0  # images scored by forward-only passes (Score-CAM, metrics)
-        self.candidates: tuple[str, ...] | None = None
-        self.shapes: dict[str, tuple] = {}
         self.head = head_activation(model)  # "softmax" | "sigmoid" | None
-        self._described: dict[tuple, tuple[tuple[str, ...], str]] = {}
+        self._facts: dict[tuple, _Facts] = {}
         self._functions: dict[tuple, Callable] = {}
         self._lock = threading.RLock()
 
-    def _function(self, score: str, gradient_layers: tuple[str, ...] | None):
-        key = (score, gradient_layers)
+    @property
+    def model(self):
+        model = self._model()
+        if model is None:  # pragma: no cover - callers hold the model
+            raise RuntimeError("the model of this engine was freed")
+        return model
+
+    def signature(self, inputs_shape: tuple) -> tuple:
+        """``(1, H, W, C)`` of the compiled pass: ``None`` where the model takes any size, so
+        that one trace serves every image size."""
+        height, width, channels = self.input_size
+        return (1, height, width, channels or inputs_shape[-1])
+
+    def _function(self, signature: tuple, score: str, gradient_layers: tuple[str, ...] | None):
+        key = (signature, score, gradient_layers)
         if key not in self._functions:
-            self._functions[key] = tf.function(self._make_pass(score, gradient_layers))
+            self._functions[key] = tf.function(
+                self._make_pass(signature, score, gradient_layers),
+                input_signature=[
+                    tf.TensorSpec(signature, tf.float32),
+                    tf.TensorSpec([], tf.int32),
+                    tf.TensorSpec([], tf.bool),
+                ],
+                autograph=False,
+            )
         return self._functions[key]
 
-    def _make_pass(self, score: str, gradient_layers: tuple[str, ...] | None):
-        model, leaves, squash = self.model, self.leaves, self.head
+    def _make_pass(self, signature: tuple, score: str, gradient_layers: tuple[str, ...] | None):
+        # The traced function holds the engine weakly and the model not at all: TensorFlow
+        # keeps the Python function from its C++ side, where the garbage collector cannot see
+        # a cycle through it, so a strong reference here would keep both alive for ever.
+        engine_ref = weakref.ref(self)
 
         def run(inputs, class_index, multi_label):
-            self.traces += 1
-            record: dict = {}
-            bypass = _bypass_final_activation if score == "logit" else contextlib.nullcontext
-            with _recording(leaves, record), bypass(model), tf.GradientTape() as tape:
+            engine = engine_ref()
+            engine.traces += 1
+            model = engine.model
+            with (
+                tapped(engine.leaves, model if score == "logit" else None) as record,
+                tf.GradientTape() as tape,
+            ):
                 outputs = model(inputs, training=False)
                 if isinstance(outputs, (list, tuple, dict)):
-                    raise ValueError("models with several outputs are not supported")
-                scores = tf.reshape(tf.cast(outputs, tf.float32), [-1])
-                if score == "probability" and squash is None:
-                    # The model gives raw scores: turn them into probabilities ourselves.
-                    scores = tf.cond(
-                        multi_label,
-                        lambda: tf.sigmoid(scores),
-                        lambda: tf.nn.softmax(scores),
+                    shapes = (
+                        {k: tuple(v.shape) for k, v in outputs.items()}
+                        if isinstance(outputs, dict)
+                        else [tuple(v.shape) for v in outputs]
                     )
+                    _check_output_shape(shapes)
+                _check_output_shape(tuple(outputs.shape))
+                scores = _scores(outputs, score, engine.head, multi_label)[0]
+                count = tf.shape(scores, out_type=tf.int32)[0]
                 chosen = tf.where(
-                    class_index < 0,
+                    (class_index < 0) | (class_index >= count),
                     tf.argmax(scores, output_type=tf.int32),
                     class_index,
                 )
@@ -321,8 +418,11 @@ class _Engine:
                 for path, tensor in record.items()
                 if tensor.shape.rank == 4 and tensor.shape[0] == 1
             }
-            self.candidates = tuple(maps)
-            self.shapes = {path: tuple(tensor.shape[1:]) for path, tensor in maps.items()}
+            engine._facts[(signature, score)] = _Facts(
+                candidates=tuple(maps),
+                shapes={path: tuple(tensor.shape[1:]) for path, tensor in maps.items()},
+                squashed=squashed_output(outputs) if score == "logit" else None,
+            )
             everything = gradient_layers is None
             wanted = tuple(maps) if everything else gradient_layers
             wanted = tuple(path for path in wanted if path in maps)
@@ -334,25 +434,22 @@ class _Engine:
             return {
                 "scores": scores,
                 "class_index": chosen,
-                "activations": {path: maps[path][0] for path in (maps if everything else wanted)},
+                "activations": {path: maps[path][0] for path in wanted},
                 "gradients": {path: grad[0] for path, grad in zip(wanted, grads, strict=True)},
+                "shapes": {path: tf.shape(tensor)[1:] for path, tensor in maps.items()},
             }
 
         return run
 
     def _make_scorer(self, score: str):
-        model, squash = self.model, self.head
+        engine_ref = weakref.ref(self)  # weakly, as in _make_pass
 
         def scores_of(batch, class_index, multi_label):
-            bypass = _bypass_final_activation if score == "logit" else contextlib.nullcontext
-            with bypass(model):
-                outputs = tf.cast(model(batch, training=False), tf.float32)
-            outputs = tf.reshape(outputs, [tf.shape(batch)[0], -1])
-            if score == "probability" and squash is None:
-                outputs = tf.cond(
-                    multi_label, lambda: tf.sigmoid(outputs), lambda: tf.nn.softmax(outputs)
-                )
-            return outputs[:, class_index]
+            engine = engine_ref()
+            model = engine.model
+            with tapped((), model if score == "logit" else None):
+                outputs = model(batch, training=False)
+            return _scores(outputs, score, engine.head, multi_label)[:, class_index]
 
         return scores_of
 
@@ -366,18 +463,21 @@ class _Engine:
         precision: str = "float32",
     ) -> np.ndarray:
         """Forward passes only: the class score of every image of ``batch`` (N, H, W, C),
-        ``batch_size`` at a time. Compiled once per score mode (any N, no retrace);
+        ``batch_size`` at a time. Compiled once per score mode and input signature (any N,
+        and any size where the model takes any size: no retrace);
         ``precision="bfloat16"`` runs them through oneDNN's bfloat16 rewrite."""
-        key = (score, "scorer", tuple(batch.shape[1:]))  # any N; H, W, C fixed per function
+        signature = (None, *self.signature(batch.shape)[1:])
+        key = (score, "scorer", signature)
         with self._lock:
             if key not in self._functions:
                 self._functions[key] = tf.function(
                     self._make_scorer(score),
                     input_signature=[
-                        tf.TensorSpec([None, *batch.shape[1:]], tf.float32),
+                        tf.TensorSpec(signature, tf.float32),
                         tf.TensorSpec([], tf.int32),
                         tf.TensorSpec([], tf.bool),
                     ],
+                    autograph=False,
                 )
             function = self._functions[key]
             results = []
@@ -389,28 +489,19 @@ class _Engine:
                     self.forward_images += len(chunk)
             return np.concatenate(results).astype(np.float32)
 
-    def describe(self, input_shape: tuple[int, ...], score: str) -> tuple[tuple[str, ...], str]:
-        """Candidate layer paths and the default layer for inputs of ``input_shape``.
-
-        Traces a gradient-free pass (compiles it; runs nothing) the first time per shape.
-        """
-        key = (tuple(input_shape), score)
+    def describe(self, inputs_shape: tuple, score: str) -> _Facts:
+        """Candidate layers, their traced shapes, and what the output looks like, for inputs
+        of ``inputs_shape``. Traces a gradient-free pass (compiles it; runs nothing) the first
+        time per input signature."""
+        signature = self.signature(inputs_shape)
+        key = (signature, score)
         with self._lock:
-            if key not in self._described:
-                self._function(score, ()).get_concrete_function(
-                    tf.TensorSpec(input_shape, tf.float32),
-                    tf.TensorSpec([], tf.int32),
-                    tf.TensorSpec([], tf.bool),
-                )
-                if not self.candidates:
-                    raise ValueError(
-                        "the model has no layer with a 4-D (N, h, w, C) output to explain"
-                    )
-                self._described[key] = (
-                    self.candidates,
-                    default_layer_of(self.candidates, self.shapes, self.layer_classes),
-                )
-            return self._described[key]
+            if key not in self._facts:
+                self._function(signature, score, ()).get_concrete_function()
+            facts = self._facts[key]
+            if not facts.candidates:
+                raise ValueError("the model has no layer with a 4-D (N, h, w, C) output to explain")
+            return facts
 
     def run(
         self,
@@ -419,10 +510,10 @@ class _Engine:
         score: str,
         multi_label: bool,
         gradient_layers: tuple[str, ...] | None,
-    ):
-        """One forward + backward pass (float32); returns numpy arrays."""
+    ) -> dict:
+        """One forward + backward pass (float32); returns numpy arrays and the wall time."""
         with self._lock, _precision("float32"):
-            function = self._function(score, gradient_layers)
+            function = self._function(self.signature(inputs.shape), score, gradient_layers)
             started = time.perf_counter()
             out = function(
                 tf.constant(inputs, dtype=tf.float32),
@@ -434,10 +525,22 @@ class _Engine:
                 "class_index": int(out["class_index"].numpy()),
                 "activations": {k: v.numpy() for k, v in out["activations"].items()},
                 "gradients": {k: v.numpy() for k, v in out["gradients"].items()},
+                "shapes": {k: tuple(int(s) for s in v.numpy()) for k, v in out["shapes"].items()},
             }
             self.passes += 1
             result["seconds"] = time.perf_counter() - started
             return result
+
+
+def _scores(outputs, score: str, head: str | None, multi_label):
+    """``(N, K)`` float32 scores from the model's outputs: the logits as they come (the
+    squashing head bypassed), or probabilities. A model with raw outputs gets its softmax
+    (sigmoid when multi-label, or with a single output unit) applied here."""
+    scores = tf.cast(outputs, tf.float32)
+    if score == "probability" and head is None:
+        sigmoid = tf.logical_or(multi_label, tf.equal(tf.shape(scores)[-1], 1))
+        scores = tf.cond(sigmoid, lambda: tf.sigmoid(scores), lambda: tf.nn.softmax(scores))
+    return scores
 
 
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -445,94 +548,15 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def engine_for(model) -> _Engine:
-    """The (cached) engine that runs passes of ``model`` (a keras.Model or a loaded entry)."""
+    """The (cached) engine that runs passes of ``model`` (a keras.Model or a loaded entry).
+
+    Cached per model, weakly: dropping the model frees the engine and its traces."""
     keras_model = _unwrap(model)[0]
     with _ENGINES_LOCK:
         engine = _ENGINES.get(keras_model)
         if engine is None:
             engine = _ENGINES[keras_model] = _Engine(keras_model)
         return engine
-
-
-# ---------------------------------------------------------------------------------------
-# The public Capture
-
-
-def _model_input_size(model) -> tuple[int | None, int | None, int | None]:
-    shape = getattr(model, "input_shape", None)
-    if isinstance(shape, list):
-        if len(shape) != 1:
-            raise ValueError("models with several inputs are not supported")
-        shape = shape[0]
-    if shape is None or len(shape) != 4:
-        raise ValueError(
-            f"the model must take a batch of images (N, H, W, C); its input shape is {shape}"
-        )
-    return shape[1], shape[2], shape[3]
-
-
-def _num_classes(model) -> int | None:
-    try:
-        shape = model.output_shape
-    except (AttributeError, ValueError):
-        return None
-    if isinstance(shape, tuple) and shape and isinstance(shape[-1], int):
-        return shape[-1]
-    return None
-
-
-def _check_class_index(class_index, num_classes: int | None) -> int | None:
-    if class_index is None:
-        return None
-    if isinstance(class_index, (bool, np.bool_)) or not isinstance(class_index, (int, np.integer)):
-        raise ValueError(f"class_index must be an int or None; got {class_index!r}")
-    class_index = int(class_index)
-    upper = "num_classes - 1" if num_classes is None else num_classes - 1
-    if class_index < 0 or (num_classes is not None and class_index >= num_classes):
-        raise ValueError(f"class_index must be in 0..{upper}; got {class_index}")
-    return class_index
-
-
-def prepare_input(model, image, preprocess=None) -> tuple[np.ndarray, np.ndarray]:
-    """Fit ``image`` to the model's input and apply ``preprocess``.
-
-    Returns:
-        ``(shown, inputs)``: the image as fed to the model, ``(H, W, 3)`` uint8 (resized
-        bilinearly to the model's input size when that size is fixed), and the model input,
-        ``(1, H, W, C)`` float32.
-
-    Raises:
-        ValueError: for a bad image (see :func:`as_rgb_image`) or a preprocess that fails.
-    """
-    keras_model = _unwrap(model)[0]
-    rgb = as_rgb_image(image)
-    height, width, channels = _model_input_size(keras_model)
-    if height is not None and width is not None and rgb.shape[:2] != (height, width):
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    shown = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-    return shown, _model_batch(rgb[None].copy(), preprocess, channels)
-
-
-def _model_batch(batch: np.ndarray, preprocess, channels: int | None) -> np.ndarray:
-    """``(N, H, W, 3)`` float32 RGB in 0..255 -> the model's input: ``preprocess`` applied,
-    RGB averaged for a one-channel model, checked finite."""
-    count = len(batch)
-    if preprocess is not None:
-        try:
-            batch = np.asarray(preprocess(batch), dtype=np.float32)
-        except Exception as error:
-            raise ValueError(
-                f"preprocess failed on a ({count}, H, W, 3) float32 batch: {error}"
-            ) from error
-        if batch.ndim != 4 or batch.shape[0] != count:
-            raise ValueError(
-                f"preprocess must return a ({count}, H, W, C) batch; got {batch.shape}"
-            )
-    if channels == 1 and batch.shape[-1] == 3:
-        batch = batch.mean(axis=-1, keepdims=True)
-    if not np.isfinite(batch).all():
-        raise ValueError("the preprocessed input contains NaN or infinite values")
-    return batch.astype(np.float32)
 
 
 def _resolve(name: str, candidates: Sequence[str]) -> str:
@@ -580,6 +604,13 @@ class Capture:
         input_size: ``(H, W)``, the heatmap size.
         seconds: wall time of the model pass that made this capture.
         class_names: names of the classes when known, else ``None``.
+        warnings: what the caller should know about how the image was read (a float image
+            read as 0..1) and how the score was taken (a softmax that could not be bypassed,
+            a single output unit), each one line; also issued as ``UserWarning`` by
+            :func:`capture`.
+
+    Every array a capture hands out (activations, gradients, scores, image) is read-only:
+    the cache cannot be changed from outside.
     """
 
     layers: tuple[str, ...]
@@ -593,9 +624,29 @@ class Capture:
     class_names: tuple[str, ...] | None
     _activations: dict
     _gradients: dict
-    _complete: Callable[[], dict] | None = None
+    _complete: Callable[[], tuple[dict, dict]] | None = None
     _layer_classes: dict | None = None
     _scorer: Callable | None = None
+    _shapes: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for array in (self.scores, self.image, *self._activations.values(),
+                      *self._gradients.values()):  # fmt: skip
+            array.flags.writeable = False
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this capture holds (grows when layers are filled in)."""
+        arrays = (self.scores, self.image, *self._activations.values(), *self._gradients.values())
+        return sum(array.nbytes for array in arrays)
+
+    def shape(self, layer: str | None = None) -> tuple[int, int, int]:
+        """``(h, w, C)`` of ``layer``'s output for this image, without filling it in."""
+        path = self.resolve(layer)
+        if path in self._shapes:
+            return self._shapes[path]
+        return tuple(self._cached(self._activations, path).shape)
 
     def resolve(self, layer: str | None) -> str:
         """Full path of ``layer`` (``None`` -> :attr:`default_layer`).
@@ -613,12 +664,14 @@ class Capture:
         path = self.resolve(layer)
         if path not in store and self._complete is not None:
             activations, gradients = self._complete()
+            for array in (*activations.values(), *gradients.values()):
+                array.flags.writeable = False
             self._activations.update(activations)
             self._gradients.update(gradients)
         return store[path]
 
     def activations(self, layer: str | None = None) -> np.ndarray:
-        """``(h, w, C)`` float32 output of ``layer`` for this image.
+        """``(h, w, C)`` float32 output of ``layer`` for this image (read-only).
 
         A capture made with a restricted ``layers=`` list runs one more pass, the first time
         a layer outside that list is asked for, and then holds every layer.
@@ -626,7 +679,8 @@ class Capture:
         return self._cached(self._activations, layer)
 
     def gradients(self, layer: str | None = None) -> np.ndarray:
-        """``(h, w, C)`` float32 d score / d activations of ``layer`` (see :meth:`activations`)."""
+        """``(h, w, C)`` float32 d score / d activations of ``layer``, read-only (see
+        :meth:`activations`)."""
         return self._cached(self._gradients, layer)
 
     def layer_class(self, layer: str | None = None) -> str:
@@ -682,9 +736,9 @@ class Capture:
                 raise ValueError(f"method {method!r} does not take {error}") from None
             raise
         return core.CamResult(
-            raw=raw,
+            raw=np.array(raw, dtype=np.float32),
             heatmap=core.to_heatmap(raw, self.input_size, order, interpolation),
-            weights=weights,
+            weights=np.array(weights, dtype=np.float32),
             layer=path,
             class_index=self.class_index,
             method=method,
@@ -693,7 +747,7 @@ class Capture:
             order=order,
             interpolation=interpolation,
             score=self.score,
-        )
+        ).freeze()
 
     def fusion_layers(self, count: int = 3) -> tuple[str, ...]:
         """The last conv-like layer of each of the ``count`` coarsest grids, shallow first
@@ -703,7 +757,7 @@ class Capture:
         for path in self.layers:
             if (self._layer_classes or {}).get(path) in skipped:
                 continue
-            by_grid[self.activations(path).shape[:2]] = path
+            by_grid[self.shape(path)[:2]] = path
         return tuple(by_grid.values())[-count:]
 
     def fuse(
@@ -721,7 +775,7 @@ class Capture:
         LayerCAM's fusion keeps the detail where the deep map agrees.
 
         Args:
-            layers: layer names (default :meth:`fusion_layers`).
+            layers: a layer name or a list of them (default :meth:`fusion_layers`).
             method: the per-layer method (default ``"layercam"``).
             combine: ``"max"`` (default) or ``"mean"`` of the per-layer maps.
             order, interpolation, **options: as :meth:`cam`.
@@ -735,9 +789,15 @@ class Capture:
             ValueError: for bad layers or options.
         """
         core.check_option("combine", combine, ("max", "mean"))
-        paths = [self.resolve(name) for name in (layers or self.fusion_layers())]
+        if layers is None:
+            layers = self.fusion_layers()
+        elif isinstance(layers, str):
+            layers = [layers]
+        elif not isinstance(layers, Iterable):
+            raise ValueError(f"layers must be a layer name or a list of names; got {layers!r}")
+        paths = [self.resolve(name) for name in layers]
         if not paths:
-            raise ValueError("fuse needs at least one layer")
+            raise ValueError("fuse needs at least one layer; got an empty list")
         results = [self.cam(path, order=order, interpolation=interpolation, method=method,
                             **options) for path in paths]  # fmt: skip
         finest = max(
@@ -755,10 +815,11 @@ class Capture:
             layer="+".join(paths),
             class_index=self.class_index,
             method=f"{method} fused ({combine})",
+            **{name: getattr(results[-1], name) for name in methods.get(method).options},
             order=order,
             interpolation=interpolation,
             score=self.score,
-        )
+        ).freeze()
 
     def masked_scores(
         self, masks: np.ndarray, batch_size: int = 32, precision: str = "float32"
@@ -793,6 +854,50 @@ class Capture:
         return [(int(i), self.class_name(int(i)), float(self.scores[i])) for i in order]
 
 
+def _gradient_layers(layers, facts: _Facts, default_layer: str) -> tuple[str, ...] | None:
+    """``layers=`` of :func:`capture` as layer paths (``None``: every layer)."""
+    if isinstance(layers, str) and layers == "all":
+        return None
+    if isinstance(layers, str):
+        requested = [layers]
+    elif isinstance(layers, Iterable) and not isinstance(layers, (bytes, dict)):
+        requested = list(layers)
+    else:
+        requested = [layers]
+    for name in requested:
+        if name is not None and not isinstance(name, str):
+            raise ValueError(
+                f"layers must be 'all', a layer name or a list of layer names; got {layers!r}"
+            )
+    return tuple(
+        default_layer if name is None else _resolve(name, facts.candidates) for name in requested
+    )
+
+
+def _score_warnings(facts: _Facts, score: str, head: str | None, scores: np.ndarray) -> tuple:
+    """One line for each way the requested score is not what the caller may think."""
+    notes = []
+    if score == "logit" and facts.squashed is not None:
+        notes.append(
+            f"score='logit' but the model's output comes out of a {facts.squashed} that could "
+            f"not be bypassed (inside a Lambda or a custom layer): the map explains the "
+            f"{facts.squashed} output, not the logit; end the model with a Dense/Activation/"
+            "Softmax layer, or pass a model that returns logits"
+        )
+    if score == "probability" and scores.shape[0] == 1:
+        if head == "softmax" or facts.squashed == "softmax":
+            notes.append(
+                "score='probability' on a softmax over one output unit: it is always 1, so "
+                "every map is zero; use score='logit'"
+            )
+        elif head is None:
+            notes.append(
+                "the model has one output unit: score='probability' is its sigmoid (a softmax "
+                "over one unit would be constant)"
+            )
+    return tuple(notes)
+
+
 def capture(
     model,
     image,
@@ -804,65 +909,71 @@ def capture(
     """Run the model once and record activations and gradients of every candidate layer.
 
     Args:
-        model: a ``keras.Model`` (Functional, Sequential, nested bases included) or an entry
-            from :func:`gradcam_widget.models.load`, whose preprocess and class names are
-            then used.
-        image: ``(H, W, 3)`` uint8 or float 0..255; ``(H, W)`` grayscale and RGBA are
-            converted. Resized to the model's input size when that is fixed.
+        model: a ``keras.Model`` (Functional, Sequential, nested bases included, or a
+            subclassed model that has been built) or an entry from
+            :func:`gradcam_widget.models.load`, whose preprocess and class names are then
+            used. It must take one ``(N, H, W, C)`` input and give one ``(N, classes)`` output.
+        image: anything :func:`gradcam_widget.images.as_rgb_image` reads: an ``(H, W, 3)``
+            uint8 or float array (0..255, or 0..1 with a warning), grayscale, RGBA, uint16, a
+            PIL image of any mode, a file path or a sample name. Resized to the sizes the
+            model fixes (area averaging to shrink, bilinear to enlarge).
         class_index: the class to explain; ``None`` takes the top-scoring class.
         score: ``"logit"`` (default; the pre-softmax score, as in the Grad-CAM paper) or
             ``"probability"`` (the softmax/sigmoid output, as in the article).
         preprocess: called on the ``(1, H, W, 3)`` float32 batch before the model; default
             the entry's own (none for a bare ``keras.Model``).
         layers: ``"all"`` (default) records gradients for every candidate layer in one pass;
-            a list of layer names records them only down to those layers, which is cheaper
-            (the backward pass stops early); other layers are then filled in by one more pass
-            on first use.
+            a layer name or a list of them records them only down to those layers, which is
+            cheaper (the backward pass stops early); other layers are then filled in by one
+            more pass on first use.
 
     Returns:
         A :class:`Capture`.
 
     Raises:
-        ValueError: for a bad image, option, class index or layer name, naming what was
-            expected. Nothing is cached when it raises.
+        ValueError: for a bad image, option, class index or layer name, a model with several
+            outputs or a non-classifier output, or an input the model cannot run on, naming
+            what was expected. Nothing is cached when it raises.
+
+    Warns:
+        UserWarning: when ``score="logit"`` meets a softmax it cannot bypass, or the model has
+            one output unit (see :attr:`Capture.warnings`).
     """
     core.check_option("score", score, core.SCORES)
     keras_model, entry_preprocess, class_names, multi_label = _unwrap(model)
     preprocess = entry_preprocess if preprocess is None else preprocess
-    class_index = _check_class_index(class_index, _num_classes(keras_model))
-    shown, inputs = prepare_input(keras_model, image, preprocess)
+    class_index = _check_class_index(class_index, _check_outputs(keras_model))
+    shown, inputs, image_notes = _prepare(keras_model, image, preprocess)
     engine = engine_for(keras_model)
 
-    candidates, default_layer = engine.describe(inputs.shape, score)
-    gradient_layers = None
-    if not (isinstance(layers, str) and layers == "all"):
-        requested = [layers] if isinstance(layers, str) else list(layers)
-        for name in requested:
-            if name is not None and not isinstance(name, str):
-                raise ValueError(f"layers must be 'all' or layer names; got {name!r}")
-        gradient_layers = tuple(
-            default_layer if name is None else _resolve(name, candidates) for name in requested
-        )
+    with _model_errors(inputs.shape, engine.input_size):
+        facts = engine.describe(inputs.shape, score)
+    default_layer = default_layer_of(facts.candidates, facts.shapes, engine.layer_classes)
+    gradient_layers = _gradient_layers(layers, facts, default_layer)
 
-    result = engine.run(inputs, class_index, score, multi_label, gradient_layers)
+    with _model_errors(inputs.shape, engine.input_size):
+        result = engine.run(inputs, class_index, score, multi_label, gradient_layers)
     scores = result["scores"]
     if not np.isfinite(scores).all():
         raise ValueError("the model produced NaN or infinite scores for this image")
     if class_index is not None and class_index >= scores.shape[0]:
         raise ValueError(f"class_index must be in 0..{scores.shape[0] - 1}; got {class_index}")
     chosen = result["class_index"]
+    notes = image_notes + _score_warnings(facts, score, engine.head, scores)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
 
     def scorer(masks: np.ndarray, batch_size: int, precision: str) -> np.ndarray:
-        return engine.class_scores(
+        return engine_for(keras_model).class_scores(
             inputs * masks[..., None], chosen, score, multi_label, batch_size, precision
         )
 
     def complete() -> tuple[dict, dict]:
-        everything = engine.run(inputs, chosen, score, multi_label, None)
+        everything = engine_for(keras_model).run(inputs, chosen, score, multi_label, None)
         return everything["activations"], everything["gradients"]
 
     return Capture(
-        layers=candidates,
+        layers=facts.candidates,
         default_layer=default_layer,
         class_index=chosen,
         scores=scores,
@@ -876,6 +987,8 @@ def capture(
         _complete=None if gradient_layers is None else complete,
         _layer_classes=engine.layer_classes,
         _scorer=scorer,
+        _shapes=result["shapes"],
+        warnings=notes,
     )
 
 
@@ -911,7 +1024,7 @@ def class_scores(
     core.check_option("score", score, core.SCORES)
     keras_model, entry_preprocess, _, multi_label = _unwrap(model)
     preprocess = entry_preprocess if preprocess is None else preprocess
-    class_index = _check_class_index(class_index, _num_classes(keras_model))
+    class_index = _check_class_index(class_index, _check_outputs(keras_model))
     if class_index is None:
         raise ValueError("class_index must be an int; got None")
     batch_size = core.check_int("batch_size", batch_size)
@@ -929,10 +1042,10 @@ def class_scores(
     batch = batch.astype(np.float32)
     if not np.isfinite(batch).all():
         raise ValueError("images contain NaN or infinite values")
-    batch = _model_batch(batch, preprocess, channels)
-    scores = engine_for(keras_model).class_scores(
-        batch, class_index, score, multi_label, batch_size=batch_size
-    )
+    batch = _model_batch(batch, preprocess, (height, width, channels))
+    engine = engine_for(keras_model)
+    with _model_errors(batch.shape, engine.input_size):
+        scores = engine.class_scores(batch, class_index, score, multi_label, batch_size)
     if not np.isfinite(scores).all():
         raise ValueError("the model produced NaN or infinite scores for these images")
     return scores

@@ -278,6 +278,17 @@ class CamResult:
     extras: dict = field(default_factory=dict, repr=False)
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the result's arrays."""
+        return int(self.raw.nbytes + self.heatmap.nbytes + self.weights.nbytes)
+
+    def freeze(self) -> CamResult:
+        """Make the arrays read-only (a result that is cached and shared) and return self."""
+        for array in (self.raw, self.heatmap, self.weights):
+            array.flags.writeable = False
+        return self
+
+    @property
     def top_channel(self) -> int:
         """Index of the channel with the largest weight."""
         return int(np.argmax(self.weights))

@@ -4,10 +4,13 @@ A thin shell over :mod:`gradcam_widget.capture` and :mod:`gradcam_widget.render`
 ipywidgets only (no custom front-end code), so it works unchanged in JupyterLab, Notebook 7,
 VS Code and Voila. Four ``ipywidgets.Image`` panels are updated in place with PNG bytes.
 
-Cache discipline: layer, pooling, channels, order, colormap and opacity only re-read the
-cached tensors of the current :class:`~gradcam_widget.capture.Capture`; class and score
-select a capture from a bounded LRU cache of :attr:`CamExplorer.CACHE_SIZE` captures and run
-one model pass only on a miss.
+Cache discipline: pooling, channels, order, colormap and opacity only re-read the cached
+tensors of the current :class:`~gradcam_widget.capture.Capture`; class and score select a
+capture from an LRU cache and run one model pass only on a miss. That pass records only the
+layer on screen (the backward pass stops there); the first switch to another layer on such a
+capture runs one more pass that records every layer. The caches are bounded in bytes
+(:attr:`CamExplorer.CACHE_BYTES` for captures, :data:`RESULT_BYTES` for maps); a result is
+dropped with its capture, and :meth:`CamExplorer.close` frees everything.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import html
 import time
-from collections import OrderedDict
+from collections.abc import Iterable
 
 import ipywidgets as widgets
 import numpy as np
 
 from gradcam_widget import core, methods, render
+from gradcam_widget.cache import ByteLRU
 from gradcam_widget.capture import Capture, _check_class_index, capture, engine_for
 
 ORDER_LABELS = (("ReLU → resize", "relu_first"), ("resize → ReLU", "resize_first"))
@@ -38,7 +42,7 @@ METHOD_LABELS = {
     "eigencam": "Eigen-CAM (class-agnostic)",
     "scorecam": "Score-CAM (runs the model)",
 }
-RESULTS_CACHED = 64  # CamResults kept per explorer (Score-CAM's forward passes are costly)
+RESULT_BYTES = 32 * 2**20  # maps kept per explorer (Score-CAM's forward passes are costly)
 
 
 def _resolve_model(model):
@@ -49,12 +53,14 @@ def _resolve_model(model):
     return model
 
 
-def _resolve_image(image):
-    if isinstance(image, str):
-        from gradcam_widget import data
-
-        return data.sample(image)
-    return image
+def _check_class_names(names) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes, dict)) or not isinstance(names, Iterable):
+        raise ValueError(
+            f"class_names must be a sequence of class names, one per class; got {names!r}"
+        )
+    return tuple(str(name) for name in names)
 
 
 class CamExplorer(widgets.VBox):
@@ -63,17 +69,20 @@ class CamExplorer(widgets.VBox):
     Args:
         model: a ``keras.Model``, an entry from :func:`gradcam_widget.models.load`, or a
             model name for it (default ``"shapes"``, the shipped offline model).
-        image: ``(H, W, 3)`` image (uint8 or float 0..255; grayscale and RGBA converted) or a
-            sample name for :func:`gradcam_widget.data.sample` (default ``"two_shapes"``).
-        class_names: names of the classes (default: the entry's, else ``"class N"``).
+        image: anything :func:`gradcam_widget.capture` takes: an array, a PIL image, a file
+            path or a sample name (default ``"two_shapes"``).
+        class_names: names of the classes, one per class (default: the entry's, else
+            ``"class N"``).
         preprocess: called on the ``(1, H, W, 3)`` float32 batch (default: the entry's).
         class_index: the class to explain first (default: the top prediction).
         layer: the layer to show first (default: the capture's ``default_layer``).
-        cache_size: captures (one per class and score) kept; least recently used dropped.
+        cache_size: at most this many captures (one per class and score) are kept.
+        cache_bytes: and at most this many bytes of them (default :attr:`CACHE_BYTES`); the
+            least recently used go first, the one on screen always stays.
 
     Raises:
-        ValueError: for a bad model, image, class index or layer (the widget needs a first
-            view to exist; later errors go to its status line instead).
+        ValueError: for a bad model, image, class index, layer or argument (the widget needs
+            a first view to exist; later errors go to its status line instead).
 
     Settable attributes (the UI follows): ``layer``, ``pooling``, ``channels``, ``order``,
     ``class_index``, ``score``, ``colormap``, ``opacity``. ``result`` is the
@@ -81,6 +90,7 @@ class CamExplorer(widgets.VBox):
     """
 
     CACHE_SIZE = 8
+    CACHE_BYTES = 256 * 2**20
 
     def __init__(
         self,
@@ -91,34 +101,44 @@ class CamExplorer(widgets.VBox):
         class_index=None,
         layer=None,
         cache_size: int = CACHE_SIZE,
+        cache_bytes: int = CACHE_BYTES,
     ):
         super().__init__()
+        cache_size = core.check_int("cache_size", cache_size)
+        cache_bytes = core.check_int("cache_bytes", cache_bytes, minimum=0)
         self._model = _resolve_model(model)
         self._preprocess = preprocess
         names = (
             class_names if class_names is not None else getattr(self._model, "class_names", None)
         )
-        self._class_names = None if names is None else tuple(str(name) for name in names)
-        self._cache_size = max(1, int(cache_size))
-        self._captures: OrderedDict[tuple[int, str], Capture] = OrderedDict()
+        self._class_names = _check_class_names(names)
+        self._captures = ByteLRU(cache_bytes, max_items=cache_size, on_evict=self._forget)
+        self._results = ByteLRU(RESULT_BYTES)
         self._image = None
+        self._generation = 0  # + 1 per image: the first part of every cache key
         self._capture: Capture | None = None
+        self._capture_key: tuple | None = None
         self.result: core.CamResult | None = None
         self.error: str | None = None
+        self._closed = False
         self._quiet_depth = 0
         self._good: dict = {}
         self._pass_ran = False
         self._render_ms = 0.0
         self._drawn: Capture | None = None
-        self._results: OrderedDict[tuple, tuple[Capture, core.CamResult]] = OrderedDict()
 
         self._build_controls()
         passes = self.model_passes
-        first = self._new_capture(_resolve_image(image), class_index)
+        first = self._new_capture(image, class_index)
         self._install_capture(first)
         if layer is not None:
             with self._quiet():
                 self._controls["layer"].value = first.resolve(layer)
+        if self._class_names is not None and len(self._class_names) != len(first.scores):
+            raise ValueError(
+                f"class_names has {len(self._class_names)} names but the model has "
+                f"{len(first.scores)} classes"
+            )
         self._refresh(passes=passes)
         if self.error:
             raise ValueError(self.error)
@@ -201,27 +221,38 @@ class CamExplorer(widgets.VBox):
 
     # --- captures ---------------------------------------------------------------------
 
-    def _new_capture(self, image, class_index, score="logit") -> Capture:
+    def _new_capture(self, image, class_index, score="logit", layers="all") -> Capture:
         cap = capture(
-            self._model, image, class_index=class_index, score=score, preprocess=self._preprocess
+            self._model,
+            image,
+            class_index=class_index,
+            score=score,
+            preprocess=self._preprocess,
+            layers=layers,
         )
         self._image = image
-        self._remember(cap)
+        self._captures.put((self._generation, cap.class_index, cap.score), cap)
         return cap
 
-    def _remember(self, cap: Capture):
-        key = (cap.class_index, cap.score)
-        self._captures[key] = cap
-        self._captures.move_to_end(key)
-        while len(self._captures) > self._cache_size:
-            self._captures.popitem(last=False)
+    def _forget(self, key: tuple, cap: Capture):
+        """A capture left the cache: its results go with it."""
+        self._results.discard(lambda result_key: result_key[0] == key)
+
+    def _shown_layers(self) -> list[str | None]:
+        """The layers a new capture must record for the view on screen."""
+        layer = self._controls["layer"].value
+        if layer == FUSED and self._capture is not None:
+            return list(self._capture.fusion_layers())
+        if self._capture is not None and layer in self._capture.layers:
+            return [layer]
+        return [None]
 
     def _capture_for(self, class_index: int, score: str) -> Capture:
-        key = (class_index, score)
-        if key in self._captures:
-            self._captures.move_to_end(key)
-            return self._captures[key]
-        return self._new_capture(self._image, class_index, score)
+        key = (self._generation, class_index, score)
+        cached = self._captures.get(key)
+        if cached is not None:
+            return cached
+        return self._new_capture(self._image, class_index, score, self._shown_layers())
 
     def _class_label(self, cap: Capture, index: int) -> str:
         return f"{self._name_of(cap, index)} · {cap.scores[index]:.3g}"
@@ -237,12 +268,12 @@ class CamExplorer(widgets.VBox):
         with self._quiet():
             layer_options = []
             for path in cap.layers:
-                h, w, c = cap.activations(path).shape
+                h, w, c = cap.shape(path)
                 layer_options.append((f"{path} · {h}×{w}×{c}", path))
             fused = cap.fusion_layers()
             if len(fused) > 1:
                 layer_options.append((f"{FUSED} · {'+'.join(fused)}", FUSED))
-            if [value for _, value in controls["layer"].options] != [v for _, v in layer_options]:
+            if list(controls["layer"].options) != layer_options:  # labels follow the grid
                 previous = controls["layer"].value
                 controls["layer"].options = layer_options
                 values = [value for _, value in layer_options]
@@ -261,6 +292,7 @@ class CamExplorer(widgets.VBox):
             controls["class_index"].value = chosen
             controls["score"].value = cap.score
         self._capture = cap
+        self._capture_key = (self._generation, cap.class_index, cap.score)
 
     def _values(self) -> dict:
         return {name: control.value for name, control in self._controls.items()}
@@ -307,6 +339,8 @@ class CamExplorer(widgets.VBox):
         except Exception as error:  # shown, never raised into the notebook
             self._fail(error)
             return
+        finally:
+            self._captures.trim()  # the capture on screen may have grown (layers filled in)
         self.result = result
         self._drawn = cap
         self._pass_ran = self.model_passes != passes
@@ -314,18 +348,20 @@ class CamExplorer(widgets.VBox):
         self.error = None
         self._render_ms = 1000 * (time.perf_counter() - started)
         self._write_readout(cap, result)
-        self.status.value = "<span style='color:#2a7a2a'>✓ ready</span>"
+        self.status.value = "<span style='color:#2a7a2a'>✓ ready</span>" + "".join(
+            f"<br><span style='color:#a05a00'>⚠ {html.escape(note)}</span>" for note in cap.warnings
+        )
 
     def _result_for(self, cap: Capture, values: dict) -> core.CamResult:
         """The map for the current settings, from a small LRU of results."""
         method = methods.get(values["method"])
         key = (
-            id(cap), values["layer"], values["method"], values["order"],
+            self._capture_key, values["layer"], values["method"], values["order"],
             *(values[name] for name in sorted(method.options)),
         )  # fmt: skip
-        if key in self._results:
-            self._results.move_to_end(key)
-            return self._results[key][1]
+        cached = self._results.get(key)
+        if cached is not None:
+            return cached
         options = {"order": values["order"], "method": values["method"]}
         options.update({name: values[name] for name in method.options})
         if method.runs_model:  # seconds, not milliseconds: say so while it runs
@@ -335,9 +371,7 @@ class CamExplorer(widgets.VBox):
             result = cap.fuse(**options)
         else:
             result = cap.cam(values["layer"], **options)
-        self._results[key] = (cap, result)  # holding cap keeps id(cap) unique while cached
-        while len(self._results) > RESULTS_CACHED:
-            self._results.popitem(last=False)
+        self._results.put(key, result)
         return result
 
     def _update_enabled(self, method: methods.Method):
@@ -405,7 +439,7 @@ class CamExplorer(widgets.VBox):
     def _write_readout(self, cap: Capture, result: core.CamResult):
         parts = []
         for path in result.layer.split("+"):
-            h, w, c = cap.activations(path).shape
+            h, w, c = cap.shape(path)
             parts.append(
                 f"<b>{html.escape(path)}</b> ({cap.layer_class(path)}) · activations "
                 f"(1, {h}, {w}, {c}) · gradients (1, {h}, {w}, {c})"
@@ -420,9 +454,12 @@ class CamExplorer(widgets.VBox):
             f"{result.top_weight:.4g}",
             f"class {cap.class_index} <b>{html.escape(self._name_of(cap, cap.class_index))}</b>"
             f" · {score_name} {cap.scores[cap.class_index]:.4g}",
-            f"model pass {cap.seconds * 1000:.0f} ms ({pass_note}; {len(self._captures)} of "
-            f"{self._cache_size} captures cached) · this view {self._render_ms:.1f} ms",
-        ]
+            f"model pass {cap.seconds * 1000:.0f} ms ({pass_note}; {len(self._captures)} "
+            f"captures cached, {self.cached_bytes / 2**20:.1f} of "
+            f"{self._captures.budget / 2**20:.0f} MB) · this view {self._render_ms:.1f} ms",
+            *(f"<span style='color:#a05a00'>⚠ {html.escape(note)}</span>"
+              for note in cap.warnings),
+        ]  # fmt: skip
         self.readout.value = "<br>".join(lines)
 
     # --- programmatic use -------------------------------------------------------------
@@ -430,6 +467,8 @@ class CamExplorer(widgets.VBox):
     def _set(self, name: str, validate):
         """Set control ``name`` to ``validate()``: a bad value raises ValueError, a failing
         recomputation RuntimeError; both are also shown in the status line."""
+        if self._closed:
+            raise RuntimeError("this explorer is closed; make a new one")
         try:
             value = validate()
         except ValueError as error:
@@ -497,7 +536,12 @@ class CamExplorer(widgets.VBox):
 
     @class_index.setter
     def class_index(self, value: int):
-        self._set("class_index", lambda: _check_class_index(value, len(self._capture.scores)))
+        def validate():
+            if value is None:  # the top class
+                return int(np.argmax(self._capture.scores))
+            return _check_class_index(value, len(self._capture.scores))
+
+        self._set("class_index", validate)
 
     @property
     def colormap(self) -> str:
@@ -540,18 +584,49 @@ class CamExplorer(widgets.VBox):
         Raises:
             ValueError: for a bad image (also shown in the status line; the view is kept).
         """
+        if self._closed:
+            raise RuntimeError("this explorer is closed; make a new one")
         passes = self.model_passes
         try:
-            image = _resolve_image(image)
-            cap = capture(self._model, image, score=self.score, preprocess=self._preprocess)
+            cap = capture(
+                self._model,
+                image,
+                score=self.score,
+                preprocess=self._preprocess,
+                layers=self._shown_layers(),
+            )
         except Exception as error:
             self._fail(error)
             raise
         self._captures.clear()
+        self._results.clear()
+        self._generation += 1
         self._image = image
-        self._remember(cap)
+        self._captures.put((self._generation, cap.class_index, cap.score), cap)
         self._install_capture(cap)
         self._refresh(passes=passes)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by this explorer's caches (captures and maps)."""
+        return self._captures.nbytes + self._results.nbytes
+
+    def close(self):
+        """Close every control and panel of the explorer and release its captures and maps.
+
+        A closed explorer that nothing else refers to is freed; its setters raise
+        RuntimeError."""
+        self._closed = True
+        self._captures.clear()
+        self._results.clear()
+        self._capture = self._drawn = self.result = None
+        self._image = None
+        stack = list(self.children)
+        while stack:
+            child = stack.pop()
+            stack.extend(getattr(child, "children", ()))
+            child.close()
+        super().close()
 
     def save_png(self, path):
         """Write the four panels as one titled figure (matplotlib, with colorbars)."""

@@ -32,6 +32,9 @@ def test_binder_environment_runs_the_quickstart(tmp_path):
     post_build = (REPO / "binder" / "postBuild").read_text()
     assert "set -e" in post_build and "pip install --no-deps ." in post_build
     assert os.access(REPO / "binder" / "postBuild", os.X_OK)
+    start = (REPO / "binder" / "start").read_text()  # memory: see benchmarks/bench_memory.py
+    assert "TF_ENABLE_ONEDNN_OPTS=0" in start and start.rstrip().endswith('exec "$@"')
+    assert os.access(REPO / "binder" / "start", os.X_OK)
 
     venv = tmp_path / "binder-venv"
     run([sys.executable, "-m", "venv", str(venv)])
@@ -59,7 +62,8 @@ def test_binder_environment_runs_the_quickstart(tmp_path):
 
     executed = tmp_path / "quickstart.ipynb"
     run(
-        [str(venv / "bin" / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
+        [str(checkout / "binder" / "start"), str(venv / "bin" / "jupyter"), "nbconvert",
+         "--to", "notebook", "--execute",
          "--ExecutePreprocessor.timeout=600", "--output", str(executed),
          str(checkout / "notebooks" / "01_quickstart.ipynb")],
         cwd=tmp_path, env=environment,

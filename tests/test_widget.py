@@ -135,21 +135,24 @@ def test_class_and_score_changes_run_at_most_one_pass_and_are_cached(model, imag
     ex.class_index = other[0]
     assert ex.model_passes == passes + 1 and ex.result.class_index == other[0]
     assert ex._controls["class"].value == other[0]
-    ex.layer, ex.pooling = "conv1", "max"
-    assert ex.model_passes == passes + 1
-    ex.class_index = first_class  # cached
-    assert ex.model_passes == passes + 1
-    ex.score = "probability"
+    assert set(ex.capture._gradients) == {"conv2"}  # the class pass stopped at the shown layer
+    ex.layer, ex.pooling = "conv1", "max"  # first use of another layer: one pass fills all
     assert ex.model_passes == passes + 2
+    ex.layer = "pool1"
+    assert ex.model_passes == passes + 2
+    ex.class_index = first_class  # cached
+    assert ex.model_passes == passes + 2
+    ex.score = "probability"
+    assert ex.model_passes == passes + 3
     assert ex.capture.scores.sum() == pytest.approx(1.0, abs=1e-4)
     ex.score = "logit"  # cached
-    assert ex.model_passes == passes + 2
+    assert ex.model_passes == passes + 3
     # cache is bounded: 3 captures; (first, prob) and (other0, logit) fall out in LRU order
     ex.class_index = other[1]
     ex.class_index = other[2]
-    assert ex.model_passes == passes + 4 and len(ex._captures) == 3
+    assert ex.model_passes == passes + 5 and len(ex._captures) == 3
     ex.class_index = other[0]  # evicted -> one pass again
-    assert ex.model_passes == passes + 5
+    assert ex.model_passes == passes + 6
 
 
 def test_class_dropdown_and_index_box_stay_in_sync(explorer):
@@ -283,3 +286,108 @@ def test_scorecam_says_it_is_working_then_ready(explorer):
     explorer.method = "scorecam"
     assert any("forward passes" in value for value in shown), shown
     assert "ready" in explorer.status.value
+
+
+# --- reliability (issue 11) -------------------------------------------------------------
+
+
+def test_a_closed_explorer_closes_every_child_and_is_freed(model, image):
+    import gc
+    import weakref
+
+    ex = gw.CamExplorer(model, image)
+    ex.class_index = (ex.class_index + 1) % len(CLASS_NAMES)
+    descendants, stack = [], list(ex.children)
+    while stack:
+        child = stack.pop()
+        descendants.append(child)
+        stack.extend(getattr(child, "children", ()))
+    assert len(descendants) > 20
+    ref, cap_ref = weakref.ref(ex), weakref.ref(ex.capture)
+    ex.close()
+    assert all(child.comm is None for child in descendants) and ex.comm is None
+    assert ex.cached_bytes == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        ex.layer = "conv1"
+    del ex, descendants, child, stack
+    gc.collect()
+    assert ref() is None and cap_ref() is None
+
+
+def test_caches_are_bounded_in_bytes_and_results_leave_with_their_capture(model, image):
+    ex = gw.CamExplorer(model, image)
+    one_layer = ex.capture.nbytes
+    budget = 3 * 20_000
+    ex = gw.CamExplorer(model, image, cache_bytes=budget, cache_size=100)
+    assert one_layer > budget  # the first capture holds every layer: it alone is over
+    for class_index in range(len(CLASS_NAMES)):
+        ex.class_index = class_index
+        ex.pooling = "max"
+        ex.pooling = "mean"
+        held = ex._captures.nbytes
+        assert held <= max(budget, ex.capture.nbytes)
+        assert ex.cached_bytes == held + ex._results.nbytes
+    kept = set(ex._captures)
+    assert 1 < len(kept) < len(CLASS_NAMES)  # class captures hold one layer: several fit
+    assert {key[0] for key in ex._results} <= kept  # no result outlives its capture
+    assert set(ex.capture._gradients) == {ex.layer}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cache_size": 0}, "cache_size must be a positive int; got 0"),
+        ({"cache_size": 2.7}, "cache_size must be a positive int; got 2.7"),
+        ({"cache_size": "x"}, "cache_size must be a positive int; got 'x'"),
+        ({"cache_size": None}, "cache_size must be a positive int; got None"),
+        ({"cache_bytes": -1}, "cache_bytes must be a non-negative int; got -1"),
+        ({"class_names": 5}, "class_names must be a sequence of class names"),
+        ({"class_names": ["a", "b"]}, "class_names has 2 names but the model has 5 classes"),
+    ],
+)
+def test_constructor_arguments_are_checked_by_name(model, image, kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        gw.CamExplorer(model, image, **kwargs)
+
+
+def test_class_index_none_means_the_top_class(explorer):
+    top = explorer.class_index
+    explorer.class_index = (top + 1) % len(CLASS_NAMES)
+    explorer.class_index = None
+    assert explorer.class_index == top and explorer.result.class_index == top
+
+
+def test_layer_labels_follow_the_grid_of_a_new_image_size():
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    rng = np.random.default_rng(1)
+    ex = gw.CamExplorer(model, rng.integers(0, 256, (40, 24, 3)).astype(np.uint8))
+    assert "c2 · 20×12×6" in dict(ex._controls["layer"].options)
+    ex.set_image(rng.integers(0, 256, (64, 80, 3)).astype(np.uint8))
+    labels = dict(ex._controls["layer"].options)
+    assert "c2 · 32×40×6" in labels and "c2 · 20×12×6" not in labels
+    assert ex.result.raw.shape == (32, 40) and ex.result.heatmap.shape == (64, 80)
+
+
+def test_score_warnings_reach_the_readout_and_the_status_line(image):
+    from gradcam_widget._tf import tf
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="c")(inputs))
+    logits = keras.layers.Dense(3, name="logits")(x)
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: tf.nn.softmax(t))(logits))
+    with pytest.warns(UserWarning, match="could not be bypassed"):
+        ex = gw.CamExplorer(model, image)
+    assert "could not be bypassed" in ex.readout.value
+    assert "could not be bypassed" in ex.status.value and "ready" in ex.status.value
+
+
+def test_a_float_image_in_0_1_shows_the_picture_the_user_sees(model, image):
+    with pytest.warns(UserWarning, match="0..1"):
+        ex = gw.CamExplorer(model, image / 255.0)
+    shown = cv2.imdecode(np.frombuffer(ex.panel_png("input"), np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(shown[..., ::-1], image)

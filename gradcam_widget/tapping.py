@@ -1,0 +1,160 @@
+"""Keras tapping: record layer outputs and bypass the final softmax, for one thread only.
+
+While a pass is traced, every leaf layer's ``call`` is wrapped on the instance so that its
+output tensor is recorded, and the model's final softmax/sigmoid is bypassed when the logit is
+asked for. The model is shared with the user, who may call it from another thread at the same
+moment (a data loader, a second widget, a server): so the wrappers act only for the thread that
+opened :func:`tapped`, and behave exactly as the original layer for every other caller.
+Everything is restored in ``finally``, the saved original put back (an instance attribute the
+user had set stays theirs). One lock serialises the install and restore, so two models that
+share a layer never interleave their wrappers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+
+from gradcam_widget._tf import keras, tf
+
+SQUASHING = ("softmax", "sigmoid")
+_TAP_LOCK = threading.RLock()
+_local = threading.local()  # .tap: the _Tap of the pass this thread is tracing, else None
+
+
+def leaf_layers(model, prefix: str = "") -> list[tuple[str, object]]:
+    """Every non-model layer below ``model`` as ``(path, layer)``; nested models recurse."""
+    found = []
+    for layer in model.layers:
+        path = f"{prefix}{layer.name}"
+        if isinstance(layer, keras.Model):
+            found.extend(leaf_layers(layer, prefix=f"{path}/"))
+        elif not isinstance(layer, keras.layers.InputLayer):
+            found.append((path, layer))
+    return found
+
+
+def final_layer(model):
+    """The layer that produces the model's output, looking inside nested models; ``None``
+    when it cannot be told (a subclassed model)."""
+    layer = None
+    outputs = getattr(model, "_outputs", None) or []
+    if isinstance(model, keras.Sequential):
+        layer = model.layers[-1] if model.layers else None
+    elif len(outputs) == 1:
+        history = getattr(outputs[0], "_keras_history", None)
+        layer = getattr(history, "operation", None)
+    if isinstance(layer, keras.Model):
+        return final_layer(layer)
+    return layer
+
+
+def head_activation(model) -> str | None:
+    """``"softmax"`` or ``"sigmoid"`` when the model's last step squashes its scores, else None.
+
+    Recognises a final ``Dense``/``Conv`` with that ``activation``, a ``Softmax`` layer and an
+    ``Activation`` layer, looking inside nested models.
+    """
+    layer = final_layer(model)
+    if layer is None:
+        return None
+    if type(layer).__name__ == "Softmax":
+        return "softmax"
+    name = getattr(getattr(layer, "activation", None), "__name__", "") or ""
+    return name if name in SQUASHING else None
+
+
+def squashed_output(tensor) -> str | None:
+    """``"softmax"``/``"sigmoid"`` when a traced ``tensor`` is computed by that op (through
+    identities and casts): a squashing step that :func:`tapped` could not bypass, such as a
+    softmax inside a ``Lambda``."""
+    op = getattr(tensor, "op", None)
+    while op is not None and op.type in ("Identity", "IdentityN", "Cast", "Reshape") and op.inputs:
+        op = op.inputs[0].op
+    kind = getattr(op, "type", "")
+    return {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(kind)
+
+
+class _Tap:
+    """What one tracing thread records: ``{path: output tensor}`` in call order."""
+
+    def __init__(self):
+        self.record: dict = {}
+
+    def active(self) -> bool:
+        return getattr(_local, "tap", None) is self
+
+
+def _set_saved(layer, name: str, saved):
+    """Put back what ``layer.__dict__[name]`` was before we set it (absent -> removed)."""
+    if saved is _ABSENT:
+        layer.__dict__.pop(name, None)
+    else:
+        object.__setattr__(layer, name, saved)
+
+
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def tapped(leaves: Sequence[tuple[str, object]], bypass=None):
+    """Record every leaf's output, and bypass ``bypass``'s squashing, for this thread only.
+
+    Args:
+        leaves: ``(path, layer)`` pairs from :func:`leaf_layers`.
+        bypass: the model whose final softmax/sigmoid is skipped (``score="logit"``), or None.
+
+    Yields:
+        The record ``{path: tensor}``, filled while the model is called in this block by this
+        thread (a layer called twice keeps its last call). Other threads see the model as is.
+    """
+    with _TAP_LOCK:
+        tap = _Tap()
+        restore: list[tuple[object, str, object]] = []
+
+        def install(layer, name, value):
+            restore.append((layer, name, layer.__dict__.get(name, _ABSENT)))
+            object.__setattr__(layer, name, value)
+
+        try:
+            for path, layer in leaves:
+                install(layer, "call", _recording_call(tap, path, layer.call))
+            if bypass is not None and head_activation(bypass) is not None:
+                layer = final_layer(bypass)
+                if type(layer).__name__ in ("Softmax", "Activation"):
+                    install(layer, "call", _identity_for(tap, layer.call))
+                else:
+                    install(layer, "activation", _linear_for(tap, layer.activation))
+            _local.tap = tap
+            yield tap.record
+        finally:
+            _local.tap = None
+            for layer, name, saved in reversed(restore):
+                _set_saved(layer, name, saved)
+
+
+def _recording_call(tap: _Tap, path: str, original):
+    def call(*args, **kwargs):
+        outputs = original(*args, **kwargs)
+        if tap.active() and tf.is_tensor(outputs):
+            tap.record.pop(path, None)  # a shared layer keeps its last call
+            tap.record[path] = outputs
+        return outputs
+
+    return call
+
+
+def _identity_for(tap: _Tap, original):
+    def call(inputs, *args, **kwargs):
+        return inputs if tap.active() else original(inputs, *args, **kwargs)
+
+    return call
+
+
+def _linear_for(tap: _Tap, original):
+    def activation(inputs, *args, **kwargs):
+        return inputs if tap.active() else original(inputs, *args, **kwargs)
+
+    activation.__name__ = getattr(original, "__name__", "activation")
+    return activation
