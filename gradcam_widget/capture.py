@@ -500,7 +500,9 @@ class _Engine:
                 self._function(signature, score, ()).get_concrete_function()
             facts = self._facts[key]
             if not facts.candidates:
-                raise ValueError("the model has no layer with a 4-D (N, h, w, C) output to explain")
+                raise ModelCheckError(
+                    "the model has no layer with a 4-D (N, h, w, C) output to explain"
+                )
             return facts
 
     def run(
