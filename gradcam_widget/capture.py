@@ -26,6 +26,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,6 +54,9 @@ _SKIPPED_FOR_DEFAULT = (
 )
 
 __all__ = ["Capture", "as_rgb_image", "capture", "class_scores", "grad_cam", "head_activation"]
+
+
+MAX_TRACES = 8  # compiled passes kept per model (each a few MB; VGG16 about 2 s to trace)
 
 
 class ModelCheckError(ValueError):
@@ -238,17 +242,41 @@ def _model_errors(inputs_shape: tuple, model_shape: tuple):
     except ModelCheckError:
         raise
     except (ValueError, TypeError, tf.errors.OpError) as error:
-        text = str(getattr(error, "message", None) or error).strip()
-        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        text = str(getattr(error, "message", None) or error)
         size = "×".join(str(side) for side in inputs_shape[1:3])
         hint = ""
-        if "negative" in text.lower() or "must be > 0" in text or "empty" in text.lower():
-            hint = " (the image is too small for this model: a layer's output would be empty)"
-        takes = "(N, " + ", ".join("any" if side is None else str(side) for side in model_shape)
+        lowered = text.lower()
+        if any(word in lowered for word in _TOO_SMALL_WORDS) or min(inputs_shape[1:3]) < 32:
+            hint = " (is the image too small for this model? a layer's output may be empty)"
+        if all(side is None for side in model_shape):
+            takes = "its input size is not declared (a subclassed model): fit the image to it"
+        else:
+            takes = (
+                "it takes (N, "
+                + ", ".join("any" if side is None else str(side) for side in model_shape)
+                + ")"
+            )
         raise ValueError(
             f"the model failed on a {size} input of shape {tuple(inputs_shape)}{hint}; "
-            f"it takes {takes}): {first[:300]}"
+            f"{takes}: {_error_line(text)[:300]}"
         ) from None
+
+
+_TOO_SMALL_WORDS = ("negative", "must be > 0", "empty", "primitive descriptor")
+
+
+def _error_line(text: str) -> str:
+    """The line of a TensorFlow error that says what went wrong: not its banner ("Graph
+    execution error:"), its Python stack or its node names."""
+    lines = [line.strip() for line in text.splitlines()]
+    useful = [
+        line
+        for line in lines
+        if line
+        and not line.startswith(("File ", "[[", "Detected at node", "Graph execution error"))
+        and not line.endswith(":")
+    ]
+    return useful[-1] if useful else next((line for line in lines if line), "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -352,7 +380,7 @@ class _Engine:
         self.forward_images = 0  # images scored by forward-only passes (Score-CAM, metrics)
         self.head = head_activation(model)  # "softmax" | "sigmoid" | None
         self._facts: dict[tuple, _Facts] = {}
-        self._functions: dict[tuple, Callable] = {}
+        self._functions: OrderedDict[tuple, Callable] = OrderedDict()  # LRU, see _compiled
         self._lock = threading.RLock()
 
     @property
@@ -368,19 +396,35 @@ class _Engine:
         height, width, channels = self.input_size
         return (1, height, width, channels or inputs_shape[-1])
 
+    def _compiled(self, key: tuple, make: Callable, signature: tuple) -> Callable:
+        """The compiled function for ``key`` (made by ``make()`` on first use).
+
+        At most :data:`MAX_TRACES` are kept per model, least recently used dropped: each
+        (layer list, score) a widget asks for is one trace of a few MB, and a long session
+        must not keep them all.
+        """
+        if key in self._functions:
+            self._functions.move_to_end(key)
+            return self._functions[key]
+        function = self._functions[key] = tf.function(
+            make(),
+            input_signature=[
+                tf.TensorSpec(signature, tf.float32),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([], tf.bool),
+            ],
+            autograph=False,
+        )
+        while len(self._functions) > MAX_TRACES:
+            self._functions.popitem(last=False)
+        return function
+
     def _function(self, signature: tuple, score: str, gradient_layers: tuple[str, ...] | None):
-        key = (signature, score, gradient_layers)
-        if key not in self._functions:
-            self._functions[key] = tf.function(
-                self._make_pass(signature, score, gradient_layers),
-                input_signature=[
-                    tf.TensorSpec(signature, tf.float32),
-                    tf.TensorSpec([], tf.int32),
-                    tf.TensorSpec([], tf.bool),
-                ],
-                autograph=False,
-            )
-        return self._functions[key]
+        return self._compiled(
+            (signature, score, gradient_layers),
+            lambda: self._make_pass(signature, score, gradient_layers),
+            signature,
+        )
 
     def _make_pass(self, signature: tuple, score: str, gradient_layers: tuple[str, ...] | None):
         # The traced function holds the engine weakly and the model not at all: TensorFlow
@@ -396,7 +440,7 @@ class _Engine:
                 tapped(engine.leaves, model if score == "logit" else None) as record,
                 tf.GradientTape() as tape,
             ):
-                outputs = model(inputs, training=False)
+                outputs = _single_output(model(inputs, training=False))
                 if isinstance(outputs, (list, tuple, dict)):
                     shapes = (
                         {k: tuple(v.shape) for k, v in outputs.items()}
@@ -448,7 +492,7 @@ class _Engine:
             engine = engine_ref()
             model = engine.model
             with tapped((), model if score == "logit" else None):
-                outputs = model(batch, training=False)
+                outputs = _single_output(model(batch, training=False))
             return _scores(outputs, score, engine.head, multi_label)[:, class_index]
 
         return scores_of
@@ -469,17 +513,7 @@ class _Engine:
         signature = (None, *self.signature(batch.shape)[1:])
         key = (score, "scorer", signature)
         with self._lock:
-            if key not in self._functions:
-                self._functions[key] = tf.function(
-                    self._make_scorer(score),
-                    input_signature=[
-                        tf.TensorSpec(signature, tf.float32),
-                        tf.TensorSpec([], tf.int32),
-                        tf.TensorSpec([], tf.bool),
-                    ],
-                    autograph=False,
-                )
-            function = self._functions[key]
+            function = self._compiled(key, lambda: self._make_scorer(score), signature)
             results = []
             index, multi = tf.constant(class_index), tf.constant(multi_label)
             with _precision(precision):
@@ -532,6 +566,15 @@ class _Engine:
             self.passes += 1
             result["seconds"] = time.perf_counter() - started
             return result
+
+
+def _single_output(outputs):
+    """A one-entry list, tuple or dict of outputs is that one output."""
+    if isinstance(outputs, dict) and len(outputs) == 1:
+        return next(iter(outputs.values()))
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        return outputs[0]
+    return outputs
 
 
 def _scores(outputs, score: str, head: str | None, multi_label):

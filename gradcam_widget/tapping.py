@@ -110,7 +110,7 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None):
         thread (a layer called twice keeps its last call). Other threads see the model as is.
     """
     with _TAP_LOCK:
-        tap = _Tap()
+        tap, outer = _Tap(), getattr(_local, "tap", None)  # outer: an enclosing block's
         restore: list[tuple[object, str, object]] = []
 
         def install(layer, name, value):
@@ -129,7 +129,7 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None):
             _local.tap = tap
             yield tap.record
         finally:
-            _local.tap = None
+            _local.tap = outer
             for layer, name, saved in reversed(restore):
                 _set_saved(layer, name, saved)
 

@@ -128,6 +128,13 @@ class CamExplorer(widgets.VBox):
         self._drawn: Capture | None = None
 
         self._build_controls()
+        try:
+            self._first_view(image, class_index, layer)
+        except BaseException:  # a refused explorer leaves no widget and no capture behind
+            self.close()
+            raise
+
+    def _first_view(self, image, class_index, layer):
         passes = self.model_passes
         first = self._new_capture(image, class_index)
         self._install_capture(first)
@@ -467,8 +474,7 @@ class CamExplorer(widgets.VBox):
     def _set(self, name: str, validate):
         """Set control ``name`` to ``validate()``: a bad value raises ValueError, a failing
         recomputation RuntimeError; both are also shown in the status line."""
-        if self._closed:
-            raise RuntimeError("this explorer is closed; make a new one")
+        self._check_open()
         try:
             value = validate()
         except ValueError as error:
@@ -576,6 +582,7 @@ class CamExplorer(widgets.VBox):
     @property
     def model_passes(self) -> int:
         """Model passes run so far for this explorer's model (all explorers share them)."""
+        self._check_open()
         return engine_for(self._model).passes
 
     def set_image(self, image):
@@ -584,8 +591,7 @@ class CamExplorer(widgets.VBox):
         Raises:
             ValueError: for a bad image (also shown in the status line; the view is kept).
         """
-        if self._closed:
-            raise RuntimeError("this explorer is closed; make a new one")
+        self._check_open()
         passes = self.model_passes
         try:
             cap = capture(
@@ -620,16 +626,24 @@ class CamExplorer(widgets.VBox):
         self._captures.clear()
         self._results.clear()
         self._capture = self._drawn = self.result = None
-        self._image = None
-        stack = list(self.children)
+        self._image = self._model = self._preprocess = None
+        stack = [*self.children, self.layout]
         while stack:
             child = stack.pop()
             stack.extend(getattr(child, "children", ()))
+            for part in ("layout", "style"):  # each a widget of its own, registered too
+                if isinstance(getattr(child, part, None), widgets.Widget):
+                    stack.append(getattr(child, part))
             child.close()
         super().close()
 
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError("this explorer is closed; make a new one")
+
     def save_png(self, path):
         """Write the four panels as one titled figure (matplotlib, with colorbars)."""
+        self._check_open()
         return render.save_figure(
             path, self._capture.image, self.result, self.colormap, self.opacity
         )

@@ -277,3 +277,37 @@ def test_capture_and_fuse_arguments(image):
         cap.fuse([])
     fused = cap.fuse(["conv1", "conv2"], method="gradcam", pooling="max", channels="top")
     assert (fused.pooling, fused.channels) == ("max", "top")
+
+
+def test_an_empty_layer_output_is_reported_as_a_too_small_image():
+    model = small_cnn(input_shape=(None, None, 3), padding="valid")
+    with pytest.raises(ValueError, match="too small") as error:
+        gw.capture(model, np.full((5, 5, 3), 100, np.uint8))  # conv2 would be 0x0
+    assert "Graph execution error" not in str(error.value)
+    assert not str(error.value).rstrip().endswith(":")
+
+
+def test_compiled_passes_per_model_are_bounded(image):
+    from gradcam_widget.capture import MAX_TRACES
+
+    model = small_cnn()
+    engine = engine_for(model)
+    cap = gw.capture(model, image)
+    for layer in cap.layers:  # one (layer list, score) pair per trace, as a widget asks
+        for score in ("logit", "probability"):
+            gw.capture(model, image, score=score, layers=[layer])
+    assert engine.traces > MAX_TRACES and len(engine._functions) <= MAX_TRACES
+
+
+def test_a_nested_tap_gives_the_outer_one_back():
+    from gradcam_widget.tapping import leaf_layers, tapped
+
+    model = small_cnn()
+    leaves = leaf_layers(model)
+    with tapped(leaves, model) as outer:
+        with tapped(leaves[:1], None):
+            pass
+        logits = model(np.full((1, 32, 32, 3), 50.0, np.float32)).numpy()
+    assert set(outer) == {"conv1", "pool1", "conv2", "gap", "head"}
+    assert not np.allclose(logits.sum(axis=1), 1.0)  # the softmax is still bypassed
+    assert np.allclose(model(np.full((1, 32, 32, 3), 50.0, np.float32)).numpy().sum(), 1.0)

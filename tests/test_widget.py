@@ -391,3 +391,27 @@ def test_a_float_image_in_0_1_shows_the_picture_the_user_sees(model, image):
         ex = gw.CamExplorer(model, image / 255.0)
     shown = cv2.imdecode(np.frombuffer(ex.panel_png("input"), np.uint8), cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(shown[..., ::-1], image)
+
+
+def test_a_refused_explorer_leaves_no_widget_and_no_capture(model, image):
+    import gc
+    import weakref
+
+    from ipywidgets.widgets.widget import _instances
+
+    def alive():
+        gc.collect()
+        return sum(isinstance(obj, gw.CamExplorer) for obj in gc.get_objects())
+
+    gw.CamExplorer(model, image).close()
+    registered, explorers = len(_instances), alive()
+    for kwargs in ({"class_names": ["a", "b"]}, {"layer": "nope"}, {"class_index": 7}):
+        with pytest.raises(ValueError):
+            gw.CamExplorer(model, image, **kwargs)
+    assert alive() == explorers and len(_instances) == registered
+    ex = gw.CamExplorer(model, image)
+    ref = weakref.ref(model)
+    ex.close()
+    assert ex._model is None and ref() is model  # the closed explorer no longer holds it
+    with pytest.raises(RuntimeError, match="closed"):
+        ex.save_png("x.png")
