@@ -7,7 +7,10 @@ a missing piece FAILS the test: in CI the browser check never silently disappear
 Parameters (environment variables):
     GW_E2E_NOTEBOOK     notebook to open, relative to the repository (default
                         notebooks/01_quickstart.ipynb).
-    GW_E2E_SCREENSHOTS  where screenshots go (default docs/screenshots).
+    GW_E2E_SCREENSHOTS  where screenshots go, relative to the repository or absolute
+                        (default: a fresh temporary folder, so that a test run changes no
+                        tracked file). ``scripts/refresh_screenshots.sh`` sets it to
+                        docs/screenshots to refresh the README's pictures on purpose.
     GW_E2E_CHROMIUM     the browser binary (default /usr/bin/chromium).
 """
 
@@ -69,9 +72,14 @@ def notebook() -> Path:
 
 
 @pytest.fixture(scope="session")
-def screenshot_dir() -> Path:
-    """Where the screenshots are saved (created on first use)."""
-    return REPO / os.environ.get("GW_E2E_SCREENSHOTS", "docs/screenshots")
+def screenshot_dir(tmp_path_factory) -> Path:
+    """Where the screenshots are saved (created on first use): the folder named by
+    ``GW_E2E_SCREENSHOTS`` (relative to the repository), else a temporary one. Never
+    docs/screenshots by default: a plain test run must not rewrite tracked files."""
+    configured = os.environ.get("GW_E2E_SCREENSHOTS", "").strip()
+    if not configured:
+        return tmp_path_factory.mktemp("screenshots")
+    return REPO / configured
 
 
 @pytest.fixture(scope="session")
