@@ -440,16 +440,8 @@ class _Engine:
                 tapped(engine.leaves, model if score == "logit" else None) as record,
                 tf.GradientTape() as tape,
             ):
-                outputs = _single_output(model(inputs, training=False))
-                if isinstance(outputs, (list, tuple, dict)):
-                    shapes = (
-                        {k: tuple(v.shape) for k, v in outputs.items()}
-                        if isinstance(outputs, dict)
-                        else [tuple(v.shape) for v in outputs]
-                    )
-                    _check_output_shape(shapes)
-                _check_output_shape(tuple(outputs.shape))
-                scores = _scores(outputs, score, engine.head, multi_label)[0]
+                outputs, scores = _scored(model, inputs, score, engine.head, multi_label)
+                scores = scores[0]
                 count = tf.shape(scores, out_type=tf.int32)[0]
                 chosen = tf.where(
                     (class_index < 0) | (class_index >= count),
@@ -492,8 +484,8 @@ class _Engine:
             engine = engine_ref()
             model = engine.model
             with tapped((), model if score == "logit" else None):
-                outputs = _single_output(model(batch, training=False))
-            return _scores(outputs, score, engine.head, multi_label)[:, class_index]
+                scores = _scored(model, batch, score, engine.head, multi_label)[1]
+            return scores[:, class_index]
 
         return scores_of
 
@@ -568,24 +560,28 @@ class _Engine:
             return result
 
 
-def _single_output(outputs):
-    """A one-entry list, tuple or dict of outputs is that one output."""
-    if isinstance(outputs, dict) and len(outputs) == 1:
-        return next(iter(outputs.values()))
-    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
-        return outputs[0]
-    return outputs
+def _scored(model, inputs, score: str, head: str | None, multi_label):
+    """Call the model (inside :func:`tapped`) and score it: ``(outputs, (N, K) scores)``.
 
-
-def _scores(outputs, score: str, head: str | None, multi_label):
-    """``(N, K)`` float32 scores from the model's outputs: the logits as they come (the
-    squashing head bypassed), or probabilities. A model with raw outputs gets its softmax
-    (sigmoid when multi-label, or with a single output unit) applied here."""
+    The one scoring step of the gradient pass and of every forward-only pass. A one-entry
+    list, tuple or dict of outputs is that output; several outputs, or an output that is not
+    ``(N, K)``, raise :class:`ModelCheckError`. The scores are the logits as they come (the
+    squashing head bypassed), or probabilities: a model with raw outputs gets its softmax
+    (sigmoid when multi-label, or with a single output unit) applied here.
+    """
+    outputs = model(inputs, training=False)
+    if isinstance(outputs, (list, tuple, dict)):
+        parts = list(outputs.values()) if isinstance(outputs, dict) else list(outputs)
+        if len(parts) != 1:
+            names = list(outputs) if isinstance(outputs, dict) else None
+            _check_output_shape([tuple(part.shape) for part in parts], names)
+        outputs = parts[0]
+    _check_output_shape(tuple(outputs.shape))
     scores = tf.cast(outputs, tf.float32)
     if score == "probability" and head is None:
         sigmoid = tf.logical_or(multi_label, tf.equal(tf.shape(scores)[-1], 1))
         scores = tf.cond(sigmoid, lambda: tf.sigmoid(scores), lambda: tf.nn.softmax(scores))
-    return scores
+    return outputs, scores
 
 
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -86,15 +86,15 @@ class _Tap:
         return getattr(_local, "tap", None) is self
 
 
+_ABSENT = object()  # "the instance had no such attribute of its own"
+
+
 def _set_saved(layer, name: str, saved):
     """Put back what ``layer.__dict__[name]`` was before we set it (absent -> removed)."""
     if saved is _ABSENT:
         layer.__dict__.pop(name, None)
     else:
         object.__setattr__(layer, name, saved)
-
-
-_ABSENT = object()
 
 
 @contextlib.contextmanager
@@ -122,10 +122,9 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None):
                 install(layer, "call", _recording_call(tap, path, layer.call))
             if bypass is not None and head_activation(bypass) is not None:
                 layer = final_layer(bypass)
-                if type(layer).__name__ in ("Softmax", "Activation"):
-                    install(layer, "call", _identity_for(tap, layer.call))
-                else:
-                    install(layer, "activation", _linear_for(tap, layer.activation))
+                # a Softmax/Activation layer is skipped whole, a Dense/Conv only its activation
+                name = "call" if type(layer).__name__ in ("Softmax", "Activation") else "activation"
+                install(layer, name, _skipped_for(tap, getattr(layer, name)))
             _local.tap = tap
             yield tap.record
         finally:
@@ -145,16 +144,13 @@ def _recording_call(tap: _Tap, path: str, original):
     return call
 
 
-def _identity_for(tap: _Tap, original):
-    def call(inputs, *args, **kwargs):
+def _skipped_for(tap: _Tap, original):
+    """``original`` (a layer's ``call`` or ``activation``) that returns its input unchanged
+    for the tapping thread. It keeps the original's name: :func:`head_activation` still
+    recognises the head while the block is open."""
+
+    def skipped(inputs, *args, **kwargs):
         return inputs if tap.active() else original(inputs, *args, **kwargs)
 
-    return call
-
-
-def _linear_for(tap: _Tap, original):
-    def activation(inputs, *args, **kwargs):
-        return inputs if tap.active() else original(inputs, *args, **kwargs)
-
-    activation.__name__ = getattr(original, "__name__", "activation")
-    return activation
+    skipped.__name__ = getattr(original, "__name__", "skipped")
+    return skipped

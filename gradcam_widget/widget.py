@@ -238,8 +238,12 @@ class CamExplorer(widgets.VBox):
             layers=layers,
         )
         self._image = image
-        self._captures.put((self._generation, cap.class_index, cap.score), cap)
+        self._captures.put(self._key(cap), cap)
         return cap
+
+    def _key(self, cap: Capture) -> tuple:
+        """The cache key of a capture: (image generation, class, score)."""
+        return (self._generation, cap.class_index, cap.score)
 
     def _forget(self, key: tuple, cap: Capture):
         """A capture left the cache: its results go with it."""
@@ -299,7 +303,7 @@ class CamExplorer(widgets.VBox):
             controls["class_index"].value = chosen
             controls["score"].value = cap.score
         self._capture = cap
-        self._capture_key = (self._generation, cap.class_index, cap.score)
+        self._capture_key = self._key(cap)
 
     def _values(self) -> dict:
         return {name: control.value for name, control in self._controls.items()}
@@ -608,7 +612,7 @@ class CamExplorer(widgets.VBox):
         self._results.clear()
         self._generation += 1
         self._image = image
-        self._captures.put((self._generation, cap.class_index, cap.score), cap)
+        self._captures.put(self._key(cap), cap)
         self._install_capture(cap)
         self._refresh(passes=passes)
 
