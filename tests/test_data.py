@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,15 +220,3 @@ def test_peak_on_object_needs_the_own_object_nearest():
     assert not data.peak_on_object(_peak_at(25, 25), masks, 0)  # equidistant
     with pytest.raises(ValueError, match="class_index 1"):
         data.peak_on_object(_peak_at(25, 10), masks, 1)
-
-
-def test_data_module_does_not_import_tensorflow():
-    source = Path(data.__file__).read_text()
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or "").split(".")[0])
-            imported.update(alias.name for alias in node.names)
-    assert not imported & {"tensorflow", "keras", "_tf"}

@@ -570,8 +570,9 @@ def test_read_fit_show_round_trip_of_a_uint8_image():
     np.testing.assert_array_equal(images.shown_image(images.fit(rgb, 30, 40)), image)
 
 
-def test_images_module_does_not_import_tensorflow():
-    source = Path(images.__file__).read_text()
+@pytest.mark.parametrize("module", [images, data], ids=["images", "data"])
+def test_module_does_not_import_tensorflow(module):
+    source = Path(module.__file__).read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
