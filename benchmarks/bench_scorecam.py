@@ -21,7 +21,7 @@ import numpy as np
 
 import gradcam_widget as gw
 from gradcam_widget._tf import keras
-from gradcam_widget.capture import bfloat16_supported, engine_for
+from gradcam_widget.engine import bfloat16_supported, engine_for
 
 
 def main(argv=None):

@@ -4,14 +4,17 @@
 >>> cap = gw.capture(model, image)          # one compiled forward + backward pass
 >>> res = cap.cam(layer="block5_conv3", pooling="max", order="resize_first")
 >>> res.raw.shape, res.heatmap.shape        # ((14, 14), (224, 224))
+>>> ex = gw.explain(model, images, targets=[3, 1, 7])   # one compiled pass per batch
+>>> ex.heatmaps.shape                                    # (3, 224, 224)
 
-``core`` is pure numpy; ``capture`` is the only module that runs the model. The widget
-(:class:`CamExplorer`) is imported lazily so the core needs no Jupyter.
+``core`` is pure numpy; ``engine`` (with ``tapping``) is the only module that runs
+TensorFlow. The widget (:class:`CamExplorer`) is imported lazily so the core needs no Jupyter.
 """
 
-from gradcam_widget import core
-from gradcam_widget.capture import Capture, capture, grad_cam
+from gradcam_widget import core, targets
+from gradcam_widget.captures import Capture, capture, class_scores, grad_cam
 from gradcam_widget.core import CamResult
+from gradcam_widget.explanations import Explanations, explain, iter_explain
 
 __version__ = "0.1.0"
 
@@ -28,4 +31,17 @@ def __getattr__(name):
     raise AttributeError(f"module 'gradcam_widget' has no attribute {name!r}")
 
 
-__all__ = ["CamExplorer", "CamResult", "Capture", "capture", "core", "grad_cam", "__version__"]
+__all__ = [
+    "CamExplorer",
+    "CamResult",
+    "Capture",
+    "Explanations",
+    "capture",
+    "class_scores",
+    "core",
+    "explain",
+    "grad_cam",
+    "iter_explain",
+    "targets",
+    "__version__",
+]

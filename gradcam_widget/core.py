@@ -260,21 +260,25 @@ class CamResult:
         weights: ``(C,)`` float32 channel weights actually applied (for ``channels="top"``
             all zeros but one).
         layer: the layer's name (a nested layer's path, ``"outer/inner"``).
-        class_index: the class whose score was differentiated.
-        method, pooling, channels, order, interpolation, score: the options used.
+        class_index: the class whose score was differentiated (``None`` for a target that
+            explains no class).
+        method, order, interpolation, score: how it was made.
+        pooling, channels: the shared options, when the method reads them (else ``None``).
+        options: the method's own options as used (e.g. Score-CAM's ``max_channels``).
     """
 
     raw: np.ndarray
     heatmap: np.ndarray
     weights: np.ndarray
     layer: str = ""
-    class_index: int = -1
+    class_index: int | None = -1
     method: str = "gradcam"
-    pooling: str = "mean"
-    channels: str = "weighted"
+    pooling: str | None = "mean"
+    channels: str | None = "weighted"
     order: str = "relu_first"
     interpolation: str = "bilinear"
     score: str = "logit"
+    options: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict, repr=False)
 
     @property

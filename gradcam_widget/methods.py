@@ -22,8 +22,9 @@ Register a new one with :func:`register`; ``Capture.cam(method=name)`` finds it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,7 +39,10 @@ class Method:
 
     Attributes:
         name: the key for ``cam(method=...)``.
-        compute: ``compute(capture, layer, **options) -> (raw (h, w), weights (C,))``.
+        compute: ``compute(capture, layer, **options) -> (raw (h, w), weights (C,))``; the
+            keyword parameters after ``layer`` are the options it declares, with defaults.
+        label: the name people know it by (the widget's menu).
+        parameters: ``{option: default}``, read from ``compute``'s signature.
         options: which of the shared options (``"pooling"``, ``"channels"``) it reads; the
             widget disables the others and says why.
         uses_gradients: False for gradient-free methods (Eigen-CAM, Score-CAM).
@@ -48,21 +52,63 @@ class Method:
 
     name: str
     compute: Callable
-    options: frozenset = frozenset()
+    label: str = ""
     uses_gradients: bool = True
     runs_model: bool = False
     summary: str = ""
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def options(self) -> frozenset:
+        return frozenset(SHARED_OPTIONS) & frozenset(self.parameters)
+
+    def bind(self, **given) -> dict:
+        """The options this method uses, from ``given``: the shared ones it reads (the others
+        are ignored) and its own, which must be ones it declares.
+
+        Raises:
+            ValueError: for a bad shared option value, or an option the method does not take,
+                naming the ones it does.
+        """
+        for name, choices in SHARED_OPTIONS.items():
+            if name in given:
+                core.check_option(name, given[name], choices)
+        unknown = [name for name in given if name not in SHARED_OPTIONS and name not in
+                   self.parameters]  # fmt: skip
+        if unknown:
+            own = [name for name in self.parameters if name not in SHARED_OPTIONS]
+            takes = ", ".join(own) if own else "no options of its own"
+            raise ValueError(
+                f"method {self.name!r} does not take {', '.join(map(repr, unknown))}; it takes "
+                f"{takes}"
+            )
+        used = {name: given.get(name, default) for name, default in self.parameters.items()}
+        return used
 
 
 REGISTRY: dict[str, Method] = {}
+SHARED_OPTIONS = {"pooling": core.POOLINGS, "channels": core.CHANNELS}
 
 
-def register(name: str, options=(), uses_gradients=True, runs_model=False, summary=""):
-    """Decorator: register ``compute(capture, layer, **options)`` as method ``name``."""
+def register(name: str, label: str = "", uses_gradients=True, runs_model=False, summary=""):
+    """Decorator: register ``compute(capture, layer, **options)`` as method ``name``.
+
+    The keyword parameters of ``compute`` after ``layer`` are the options it declares
+    (``pooling`` and ``channels`` are the shared ones the widget offers)."""
 
     def wrap(compute):
+        parameters = list(inspect.signature(compute).parameters.values())[2:]
+        for parameter in parameters:
+            if parameter.default is inspect.Parameter.empty:
+                raise TypeError(f"method {name!r}: option {parameter.name!r} needs a default")
         REGISTRY[name] = Method(
-            name, compute, frozenset(options), uses_gradients, runs_model, summary
+            name,
+            compute,
+            label or name,
+            uses_gradients,
+            runs_model,
+            summary,
+            {parameter.name: parameter.default for parameter in parameters},
         )
         return compute
 
@@ -89,7 +135,7 @@ def names() -> tuple[str, ...]:
 
 @register(
     "gradcam",
-    options=("pooling", "channels"),
+    label="Grad-CAM",
     summary="channel weights = pooled gradients (the paper: global average)",
 )
 def gradcam(capture, layer, pooling="mean", channels="weighted"):
@@ -120,14 +166,22 @@ def gradcam_plus_plus_weights(activations: np.ndarray, gradients: np.ndarray) ->
     return (alpha * np.maximum(gradients, 0)).sum(axis=(0, 1)).astype(np.float32)
 
 
-@register("gradcam++", summary="pixel-wise weighted positive gradients (Chattopadhay et al.)")
+@register(
+    "gradcam++",
+    label="Grad-CAM++",
+    summary="pixel-wise weighted positive gradients (Chattopadhay et al.)",
+)
 def gradcam_plus_plus(capture, layer):
     activations, gradients = capture.activations(layer), capture.gradients(layer)
     weights = gradcam_plus_plus_weights(activations, gradients)
     return core.combine(activations, weights), weights
 
 
-@register("xgradcam", summary="gradients weighted by normalised activations (Fu et al.)")
+@register(
+    "xgradcam",
+    label="XGrad-CAM",
+    summary="gradients weighted by normalised activations (Fu et al.)",
+)
 def xgradcam(capture, layer):
     activations, gradients = capture.activations(layer), capture.gradients(layer)
     totals = activations.sum(axis=(0, 1))
@@ -140,7 +194,11 @@ def xgradcam(capture, layer):
 # --- element-wise (no pooling) ----------------------------------------------------------
 
 
-@register("hirescam", summary="sum of gradient x activation, no pooling (Draelos & Carin)")
+@register(
+    "hirescam",
+    label="HiResCAM",
+    summary="sum of gradient x activation, no pooling (Draelos & Carin)",
+)
 def hirescam(capture, layer):
     activations, gradients = capture.activations(layer), capture.gradients(layer)
     raw = (gradients * activations).sum(axis=-1, dtype=np.float32)
@@ -148,7 +206,9 @@ def hirescam(capture, layer):
 
 
 @register(
-    "layercam", summary="sum of relu(gradient) x activation: for shallow layers (Jiang et al.)"
+    "layercam",
+    label="LayerCAM",
+    summary="sum of relu(gradient) x activation: for shallow layers (Jiang et al.)",
 )
 def layercam(capture, layer):
     activations, gradients = capture.activations(layer), capture.gradients(layer)
@@ -191,6 +251,7 @@ def first_component(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @register(
     "eigencam",
+    label="Eigen-CAM (class-agnostic)",
     uses_gradients=False,
     summary="first principal component of the activations: class-agnostic (Muhammad & Yeasin)",
 )
@@ -200,6 +261,7 @@ def eigencam(capture, layer):
 
 @register(
     "scorecam",
+    label="Score-CAM (runs the model)",
     uses_gradients=False,
     runs_model=True,
     summary="channel weights from the score of the input masked by each channel (Wang et al.)",

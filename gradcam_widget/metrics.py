@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from gradcam_widget import core, data
-from gradcam_widget.capture import as_rgb_image, class_scores
+from gradcam_widget.captures import class_scores
+from gradcam_widget.images import as_rgb_image
 
 BASELINES = ("black", "blur", "mean")
 """Named replacements for removed pixels (or the start image of an insertion)."""

@@ -35,34 +35,57 @@ def leaf_layers(model, prefix: str = "") -> list[tuple[str, object]]:
     return found
 
 
-def final_layer(model):
-    """The layer that produces the model's output, looking inside nested models; ``None``
-    when it cannot be told (a subclassed model)."""
-    layer = None
-    outputs = getattr(model, "_outputs", None) or []
+def output_layers(model) -> list:
+    """The layer that produces each of the model's outputs, looking inside nested models
+    (``[None]`` when it cannot be told, as for a subclassed model)."""
     if isinstance(model, keras.Sequential):
-        layer = model.layers[-1] if model.layers else None
-    elif len(outputs) == 1:
-        history = getattr(outputs[0], "_keras_history", None)
-        layer = getattr(history, "operation", None)
-    if isinstance(layer, keras.Model):
-        return final_layer(layer)
-    return layer
+        found = [model.layers[-1] if model.layers else None]
+    else:
+        names = getattr(model, "output_names", None) or []
+        found = []
+        for name in names:
+            try:
+                found.append(model.get_layer(name))
+            except ValueError:
+                found.append(None)
+        found = found or [None]
+    return [
+        output_layers(layer)[0]
+        if isinstance(layer, keras.Model) and len(output_layers(layer)) == 1
+        else layer
+        for layer in found
+    ]
 
 
-def head_activation(model) -> str | None:
-    """``"softmax"`` or ``"sigmoid"`` when the model's last step squashes its scores, else None.
+def final_layer(model):
+    """The layer that produces a one-output model's output (``None`` when it cannot be
+    told, or the model has several outputs)."""
+    layers = output_layers(model)
+    return layers[0] if len(layers) == 1 else None
 
-    Recognises a final ``Dense``/``Conv`` with that ``activation``, a ``Softmax`` layer and an
-    ``Activation`` layer, looking inside nested models.
-    """
-    layer = final_layer(model)
-    if layer is None:
+
+def _squashing(layer) -> str | None:
+    if layer is None or isinstance(layer, keras.Model):
         return None
     if type(layer).__name__ == "Softmax":
         return "softmax"
     name = getattr(getattr(layer, "activation", None), "__name__", "") or ""
     return name if name in SQUASHING else None
+
+
+def output_heads(model) -> tuple:
+    """Per output, ``"softmax"``/``"sigmoid"`` when its last step squashes it, else None."""
+    return tuple(_squashing(layer) for layer in output_layers(model))
+
+
+def head_activation(model) -> str | None:
+    """``"softmax"`` or ``"sigmoid"`` when a one-output model's last step squashes its
+    scores, else None.
+
+    Recognises a final ``Dense``/``Conv`` with that ``activation``, a ``Softmax`` layer and an
+    ``Activation`` layer, looking inside nested models.
+    """
+    return _squashing(final_layer(model))
 
 
 def squashed_output(tensor) -> str | None:
@@ -103,7 +126,8 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None):
 
     Args:
         leaves: ``(path, layer)`` pairs from :func:`leaf_layers`.
-        bypass: the model whose final softmax/sigmoid is skipped (``score="logit"``), or None.
+        bypass: the model whose outputs' final softmax/sigmoid is skipped
+            (``score="logit"``), or None.
 
     Yields:
         The record ``{path: tensor}``, filled while the model is called in this block by this
@@ -120,8 +144,8 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None):
         try:
             for path, layer in leaves:
                 install(layer, "call", _recording_call(tap, path, layer.call))
-            if bypass is not None and head_activation(bypass) is not None:
-                layer = final_layer(bypass)
+            heads = [] if bypass is None else output_layers(bypass)
+            for layer in dict.fromkeys(layer for layer in heads if _squashing(layer)):
                 # a Softmax/Activation layer is skipped whole, a Dense/Conv only its activation
                 name = "call" if type(layer).__name__ in ("Softmax", "Activation") else "activation"
                 install(layer, name, _skipped_for(tap, getattr(layer, name)))

@@ -1,11 +1,11 @@
 """CamExplorer: flip every choice of the Grad-CAM recipe and watch the map change.
 
-A thin shell over :mod:`gradcam_widget.capture` and :mod:`gradcam_widget.render`: standard
+A thin shell over :mod:`gradcam_widget.captures` and :mod:`gradcam_widget.render`: standard
 ipywidgets only (no custom front-end code), so it works unchanged in JupyterLab, Notebook 7,
 VS Code and Voila. Four ``ipywidgets.Image`` panels are updated in place with PNG bytes.
 
 Cache discipline: pooling, channels, order, colormap and opacity only re-read the cached
-tensors of the current :class:`~gradcam_widget.capture.Capture`; class and score select a
+tensors of the current :class:`~gradcam_widget.captures.Capture`; class and score select a
 capture from an LRU cache and run one model pass only on a miss. That pass records only the
 layer on screen (the backward pass stops there); the first switch to another layer on such a
 capture runs one more pass that records every layer. The caches are bounded in bytes
@@ -25,7 +25,9 @@ import numpy as np
 
 from gradcam_widget import core, methods, render
 from gradcam_widget.cache import ByteLRU
-from gradcam_widget.capture import Capture, _check_class_index, capture, engine_for
+from gradcam_widget.captures import Capture, capture
+from gradcam_widget.engine import engine_for
+from gradcam_widget.inputs import check_class_index as _check_class_index
 
 ORDER_LABELS = (("ReLU → resize", "relu_first"), ("resize → ReLU", "resize_first"))
 CHANNEL_LABELS = (("weighted sum", "weighted"), ("top channel", "top"))
@@ -580,7 +582,7 @@ class CamExplorer(widgets.VBox):
 
     @property
     def capture(self) -> Capture:
-        """The :class:`~gradcam_widget.capture.Capture` behind the current view."""
+        """The :class:`~gradcam_widget.captures.Capture` behind the current view."""
         return self._capture
 
     @property

@@ -8,7 +8,7 @@ import pytest
 
 import gradcam_widget as gw
 from gradcam_widget._tf import keras, tf
-from gradcam_widget.capture import engine_for
+from gradcam_widget.engine import engine_for
 
 OPTIONS = list(
     itertools.product(("mean", "max"), ("weighted", "top"), ("relu_first", "resize_first"))

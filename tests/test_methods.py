@@ -12,7 +12,7 @@ import pytest
 import gradcam_widget as gw
 from gradcam_widget import methods
 from gradcam_widget._tf import keras, tf
-from gradcam_widget.capture import bfloat16_supported
+from gradcam_widget.engine import bfloat16_supported
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_scorecam_matches_masked_forward_passes(model, cap, max_channels):
 
 
 def test_scorecam_batches_forward_passes_without_retracing(model, cap):
-    from gradcam_widget.capture import engine_for
+    from gradcam_widget.engine import engine_for
 
     engine = engine_for(model)
     cap.cam("conv2", method="scorecam", max_channels=7, batch_size=3)
@@ -224,7 +224,7 @@ def test_float32_passes_in_other_threads_stay_exact_during_bfloat16(model):
     import threading
     import time
 
-    from gradcam_widget.capture import class_scores
+    from gradcam_widget.captures import class_scores
 
     entry = gw.models.load("shapes")
     scene = gw.data.sample_scene("two_shapes")
@@ -255,9 +255,8 @@ def test_float32_passes_in_other_threads_stay_exact_during_bfloat16(model):
 
 
 def test_precision_blocks_restore_the_option_and_refuse_mixing(monkeypatch):
-    import sys
 
-    capture_module = sys.modules["gradcam_widget.capture"]  # gw.capture is the function
+    from gradcam_widget import engine as capture_module
 
     def option():
         return tf.config.optimizer.get_experimental_options().get(

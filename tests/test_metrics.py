@@ -10,7 +10,7 @@ import pytest
 
 import gradcam_widget as gw
 from gradcam_widget import metrics
-from gradcam_widget.capture import class_scores
+from gradcam_widget.captures import class_scores
 
 
 @pytest.fixture(scope="module")

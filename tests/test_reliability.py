@@ -11,7 +11,7 @@ import pytest
 
 import gradcam_widget as gw
 from gradcam_widget._tf import keras, tf
-from gradcam_widget.capture import engine_for
+from gradcam_widget.engine import engine_for
 
 
 def small_cnn(seed=1, classes=4, activation="softmax", input_shape=(32, 32, 3), padding="same"):
@@ -284,7 +284,7 @@ def test_an_empty_layer_output_is_reported_as_a_too_small_image():
 
 
 def test_compiled_passes_per_model_are_bounded(image):
-    from gradcam_widget.capture import MAX_TRACES
+    from gradcam_widget.engine import MAX_TRACES
 
     model = small_cnn()
     engine = engine_for(model)

@@ -27,7 +27,7 @@ import pytest
 
 import gradcam_widget as gw
 from gradcam_widget import core, methods, render
-from gradcam_widget.capture import engine_for
+from gradcam_widget.engine import engine_for
 from gradcam_widget.widget import FUSED
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 import gradcam_widget as gw
 from gradcam_widget import render
 from gradcam_widget._tf import keras
-from gradcam_widget.capture import engine_for
+from gradcam_widget.engine import engine_for
 
 CLASS_NAMES = ["ant", "bee", "cat", "dog", "eel"]
 

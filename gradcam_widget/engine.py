@@ -1,0 +1,599 @@
+"""The compiled pass: the one module (with :mod:`gradcam_widget.tapping`) that runs TensorFlow.
+
+An :class:`Engine` belongs to one model. Its pass takes a batch ``(N, H, W, C)`` and one
+integer per image (a class index, ``-1`` for the top class), calls the model while
+:func:`~gradcam_widget.tapping.tapped` records every leaf layer's output, turns the outputs into
+one value per image with a target (:mod:`gradcam_widget.targets`), and differentiates the sum of
+those values with respect to the requested layers. Each image's gradient is its own: a model in
+inference mode treats the images of a batch independently.
+
+The pass returns what it found as a :class:`PassResult` (candidate layers, their shapes, the
+scores, the activations and gradients); nothing is written on the engine while it is traced. One
+trace serves every batch size and, where the model leaves it free, every image size. Everything
+above this module works on the numpy arrays it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from gradcam_widget import core
+from gradcam_widget._tf import keras, tf
+from gradcam_widget.inputs import ModelCheckError
+from gradcam_widget.tapping import leaf_layers, output_heads, squashed_output, tapped
+
+MAX_TRACES = 8  # compiled passes kept per model (each a few MB; VGG16 takes seconds to trace)
+
+
+# ---------------------------------------------------------------------------------------
+# The model's interface
+
+
+def unwrap(model):
+    """Split a model argument into ``(keras.Model, preprocess, class_names, multi_label)``.
+
+    Args:
+        model: a ``keras.Model`` or an entry from :func:`gradcam_widget.models.load` (any
+            object with a ``.model`` attribute, optionally ``.preprocess``, ``.class_names``
+            and ``.multi_label``).
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if isinstance(model, keras.Model):
+        return model, None, None, False
+    inner = getattr(model, "model", None)
+    if isinstance(inner, keras.Model):
+        return (
+            inner,
+            getattr(model, "preprocess", None),
+            getattr(model, "class_names", None),
+            bool(getattr(model, "multi_label", False)),
+        )
+    raise ValueError(
+        "model must be a keras.Model or an entry returned by gradcam_widget.models.load(); "
+        f"got {type(model).__name__}"
+    )
+
+
+def model_input_size(model) -> tuple[int | None, int | None, int | None]:
+    """``(H, W, C)`` the model fixes, ``None`` where it takes any size (all ``None`` for a
+    subclassed model, whose input is known only once it is called).
+
+    Raises:
+        ValueError: for several inputs, an input that is not a batch of images, or a
+            channels-first input.
+    """
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):  # subclassed: no symbolic input
+        return None, None, None
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            raise ValueError(
+                f"models with several inputs are not supported; this one takes {len(shape)}: "
+                f"{shape}"
+            )
+        shape = shape[0]
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            f"the model must take a batch of images (N, H, W, C); its input shape is {shape}"
+        )
+    height, width, channels = shape[1], shape[2], shape[3]
+    if height in (1, 3, 4) and (channels is None or channels > 4) and (width or 5) > 4:
+        raise ValueError(
+            f"the model's input {tuple(shape)} looks channels-first (N, C, H, W); "
+            "gradcam_widget explains channels-last models (N, H, W, C): rebuild the model "
+            "with data_format='channels_last'"
+        )
+    return height, width, channels
+
+
+def model_outputs(model) -> dict | None:
+    """``{name: shape}`` of the model's outputs in order (shapes with ``None`` where free);
+    ``None`` for a subclassed model, whose outputs are known only once it is called."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError):
+        return None
+    names = list(getattr(model, "output_names", None) or [])
+    if isinstance(shape, dict):
+        return {str(name): tuple(part) for name, part in shape.items()}
+    parts = shape if isinstance(shape, list) else [shape]
+    if len(names) != len(parts):
+        names = [f"output_{index}" for index in range(len(parts))]
+    return {name: tuple(part) for name, part in zip(names, parts, strict=True)}
+
+
+def num_classes(model) -> int | None:
+    """The number of classes when the model's one output is ``(N, K)`` with ``K`` known."""
+    outputs = model_outputs(model)
+    if outputs is None or len(outputs) != 1:
+        return None
+    (shape,) = outputs.values()
+    return shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
+
+
+@contextlib.contextmanager
+def model_errors(inputs_shape: tuple, model_shape: tuple):
+    """Turn the model's own failure on these inputs (a Keras input-spec error, a TensorFlow
+    ``InvalidArgumentError``) into one ValueError saying what the model expected."""
+    try:
+        yield
+    except ModelCheckError:
+        raise
+    except (ValueError, TypeError, tf.errors.OpError) as error:
+        text = str(getattr(error, "message", None) or error)
+        size = "×".join(str(side) for side in inputs_shape[1:3])
+        hint = ""
+        lowered = text.lower()
+        if any(word in lowered for word in _TOO_SMALL_WORDS) or min(inputs_shape[1:3]) < 32:
+            hint = " (is the image too small for this model? a layer's output may be empty)"
+        if all(side is None for side in model_shape):
+            takes = "its input size is not declared (a subclassed model): fit the image to it"
+        else:
+            takes = (
+                "it takes (N, "
+                + ", ".join("any" if side is None else str(side) for side in model_shape)
+                + ")"
+            )
+        raise ValueError(
+            f"the model failed on a {size} input of shape {tuple(inputs_shape)}{hint}; "
+            f"{takes}: {_error_line(text)[:300]}"
+        ) from None
+
+
+_TOO_SMALL_WORDS = ("negative", "must be > 0", "empty", "primitive descriptor")
+
+
+def _error_line(text: str) -> str:
+    """The line of a TensorFlow error that says what went wrong: not its banner ("Graph
+    execution error:"), its Python stack or its node names."""
+    lines = [line.strip() for line in text.splitlines()]
+    useful = [
+        line
+        for line in lines
+        if line
+        and not line.startswith(("File ", "[[", "Detected at node", "Graph execution error"))
+        and not line.endswith(":")
+    ]
+    return useful[-1] if useful else next((line for line in lines if line), "")
+
+
+# ---------------------------------------------------------------------------------------
+# Reduced precision for forward-only passes
+
+PRECISIONS = ("float32", "bfloat16")
+_GRAPPLER_BF16 = "auto_mixed_precision_onednn_bfloat16"
+_PRECISION_LOCK = threading.RLock()
+_active_precision: list[str] = []  # the precision of the enclosing _precision blocks
+
+
+def bfloat16_supported() -> bool:
+    """True when this CPU computes bfloat16 natively (Intel AMX or AVX512-BF16).
+
+    Only then does ``precision="bfloat16"`` pay off; elsewhere oneDNN would emulate it.
+    Reads ``/proc/cpuinfo`` (Linux); False when that cannot be read.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as info:
+            flags = set(next((line for line in info if line.startswith("flags")), "").split())
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+def check_precision(precision: str) -> str:
+    """Validate ``precision``; ``"bfloat16"`` also needs a CPU that computes it natively.
+
+    Raises:
+        ValueError: naming the choices, or saying why bfloat16 is not available here.
+    """
+    core.check_option("precision", precision, PRECISIONS)
+    if precision == "bfloat16" and not bfloat16_supported():
+        raise ValueError(
+            "precision='bfloat16' needs a CPU with AMX or AVX512-BF16 (it would be emulated, "
+            "and slower, here); use precision='float32'"
+        )
+    return precision
+
+
+@contextlib.contextmanager
+def _precision(precision: str):
+    """Run the enclosed model passes in ``precision``; every pass of the package goes here.
+
+    bfloat16 is oneDNN's Grappler rewrite, a *global* option, switched on only around the
+    enclosed calls. TensorFlow also remembers the option a thread saw at its first call, so
+    float32 passes take the same lock: no pass of this package, in any thread, can run while
+    the option is on unless it asked for bfloat16. (TensorFlow code outside this package that
+    runs in another thread during a bfloat16 block is not covered.)
+
+    Raises:
+        RuntimeError: when a block of one precision is opened inside a block of the other in
+            the same thread (it would silently get the outer one).
+    """
+    core.check_option("precision", precision, PRECISIONS)
+    with _PRECISION_LOCK:
+        if _active_precision and _active_precision[-1] != precision:
+            raise RuntimeError(
+                f"a {precision} pass cannot run inside a {_active_precision[-1]} pass"
+            )
+        switch = precision == "bfloat16" and not _active_precision
+        if switch:
+            before = tf.config.optimizer.get_experimental_options().get(_GRAPPLER_BF16, False)
+            tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: True})
+        _active_precision.append(precision)
+        try:
+            yield
+        finally:
+            _active_precision.pop()
+            if switch:
+                tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: before})
+
+
+# ---------------------------------------------------------------------------------------
+# What a pass returns
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one compiled pass found and computed.
+
+    Inside the trace the arrays are tensors; :meth:`Engine.run` returns numpy arrays.
+
+    Attributes:
+        candidates: paths of the layers with a 4-D ``(N, h, w, C)`` output, in call order.
+        static_shapes: ``{path: (h, w, C)}`` as traced, ``None`` where it follows the image.
+        squashed: per model output, ``"softmax"``/``"sigmoid"`` when that output still comes
+            out of a squashing op that could not be bypassed, else ``None``.
+        layers: the layers whose activations and gradients were kept.
+        scores: ``(N, K)`` scores of the output the target reads (logits or probabilities).
+        values: ``(N,)`` the target's value per image: what was differentiated.
+        class_indices: ``(N,)`` the class explained per image, ``-1`` when the target has none.
+        activations, gradients: ``{path: (N, h, w, C)}`` for :attr:`layers`.
+        shapes: ``{path: (h, w, C)}`` of every candidate for these inputs.
+        seconds: wall time of the pass.
+    """
+
+    candidates: tuple[str, ...]
+    static_shapes: dict
+    squashed: tuple
+    layers: tuple[str, ...]
+    scores: object = None
+    values: object = None
+    class_indices: object = None
+    activations: dict = field(default_factory=dict)
+    gradients: dict = field(default_factory=dict)
+    shapes: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    # tf.nest protocol: the Python facts travel as metadata, the tensors as components, so
+    # that a traced function can return this object (and a concrete function describes it).
+    def __tf_flatten__(self):
+        metadata = (
+            self.candidates,
+            tuple((path, self.static_shapes[path]) for path in self.candidates),
+            self.squashed,
+            self.layers,
+        )
+        components = (
+            self.scores,
+            self.values,
+            self.class_indices,
+            *(self.activations[path] for path in self.layers),
+            *(self.gradients[path] for path in self.layers),
+            *(self.shapes[path] for path in self.candidates),
+        )
+        return metadata, components
+
+    @classmethod
+    def __tf_unflatten__(cls, metadata, components):
+        candidates, static_shapes, squashed, layers = metadata
+        scores, values, class_indices, *rest = components
+        count = len(layers)
+        return cls(
+            candidates=candidates,
+            static_shapes=dict(static_shapes),
+            squashed=squashed,
+            layers=layers,
+            scores=scores,
+            values=values,
+            class_indices=class_indices,
+            activations=dict(zip(layers, rest[:count], strict=True)),
+            gradients=dict(zip(layers, rest[count : 2 * count], strict=True)),
+            shapes=dict(zip(candidates, rest[2 * count :], strict=True)),
+        )
+
+    def numpy(self, seconds: float) -> PassResult:
+        """This result with every tensor turned into a numpy array."""
+
+        def arrays(store: dict) -> dict:
+            return {path: tensor.numpy() for path, tensor in store.items()}
+
+        return replace(
+            self,
+            scores=self.scores.numpy(),
+            values=self.values.numpy(),
+            class_indices=self.class_indices.numpy(),
+            activations=arrays(self.activations),
+            gradients=arrays(self.gradients),
+            shapes={p: tuple(int(s) for s in t.numpy()) for p, t in self.shapes.items()},
+            seconds=seconds,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring: the one step every pass shares
+
+
+def scored_outputs(outputs, names: tuple[str, ...], score: str, heads: tuple, multi_label: bool):
+    """The model's outputs as a target sees them: one tensor for a one-output model, else
+    ``{name: tensor}`` in output order.
+
+    ``score="logit"``: as they come (:func:`tapped` has bypassed each output's squashing
+    head). ``"probability"``: an output without a softmax/sigmoid head gets one here, over
+    its last axis (sigmoid for a multi-label entry or a single unit).
+    """
+    if isinstance(outputs, dict):
+        parts = list(outputs.values())
+        names = tuple(str(name) for name in outputs)
+    elif isinstance(outputs, (list, tuple)):
+        parts = list(outputs)
+    else:
+        parts = [outputs]
+    if len(names) != len(parts):
+        names = tuple(f"output_{index}" for index in range(len(parts)))
+    if len(heads) != len(parts):
+        heads = (None,) * len(parts)
+    scored = []
+    for part, head in zip(parts, heads, strict=True):
+        part = tf.cast(part, tf.float32)
+        if score == "probability" and head is None and part.shape.rank and part.shape.rank >= 2:
+            units = part.shape[-1]
+            part = tf.sigmoid(part) if multi_label or units == 1 else tf.nn.softmax(part)
+        scored.append(part)
+    if len(scored) == 1:
+        return scored[0]
+    return dict(zip(names, scored, strict=True))
+
+
+# ---------------------------------------------------------------------------------------
+# The engine
+
+
+class Engine:
+    """Owns the compiled passes of one model. Shared by every capture of that model.
+
+    It holds the model only weakly (a model the user drops is freed, and its engine with it):
+    the caller of :meth:`run` holds it.
+
+    Attributes:
+        leaves: ``(path, layer)`` of every leaf layer, nested models included.
+        layer_classes: ``{path: class name}``.
+        input_size: ``(H, W, C)`` the model fixes (``None`` where free).
+        passes: forward + backward passes run; ``traces``: passes compiled;
+        forward_images: images scored by forward-only passes (Score-CAM, the metrics).
+    """
+
+    def __init__(self, model):
+        self._model = weakref.ref(model)
+        self.leaves = leaf_layers(model)
+        self.layer_classes = {path: type(layer).__name__ for path, layer in self.leaves}
+        self.input_size = model_input_size(model)
+        outputs = model_outputs(model)
+        self.output_names = tuple(outputs) if outputs else ()
+        self.heads = output_heads(model)  # per output: "softmax" | "sigmoid" | None
+        self.passes = 0
+        self.traces = 0
+        self.forward_images = 0
+        self._facts: dict[tuple, PassResult] = {}
+        self._functions: OrderedDict[tuple, Callable] = OrderedDict()  # LRU, see _compiled
+        self._lock = threading.RLock()
+
+    @property
+    def model(self):
+        model = self._model()
+        if model is None:  # pragma: no cover - callers hold the model
+            raise RuntimeError("the model of this engine was freed")
+        return model
+
+    @property
+    def head(self) -> str | None:
+        """The squashing head of a one-output model (``None`` otherwise)."""
+        return self.heads[0] if len(self.heads) == 1 else None
+
+    def signature(self, inputs_shape: tuple) -> tuple:
+        """``(None, H, W, C)`` of the compiled pass: ``None`` where the model takes any size,
+        so that one trace serves every batch size and image size."""
+        height, width, channels = self.input_size
+        return (None, height, width, channels or inputs_shape[-1])
+
+    def _compiled(self, key: tuple, make: Callable, signature: tuple) -> Callable:
+        """The compiled function for ``key`` (made by ``make()`` on first use).
+
+        At most :data:`MAX_TRACES` are kept per model, least recently used dropped: each
+        (target, layer list, score) asked for is one trace of a few MB, and a long session
+        must not keep them all.
+        """
+        if key in self._functions:
+            self._functions.move_to_end(key)
+            return self._functions[key]
+        function = self._functions[key] = tf.function(
+            make(),
+            input_signature=[tf.TensorSpec(signature, tf.float32), tf.TensorSpec([None], tf.int32)],
+            autograph=False,
+        )
+        while len(self._functions) > MAX_TRACES:
+            self._functions.popitem(last=False)
+        return function
+
+    def _pass(self, signature, target, score, multi_label, layers):
+        key = ("pass", signature, target.trace_key, score, multi_label, layers)
+        make = lambda: self._make_pass(target, score, multi_label, layers)  # noqa: E731
+        return self._compiled(key, make, signature)
+
+    def _make_pass(self, target, score: str, multi_label: bool, layers: tuple[str, ...] | None):
+        # The traced function holds the engine weakly and the model not at all: TensorFlow
+        # keeps the Python function from its C++ side, where the garbage collector cannot see
+        # a cycle through it, so a strong reference here would keep both alive for ever.
+        engine_ref = weakref.ref(self)
+
+        def run(inputs, feed):
+            engine = engine_ref()
+            engine.traces += 1
+            model = engine.model
+            with (
+                tapped(engine.leaves, model if score == "logit" else None) as record,
+                tf.GradientTape() as tape,
+            ):
+                outputs = model(inputs, training=False)
+                scored = scored_outputs(
+                    outputs, engine.output_names, score, engine.heads, multi_label
+                )
+                values, chosen, scores = target.traced(scored, feed)
+                total = tf.reduce_sum(values)
+            maps = {
+                path: tensor
+                for path, tensor in record.items()
+                if tensor.shape.rank == 4 and tensor.shape[0] is None
+            }
+            kept = tuple(maps) if layers is None else tuple(p for p in layers if p in maps)
+            gradients = tape.gradient(
+                total,
+                [maps[path] for path in kept],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            parts = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            if isinstance(outputs, dict):
+                parts = list(outputs.values())
+            squashed = tuple(squashed_output(part) if score == "logit" else None for part in parts)
+            return PassResult(
+                candidates=tuple(maps),
+                static_shapes={path: tuple(tensor.shape[1:]) for path, tensor in maps.items()},
+                squashed=squashed,
+                layers=kept,
+                scores=scores,
+                values=values,
+                class_indices=chosen,
+                activations={path: maps[path] for path in kept},
+                gradients=dict(zip(kept, gradients, strict=True)),
+                shapes={path: tf.shape(tensor)[1:] for path, tensor in maps.items()},
+            )
+
+        return run
+
+    def _make_forward(self, target, score: str, multi_label: bool):
+        engine_ref = weakref.ref(self)  # weakly, as in _make_pass
+
+        def forward(inputs, feed):
+            engine = engine_ref()
+            model = engine.model
+            with tapped((), model if score == "logit" else None):
+                outputs = model(inputs, training=False)
+                scored = scored_outputs(
+                    outputs, engine.output_names, score, engine.heads, multi_label
+                )
+                return target.traced(scored, feed)[0]
+
+        return forward
+
+    def describe(self, inputs_shape: tuple, target, score: str, multi_label: bool) -> PassResult:
+        """What a pass over inputs of ``inputs_shape`` finds (candidate layers, their traced
+        shapes, squashed outputs), without running it: the first time per signature and
+        target, a gradient-free pass is traced (compiled, not run).
+
+        Raises:
+            ModelCheckError: when the model has no 4-D layer, or the target does not fit its
+                outputs.
+        """
+        signature = self.signature(inputs_shape)
+        key = (signature, target.trace_key, score, multi_label)
+        with self._lock:
+            if key not in self._facts:
+                function = self._pass(signature, target, score, multi_label, ())
+                self._facts[key] = function.get_concrete_function().structured_outputs
+            facts = self._facts[key]
+            if not facts.candidates:
+                raise ModelCheckError(
+                    "the model has no layer with a 4-D (N, h, w, C) output to explain"
+                )
+            return facts
+
+    def run(
+        self,
+        inputs: np.ndarray,
+        target,
+        score: str,
+        multi_label: bool,
+        layers: tuple[str, ...] | None,
+    ) -> PassResult:
+        """One forward + backward pass over the batch ``inputs`` (float32).
+
+        Args:
+            inputs: ``(N, H, W, C)`` model inputs.
+            target: a :class:`gradcam_widget.targets.Target`.
+            score: ``"logit"`` or ``"probability"``.
+            multi_label: sigmoid instead of softmax for probabilities.
+            layers: the layer paths to keep (``None``: every candidate).
+
+        Returns:
+            A :class:`PassResult` of numpy arrays.
+        """
+        feed = target.feed(len(inputs))
+        with self._lock, _precision("float32"):
+            function = self._pass(self.signature(inputs.shape), target, score, multi_label, layers)
+            started = time.perf_counter()
+            out = function(tf.constant(inputs, dtype=tf.float32), tf.constant(feed, tf.int32))
+            self.passes += 1
+            return out.numpy(time.perf_counter() - started)
+
+    def forward_values(
+        self,
+        batch: np.ndarray,
+        target,
+        score: str,
+        multi_label: bool,
+        batch_size: int = 32,
+        precision: str = "float32",
+    ) -> np.ndarray:
+        """Forward passes only: the target's value for every image of ``batch``
+        ``(N, H, W, C)``, ``batch_size`` at a time. Compiled once per target, score mode and
+        input signature (any N: no retrace); ``precision="bfloat16"`` runs them through
+        oneDNN's bfloat16 rewrite."""
+        signature = self.signature(batch.shape)
+        key = ("forward", signature, target.trace_key, score, multi_label)
+        with self._lock:
+            make = lambda: self._make_forward(target, score, multi_label)  # noqa: E731
+            function = self._compiled(key, make, signature)
+            results = []
+            with _precision(precision):
+                for start in range(0, len(batch), batch_size):
+                    chunk = batch[start : start + batch_size]
+                    feed = tf.constant(target.feed(len(chunk)), tf.int32)
+                    results.append(function(tf.constant(chunk, dtype=tf.float32), feed).numpy())
+                    self.forward_images += len(chunk)
+            return np.concatenate(results).astype(np.float32)
+
+
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(model) -> Engine:
+    """The (cached) engine that runs passes of ``model`` (a keras.Model or a loaded entry).
+
+    Cached per model, weakly: dropping the model frees the engine and its traces."""
+    keras_model = unwrap(model)[0]
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(keras_model)
+        if engine is None:
+            engine = _ENGINES[keras_model] = Engine(keras_model)
+        return engine

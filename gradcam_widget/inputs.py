@@ -1,0 +1,149 @@
+"""Input checks: images and class indices become what the model takes, or one clear error.
+
+Numpy only. The model's side of each check (its input size ``(H, W, C)``, its number of
+classes) is handed in by the caller, which asked the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from gradcam_widget import images
+
+
+class ModelCheckError(ValueError):
+    """The model, or what is asked of it, does not fit: found while tracing its pass, and
+    passed on as it is (not reworded as a failure of the model on the input)."""
+
+
+def check_class_index(class_index, num_classes: int | None) -> int | None:
+    """``class_index`` as an int in ``0..num_classes - 1`` (``None`` passes through).
+
+    Raises:
+        ValueError: for a bool, a non-int or an index out of range, naming the range.
+    """
+    if class_index is None:
+        return None
+    if isinstance(class_index, (bool, np.bool_)) or not isinstance(class_index, (int, np.integer)):
+        raise ValueError(f"class_index must be an int or None; got {class_index!r}")
+    class_index = int(class_index)
+    upper = "num_classes - 1" if num_classes is None else num_classes - 1
+    if class_index < 0 or (num_classes is not None and class_index >= num_classes):
+        raise ValueError(f"class_index must be in 0..{upper}; got {class_index}")
+    return class_index
+
+
+def prepare(image, input_size: tuple, preprocess) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """One image fitted to the model and preprocessed.
+
+    Args:
+        image: anything :func:`gradcam_widget.images.read_rgb` reads.
+        input_size: ``(H, W, C)`` the model fixes, ``None`` where free.
+        preprocess: called on the ``(1, H, W, 3)`` float32 batch, or ``None``.
+
+    Returns:
+        ``(shown, inputs, notes)``: the image as fed to the model ``(H, W, 3)`` uint8, the
+        model input ``(1, H, W, C)`` float32, and one line per thing the caller should know
+        about how the image was read (to be issued as warnings).
+
+    Raises:
+        ValueError: for a bad image or a preprocess that fails or returns the wrong shape.
+    """
+    height, width, _ = input_size
+    rgb, notes = images.read_rgb(image)
+    rgb = images.fit(rgb, height, width)
+    return images.shown_image(rgb), model_batch(rgb[None].copy(), preprocess, input_size), notes
+
+
+def model_batch(batch: np.ndarray, preprocess: Callable | None, input_size: tuple) -> np.ndarray:
+    """``(N, H, W, 3)`` float32 RGB in 0..255 -> the model's input.
+
+    ``preprocess`` is applied, RGB is averaged for a one-channel model, and the result is
+    checked against the model's ``(H, W, C)`` (``None`` = any) and for finite values.
+
+    Raises:
+        ValueError: naming what the model takes.
+    """
+    count, in_height, in_width = batch.shape[:3]
+    if preprocess is not None:
+        try:
+            batch = np.asarray(preprocess(batch), dtype=np.float32)
+        except Exception as error:
+            raise ValueError(
+                f"preprocess failed on a ({count}, H, W, 3) float32 batch: {error}"
+            ) from error
+        if batch.ndim != 4 or batch.shape[0] != count:
+            raise ValueError(
+                f"preprocess must return a ({count}, H, W, C) batch; got {batch.shape}"
+            )
+    height, width, channels = input_size
+    if channels == 1 and batch.shape[-1] == 3:
+        batch = batch.mean(axis=-1, keepdims=True)
+    wanted = (count, height or batch.shape[1], width or batch.shape[2], channels or batch.shape[3])
+    if batch.shape != wanted:
+        model_takes = f"(N, {height}, {width}, {channels})"
+        if channels is not None and batch.shape[-1] != channels:
+            raise ValueError(
+                f"the model takes {channels} input channels, the image gives {batch.shape[-1]}: "
+                f"pass preprocess= that turns the ({count}, H, W, 3) RGB batch into "
+                f"{channels} channels (the model takes {model_takes})"
+            )
+        raise ValueError(
+            f"preprocess returned {batch.shape} from a ({count}, {in_height}, {in_width}, 3) "
+            f"batch; the model takes {model_takes}"
+        )
+    if not np.isfinite(batch).all():
+        raise ValueError("the preprocessed input contains NaN or infinite values")
+    return batch.astype(np.float32)
+
+
+def check_image_batch(batch, input_size: tuple) -> np.ndarray:
+    """An ``(N, H, W, 3)`` batch in 0..255 at the model's size, as float32.
+
+    Raises:
+        ValueError: for another shape, a size the model does not take, or NaN/infinity.
+    """
+    height, width, _ = input_size
+    array = np.asarray(batch)
+    expected = f"(N, {height or 'H'}, {width or 'W'}, 3)"
+    if (
+        array.ndim != 4
+        or array.shape[-1] != 3
+        or 0 in array.shape
+        or (height is not None and array.shape[1] != height)
+        or (width is not None and array.shape[2] != width)
+    ):
+        raise ValueError(f"images must be a batch {expected} in 0..255; got shape {array.shape}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("images contain NaN or infinite values")
+    return array
+
+
+def image_stream(source) -> Iterator:
+    """The images of ``source`` one at a time: an ``(N, H, W, C)`` array, a list, a generator
+    or a ``tf.data.Dataset`` of images (anything iterable; tensors are turned into arrays).
+
+    Raises:
+        ValueError: for a single image (``(H, W, 3)``) or something that is not iterable.
+    """
+    if isinstance(source, (str, bytes)) or hasattr(source, "getpixel"):
+        raise ValueError(
+            "images must be several images (an (N, H, W, 3) array, a list, a generator or a "
+            f"dataset); got a single {type(source).__name__}: use gw.capture for one image"
+        )
+    if isinstance(source, np.ndarray):
+        if source.ndim != 4:
+            raise ValueError(
+                f"images must be an (N, H, W, 3) array (or a list of images); got shape "
+                f"{source.shape}: use gw.capture for one image"
+            )
+        return iter(source)
+    if not isinstance(source, Iterable):
+        raise ValueError(
+            "images must be an (N, H, W, 3) array, a list, a generator or a dataset of images; "
+            f"got {type(source).__name__}"
+        )
+    return (item.numpy() if hasattr(item, "numpy") else item for item in source)
