@@ -99,14 +99,16 @@ def model_input_size(model) -> tuple[int | None, int | None, int | None]:
 
 def model_outputs(model) -> dict | None:
     """``{name: shape}`` of the model's outputs in order (shapes with ``None`` where free);
-    ``None`` for a subclassed model, whose outputs are known only once it is called."""
+    ``None`` for a subclassed model, whose outputs are known only once it is called. A dict
+    output is named by its keys, others by their layers' names."""
     try:
         shape = model.output_shape
+        output = model.output
     except (AttributeError, ValueError):
         return None
+    if isinstance(output, dict):
+        return {str(name): tuple(tensor.shape) for name, tensor in output.items()}
     names = list(getattr(model, "output_names", None) or [])
-    if isinstance(shape, dict):
-        return {str(name): tuple(part) for name, part in shape.items()}
     parts = shape if isinstance(shape, list) else [shape]
     if len(names) != len(parts):
         names = [f"output_{index}" for index in range(len(parts))]
