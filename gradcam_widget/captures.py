@@ -377,7 +377,7 @@ def _request(model, target, score: str, preprocess, class_index=None) -> _Reques
     """The one validation gate of every public entry point that runs the model."""
     core.check_option("score", score, core.SCORES)
     keras_model, entry_preprocess, class_names, multi_label = unwrap(model)
-    if class_index is not None:
+    if class_index is not None:  # named as the caller named it, with the model's range
         inputs.check_class_index(class_index, num_classes(keras_model))
     chosen = targets.as_target(target, class_index)
     chosen.check(model_outputs(keras_model), score)
@@ -409,8 +409,29 @@ def _checked_pass(request: _Request, batch: np.ndarray, layer_names) -> tuple:
     return facts, default, result
 
 
-def _capture_of(request, result, index, shown, batch_inputs, default, notes, complete) -> Capture:
-    """The :class:`Capture` of image ``index`` of a pass result."""
+def _capture_of(
+    request: _Request,
+    result: PassResult,
+    *,
+    index: int,
+    shown: np.ndarray,
+    inputs: np.ndarray,
+    default: str,
+    notes: tuple[str, ...],
+    complete: bool,
+) -> Capture:
+    """The :class:`Capture` of one image of a pass.
+
+    Args:
+        request: the checked request the pass ran for.
+        result: the pass's numpy result.
+        index: the image's position in the batch.
+        shown: the image as fed to the model, ``(H, W, 3)`` uint8.
+        inputs: that image's model input ``(1, H, W, C)`` (kept for fill-in and Score-CAM).
+        default: the default layer.
+        notes: warnings for this image.
+        complete: whether the pass kept every candidate layer.
+    """
     chosen = int(result.class_indices[index])
     class_index = chosen if chosen >= 0 else None
     return Capture(
@@ -427,7 +448,7 @@ def _capture_of(request, result, index, shown, batch_inputs, default, notes, com
         _gradients={path: array[index] for path, array in result.gradients.items()},
         _source=_Source(
             model=request.model,
-            inputs=batch_inputs,
+            inputs=inputs,
             target=request.target.for_class(class_index),
             score=request.score,
             multi_label=request.multi_label,
@@ -497,7 +518,8 @@ def capture(
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     complete = result.layers == result.candidates
-    return _capture_of(request, result, 0, shown, batch, default, notes, complete)
+    return _capture_of(request, result, index=0, shown=shown, inputs=batch, default=default,
+                       notes=notes, complete=complete)  # fmt: skip
 
 
 def class_scores(

@@ -168,8 +168,8 @@ def iter_explain(
         notes += _score_warnings(facts, step.target, score, engine.head, result.scores[0])
         results = []
         for index, (shown, _, _) in enumerate(batch):
-            cap = _capture_of(step, result, index, shown, model_inputs[index : index + 1],
-                              default, (), complete=False)  # fmt: skip
+            cap = _capture_of(step, result, index=index, shown=shown, default=default, notes=(),
+                              inputs=model_inputs[index : index + 1], complete=False)  # fmt: skip
             results.append(cap.cam(path, method=method, **cam_options))
         yield Explanations(
             results=tuple(results),

@@ -276,7 +276,8 @@ def scorecam(capture, layer, max_channels=64, batch_size=32, precision="float32"
     default ``score="logit"``. With ``score="probability"`` the scores lie in ``[0, 1]``, so
     the weights can differ by a factor of ``e`` at most: a flatter, more Grad-CAM-like mix.
     ``precision="bfloat16"`` runs those forward passes in bfloat16 on CPUs that compute it
-    natively (AMX, AVX512-BF16): about 3x faster there, with weights that differ slightly.
+    natively (AMX, AVX512-BF16): faster there, with weights that differ slightly (measured in
+    the README).
     """
     activations = capture.activations(layer)
     channels = activations.shape[-1]

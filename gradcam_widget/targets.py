@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from gradcam_widget._tf import keras
-from gradcam_widget.inputs import ModelCheckError
+from gradcam_widget.inputs import ModelCheckError, check_class_index
 
 ops = keras.ops
 
@@ -178,12 +178,14 @@ def _class_values(scores, feed):
     return values, chosen
 
 
-def _check_index(name: str, value) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TargetError(f"{name} must be an int; got {value!r}")
-    if value < 0:
-        raise TargetError(f"{name} must be >= 0; got {value}")
-    return int(value)
+def _check_index(name: str, value, count: int | None = None) -> int:
+    """A class index (``name`` in messages) as an int in ``0..count - 1``: the one check."""
+    if value is None:
+        raise TargetError(f"{name} must be an int; got None")
+    try:
+        return check_class_index(value, count)
+    except ValueError as error:
+        raise TargetError(str(error).replace("class_index", name, 1)) from None
 
 
 class Class(Target):
@@ -234,9 +236,8 @@ class Class(Target):
                     f"the model's output has shape {shape}; a class index explains an (N, "
                     f"classes) output: pass target={_fitting(outputs)}"
                 )
-            largest = None if self.k is None else int(np.max(self.k))
-            if largest is not None and isinstance(shape[-1], int) and largest >= shape[-1]:
-                raise TargetError(f"class_index must be in 0..{shape[-1] - 1}; got {largest}")
+            if self.k is not None and isinstance(shape[-1], int):
+                _check_index("class_index", int(np.max(self.k)), shape[-1])
         elif outputs is not None:
             raise TargetError(
                 f"the model has {len(outputs)} outputs ({_describe(outputs)}); a class index "
@@ -318,9 +319,8 @@ class Region(Target):
     def traced(self, outputs, feed):
         picked = _pick(outputs, self.output, self)
         _rank(picked, (4,), self, _hint(picked, self.output))
-        classes = picked.shape[-1]
-        if isinstance(classes, int) and self.k >= classes:
-            raise TargetError(f"k must be in 0..{classes - 1} for this output; got {self.k}")
+        if isinstance(picked.shape[-1], int):
+            _check_index("k", self.k, picked.shape[-1])
         plane = picked[..., self.k]
         if self.mask is not None:
             mask = ops.convert_to_tensor(self.mask[None, :, :, None])
