@@ -141,8 +141,6 @@ class Capture:
         path = self.resolve(layer)
         if path not in store and not self._complete and self._source is not None:
             everything = self._source.run(None)
-            for array in (*everything.activations.values(), *everything.gradients.values()):
-                array[0].flags.writeable = False
             self._activations.update({p: a[0] for p, a in everything.activations.items()})
             self._gradients.update({p: g[0] for p, g in everything.gradients.items()})
             for array in (*self._activations.values(), *self._gradients.values()):

@@ -521,7 +521,13 @@ class Engine:
         with self._lock:
             if key not in self._facts:
                 function = self._pass(signature, target, score, multi_label, ())
-                self._facts[key] = function.get_concrete_function().structured_outputs
+                traced = function.get_concrete_function().structured_outputs
+                # keep the facts only: a symbolic tensor would keep its whole graph alive
+                self._facts[key] = PassResult(
+                    traced.candidates, traced.static_shapes, traced.squashed, traced.layers
+                )
+                while len(self._facts) > 4 * MAX_TRACES:
+                    self._facts.pop(next(iter(self._facts)))
             facts = self._facts[key]
             if not facts.candidates:
                 raise ModelCheckError(
