@@ -418,7 +418,7 @@ class Engine:
         height, width, channels = self.input_size
         return (None, height, width, channels or inputs_shape[-1])
 
-    def _compiled(self, key: tuple, make: Callable, signature: tuple) -> Callable:
+    def _compiled(self, key: tuple, make: Callable, signature: tuple, feed: tuple) -> Callable:
         """The compiled function for ``key`` (made by ``make()`` on first use).
 
         At most :data:`MAX_TRACES` are kept per model, least recently used dropped: each
@@ -430,7 +430,7 @@ class Engine:
             return self._functions[key]
         function = self._functions[key] = tf.function(
             make(),
-            input_signature=[tf.TensorSpec(signature, tf.float32), tf.TensorSpec([None], tf.int32)],
+            input_signature=[tf.TensorSpec(signature, tf.float32), tf.TensorSpec(*feed)],
             autograph=False,
         )
         while len(self._functions) > MAX_TRACES:
@@ -440,7 +440,7 @@ class Engine:
     def _pass(self, signature, target, score, multi_label, layers):
         key = ("pass", signature, target.trace_key, score, multi_label, layers)
         make = lambda: self._make_pass(target, score, multi_label, layers)  # noqa: E731
-        return self._compiled(key, make, signature)
+        return self._compiled(key, make, signature, target.feed_spec)
 
     def _make_pass(self, target, score: str, multi_label: bool, layers: tuple[str, ...] | None):
         # The traced function holds the engine weakly and the model not at all: TensorFlow
@@ -559,7 +559,7 @@ class Engine:
         with self._lock, _precision("float32"):
             function = self._pass(self.signature(inputs.shape), target, score, multi_label, layers)
             started = time.perf_counter()
-            out = function(tf.constant(inputs, dtype=tf.float32), tf.constant(feed, tf.int32))
+            out = function(tf.constant(inputs, dtype=tf.float32), tf.constant(feed))
             self.passes += 1
             return out.numpy(time.perf_counter() - started)
 
@@ -580,12 +580,12 @@ class Engine:
         key = ("forward", signature, target.trace_key, score, multi_label)
         with self._lock:
             make = lambda: self._make_forward(target, score, multi_label)  # noqa: E731
-            function = self._compiled(key, make, signature)
+            function = self._compiled(key, make, signature, target.feed_spec)
             results = []
             with _precision(precision):
                 for start in range(0, len(batch), batch_size):
                     chunk = batch[start : start + batch_size]
-                    feed = tf.constant(target.feed(len(chunk)), tf.int32)
+                    feed = tf.constant(target.feed(len(chunk)))
                     results.append(function(tf.constant(chunk, dtype=tf.float32), feed).numpy())
                     self.forward_images += len(chunk)
             return np.concatenate(results).astype(np.float32)

@@ -20,7 +20,6 @@ import numpy as np
 
 from gradcam_widget import core, images, inputs, methods
 from gradcam_widget.captures import _capture_of, _checked_pass, _request, _score_warnings
-from gradcam_widget.targets import Class
 
 __all__ = ["Explanations", "explain", "iter_explain"]
 
@@ -147,19 +146,19 @@ def iter_explain(
     batch_size = core.check_int("batch_size", batch_size)
     methods.get(method).bind(**_method_options(cam_options))  # fails before any pass
     request = _request(model, targets, score, preprocess)
-    per_image = request.target.k if isinstance(request.target, Class) else None
-    per_image = per_image if isinstance(per_image, np.ndarray) else None
+    per_image = request.target.per_image  # how many images a target's own data covers
     engine = request.engine
     start = 0
     for batch in _batches(images, batch_size, engine.input_size):
         count = len(batch)
         step = request
         if per_image is not None:
-            if start + count > len(per_image):
+            if start + count > per_image:
                 raise ValueError(
-                    f"targets has {len(per_image)} class indices but there are more images"
+                    f"targets covers {per_image} images ({request.target.label}) but there are "
+                    "more images"
                 )
-            step = replace(request, target=Class(per_image[start : start + count]))
+            step = replace(request, target=request.target.subset(start, start + count))
         rgb = np.stack([entry[1] for entry in batch]).astype(np.float32)
         model_inputs = inputs.model_batch(rgb, step.preprocess, engine.input_size)
         facts, default, result = _checked_pass(step, model_inputs, [layer])
@@ -182,8 +181,10 @@ def iter_explain(
             warnings=notes,
         )
         start += count
-    if per_image is not None and start != len(per_image):
-        raise ValueError(f"targets has {len(per_image)} class indices for {start} images")
+    if per_image is not None and start != per_image:
+        raise ValueError(
+            f"targets covers {per_image} images ({request.target.label}) but there are {start}"
+        )
 
 
 def _method_options(options: dict) -> dict:

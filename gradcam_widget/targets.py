@@ -17,7 +17,6 @@ Targets compute with ``keras.ops`` only: they know no backend.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -47,6 +46,8 @@ class Target:
     class_index: int | None = None
     output: str | int | None = None
     uses_score = True  # False when score="probability" has no meaning for it
+    per_image: int | None = None  # how many images its per-image data covers, if it has any
+    feed_spec: tuple = ((None,), "int32")  # shape and dtype of what feed() gives
 
     @property
     def trace_key(self) -> tuple:
@@ -55,9 +56,15 @@ class Target:
         return (type(self).__name__, id(self))
 
     def feed(self, count: int) -> np.ndarray:
-        """``(count,)`` int32 fed to the compiled pass with the images: class indices for a
-        class target (``-1``: the top class), unused otherwise."""
+        """What is fed to the compiled pass with ``count`` images (see :attr:`feed_spec`):
+        class indices for a class target (``-1``: the top class), a region's masks; unused
+        otherwise. Data fed, unlike data traced, never causes a retrace."""
         return np.full(count, -1, np.int32)
+
+    def subset(self, start: int, stop: int) -> Target:
+        """The target for images ``start:stop`` of a stream (itself when it has no
+        per-image data)."""
+        return self
 
     def traced(self, outputs, feed):
         """``(values (N,), class_indices (N,) int32, scores (N, K))`` inside the pass."""
@@ -204,8 +211,12 @@ class Class(Target):
         else:
             self.k = np.array([_check_index("class index", value) for value in k], np.int32)
             self.label = "a class per image"
+            self.per_image = len(self.k)
 
     trace_key = ("class",)  # every class target shares one compiled pass
+
+    def subset(self, start, stop):
+        return Class(self.k[start:stop]) if isinstance(self.k, np.ndarray) else self
 
     def feed(self, count: int) -> np.ndarray:
         if isinstance(self.k, np.ndarray):
@@ -288,8 +299,9 @@ class Region(Target):
 
     Args:
         k: the class (channel) of the output map.
-        mask: ``(h, w)`` weights (bool or float) at the output's grid, or at any size (then
-            resized, nearest); ``None``: every pixel.
+        mask: ``(h, w)`` weights (bool or float) for every image, or ``(N, h, w)`` one per
+            image; at the output's grid, or at any size (then resized, nearest). ``None``:
+            every pixel. Masks are fed to the compiled pass, so a new mask never retraces.
         output: the output's name or index for a multi-output model.
     """
 
@@ -299,22 +311,41 @@ class Region(Target):
         self.output = output
         if mask is not None:
             mask = np.asarray(mask)
-            if mask.ndim != 2 or 0 in mask.shape:
-                raise TargetError(f"mask must be an (h, w) array; got shape {mask.shape}")
+            if mask.ndim not in (2, 3) or 0 in mask.shape:
+                raise TargetError(
+                    f"mask must be an (h, w) array, or (N, h, w) one per image; got shape "
+                    f"{mask.shape}"
+                )
             mask = mask.astype(np.float32)
             if not np.isfinite(mask).all():
                 raise TargetError("mask contains NaN or infinite values")
-            if not mask.any():
+            empty = ~mask.reshape(-1, *mask.shape[-2:]).any(axis=(1, 2))
+            if empty.any():
                 raise TargetError("mask is empty: the region has no pixel to explain")
+            if mask.ndim == 3:
+                self.per_image = len(mask)
+            self.feed_spec = ((None, *mask.shape[-2:]), "float32")
         self.mask = mask
-        where = "" if mask is None else f", {int((mask > 0).sum())} px"
+        where = "" if mask is None or mask.ndim == 3 else f", {int((mask > 0).sum())} px"
         self.label = f"region of class {self.k}{where}"
 
     @property
     def trace_key(self):
-        digest = None if self.mask is None else hashlib.sha1(self.mask.tobytes()).hexdigest()
-        shape = None if self.mask is None else self.mask.shape
-        return ("region", self.k, self.output, shape, digest)
+        return ("region", self.k, self.output, None if self.mask is None else self.feed_spec)
+
+    def subset(self, start, stop):
+        if self.mask is None or self.mask.ndim == 2:
+            return self
+        return Region(self.k, self.mask[start:stop], self.output)
+
+    def feed(self, count):
+        if self.mask is None:
+            return np.full(count, -1, np.int32)
+        if self.mask.ndim == 2:
+            return np.broadcast_to(self.mask, (count, *self.mask.shape))
+        if len(self.mask) != count:
+            raise TargetError(f"Region has {len(self.mask)} masks for {count} images")
+        return self.mask
 
     def traced(self, outputs, feed):
         picked = _pick(outputs, self.output, self)
@@ -323,14 +354,14 @@ class Region(Target):
             _check_index("k", self.k, picked.shape[-1])
         plane = picked[..., self.k]
         if self.mask is not None:
-            mask = ops.convert_to_tensor(self.mask[None, :, :, None])
+            mask = feed
             height, width = picked.shape[1], picked.shape[2]
-            if (height, width) != self.mask.shape:
+            if (height, width) != tuple(self.mask.shape[-2:]):
                 size = (height, width) if height and width else ops.shape(picked)[1:3]
-                mask = ops.image.resize(mask, size, interpolation="nearest")
-            plane = plane * mask[..., 0]
+                mask = ops.image.resize(mask[..., None], size, interpolation="nearest")[..., 0]
+            plane = plane * mask
         values = ops.sum(plane, axis=(1, 2))
-        chosen = ops.full_like(feed, self.k)
+        chosen = ops.full_like(values, self.k, dtype="int32")
         return values, chosen, ops.mean(picked, axis=(1, 2))
 
 

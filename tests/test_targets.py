@@ -214,3 +214,24 @@ def test_grad_cam_and_class_scores_take_a_target(two_heads):
     images = np.stack([_image(seed) for seed in range(3)])
     values = gw.class_scores(two_heads, images, None, score="logit", target=Regression(output=1))
     np.testing.assert_allclose(values, two_heads(images)[1].numpy()[:, 0], rtol=1e-5)
+
+
+def test_region_masks_are_fed_not_traced(segmenter):
+    from gradcam_widget.engine import engine_for
+
+    images = np.stack([_image(seed) for seed in range(4)])
+    masks = np.zeros((4, 28, 28), bool)
+    for index in range(4):
+        masks[index, 3 * index : 3 * index + 6, 5:15] = True
+    engine = engine_for(segmenter)
+    gw.capture(segmenter, images[0], target=Region(0, masks[0]))
+    traced = engine.traces
+    ex = gw.explain(segmenter, images, targets=Region(0, masks), layer="conv2", batch_size=3)
+    for index in range(4):  # one mask per image, each image's own
+        single = gw.capture(segmenter, images[index], target=Region(0, masks[index]))
+        np.testing.assert_allclose(ex[index].heatmap, single.cam("conv2").heatmap, atol=1e-5)
+        assert ex.values[index] == pytest.approx(single.value, rel=1e-5)
+    # new masks of the same size: fed to the compiled passes already traced
+    assert engine.traces <= traced + 1  # (the conv2-only pass of explain, once)
+    with pytest.raises(ValueError, match="covers 4 images"):
+        gw.explain(segmenter, images[:3], targets=Region(0, masks))
