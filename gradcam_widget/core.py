@@ -11,7 +11,9 @@ Nothing here imports TensorFlow: these functions take the activations ``A`` and 
 4. :func:`to_heatmap`       -- ReLU and resize in the chosen ``order``, then :func:`normalize`
    -> ``(H, W)`` in ``[0, 1]``.
 
-:func:`compute_cam` chains them and returns a :class:`CamResult`.
+:func:`compute_cam` chains them and returns a :class:`CamResult`; :func:`heatmap_peak` is
+the one place that says where a map points (the result's :attr:`CamResult.peak`, the
+pointing game of :mod:`gradcam_widget.data` and :mod:`gradcam_widget.metrics`).
 """
 
 from __future__ import annotations
@@ -216,6 +218,33 @@ def normalize_range(cam: np.ndarray) -> np.ndarray:
     return ((cam - np.float32(low)) / np.float32(high - low)).astype(np.float32)
 
 
+def heatmap_peak(heatmap: np.ndarray) -> tuple[int, int] | None:
+    """Where a map points: the ``(row, col)`` of its maximum.
+
+    A flat map (its maximum equals its minimum: all zeros, say, the heatmap of a class with
+    no positive evidence) points nowhere, and gives ``None`` rather than an arbitrary
+    ``(0, 0)``. Ties between several maxima go to the first in row-major order.
+
+    Args:
+        heatmap: ``(H, W)`` array of real numbers, any range.
+
+    Returns:
+        ``(row, col)`` of the first maximum as Python ints, or ``None`` for a flat map.
+
+    Raises:
+        ValueError: if ``heatmap`` is not a non-empty 2-D array or contains NaN.
+    """
+    heatmap = np.asarray(heatmap)
+    if heatmap.ndim != 2 or 0 in heatmap.shape:
+        raise ValueError(f"heatmap must be a non-empty 2-D (H, W) array; got shape {heatmap.shape}")
+    if np.isnan(heatmap).any():
+        raise ValueError("heatmap contains NaN")
+    if heatmap.max() <= heatmap.min():
+        return None
+    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return int(row), int(col)
+
+
 def to_heatmap(
     raw: np.ndarray,
     size: tuple[int, int],
@@ -303,10 +332,10 @@ class CamResult:
         return float(self.weights[self.top_channel])
 
     @property
-    def peak(self) -> tuple[int, int]:
-        """``(row, col)`` of the heatmap's maximum."""
-        row, col = np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape)
-        return int(row), int(col)
+    def peak(self) -> tuple[int, int] | None:
+        """``(row, col)`` of the heatmap's maximum; ``None`` when the heatmap is all zeros
+        (nothing positive to show, so it points nowhere). See :func:`heatmap_peak`."""
+        return heatmap_peak(self.heatmap)
 
 
 def compute_cam(

@@ -6,7 +6,8 @@ position) on a textured, noisy background with clutter (small blobs and thin lin
 belong to no class). Every scene is a pure function of its seed, so a seed names a scene.
 
 The module also holds the localisation checks used to judge a heatmap against those masks
-(:func:`heatmap_peak`, :func:`pointing_hit`, :func:`peak_on_object`), and :func:`sample`, the
+(:func:`pointing_hit`, :func:`peak_on_object`; where a map points is
+:func:`gradcam_widget.core.heatmap_peak`), and :func:`sample`, the
 named demo images: ``"two_shapes"`` (the class-discriminative demo) and photos that ship with
 matplotlib and scikit-image.
 
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from gradcam_widget import core
 
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 """Shape classes, in class-index order (index 0 is ``"circle"``)."""
@@ -124,7 +127,14 @@ def scene(seed: int, n_objects: int = 2, size: tuple[int, int] = SCENE_SIZE) -> 
         class_indices.tolist(), placements, strict=True
     ):
         angle = rng.uniform(0.0, 2.0 * math.pi)
-        mask = _shape_mask(CLASS_NAMES[class_index], centre_x, centre_y, radius, angle, canvas)
+        mask = _shape_mask(
+            CLASS_NAMES[class_index],
+            centre_x=centre_x,
+            centre_y=centre_y,
+            radius=radius,
+            angle=angle,
+            canvas=canvas,
+        )
         colour = _object_colour(rng, canvas[mask].mean(axis=0))
         _paint_object(rng, canvas, mask, colour)
         masks[class_index] = mask
@@ -198,30 +208,6 @@ def sample(name: str, size: tuple[int, int] | None = SCENE_SIZE) -> np.ndarray:
     return image
 
 
-def heatmap_peak(heatmap: np.ndarray) -> tuple[int, int] | None:
-    """Locate the maximum of a heatmap.
-
-    Args:
-        heatmap: ``(H, W)`` array of floats.
-
-    Returns:
-        ``(row, col)`` of the first maximum, or ``None`` if the heatmap is flat (its
-        maximum equals its minimum, e.g. all zeros): a flat map points nowhere.
-
-    Raises:
-        ValueError: if ``heatmap`` is not 2-D or contains NaN.
-    """
-    heatmap = np.asarray(heatmap)
-    if heatmap.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D (H, W), got shape {heatmap.shape}")
-    if np.isnan(heatmap).any():
-        raise ValueError("heatmap contains NaN")
-    if heatmap.max() <= heatmap.min():
-        return None
-    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return int(row), int(col)
-
-
 def distance_to_mask(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance of every pixel to the nearest pixel of a mask.
 
@@ -256,9 +242,9 @@ def pointing_hit(
         True on a hit.
 
     Raises:
-        ValueError: if the shapes differ or ``heatmap`` is not 2-D.
+        ValueError: if the shapes differ, or ``heatmap`` is not 2-D or contains NaN.
     """
-    peak = heatmap_peak(heatmap)
+    peak = core.heatmap_peak(heatmap)
     _check_same_shape(heatmap, mask)
     if peak is None:
         return False
@@ -287,11 +273,12 @@ def peak_on_object(
         True if the heatmap points at the object of ``class_index`` and not at another one.
 
     Raises:
-        ValueError: if ``class_index`` is not in ``masks`` or shapes differ.
+        ValueError: if ``class_index`` is not in ``masks``, shapes differ, or ``heatmap`` is
+            not 2-D or contains NaN.
     """
     if class_index not in masks:
         raise ValueError(f"class_index {class_index} has no mask; present: {sorted(masks)}")
-    peak = heatmap_peak(heatmap)
+    peak = core.heatmap_peak(heatmap)
     _check_same_shape(heatmap, masks[class_index])
     if peak is None:
         return False
@@ -436,9 +423,11 @@ def _shape_polygon(name: str, radius: float, angle: float) -> np.ndarray | None:
 
 
 def _shape_mask(
-    name: str, centre_x: float, centre_y: float, radius: float, angle: float, canvas: np.ndarray
+    name: str, *, centre_x: float, centre_y: float, radius: float, angle: float, canvas: np.ndarray
 ) -> np.ndarray:
-    """``(H, W)`` bool mask of one shape."""
+    """``(H, W)`` bool mask of one shape of ``canvas``'s size, centred at ``(centre_x,
+    centre_y)`` (pixels), its vertices within ``radius`` of the centre, turned by ``angle``
+    radians."""
     mask = np.zeros(canvas.shape[:2], dtype=np.uint8)
     polygon = _shape_polygon(name, radius, angle)
     if polygon is None:

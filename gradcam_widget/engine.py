@@ -30,7 +30,7 @@ from gradcam_widget._tf import keras, tf
 from gradcam_widget.inputs import ModelCheckError
 from gradcam_widget.tapping import leaf_layers, output_heads, squashed_output, tapped
 
-MAX_TRACES = 8  # compiled passes kept per model (each a few MB; VGG16 takes seconds to trace)
+MAX_TRACES = 8  # compiled passes kept per model (each holds a traced graph; see the README)
 
 
 # ---------------------------------------------------------------------------------------
@@ -589,6 +589,38 @@ class Engine:
                     results.append(function(tf.constant(chunk, dtype=tf.float32), feed).numpy())
                     self.forward_images += len(chunk)
             return np.concatenate(results).astype(np.float32)
+
+    def forward_outputs(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Forward passes only: a one-output model's own outputs (nothing bypassed or
+        squashed) for ``batch`` ``(N, H, W, C)``, ``batch_size`` at a time, compiled once."""
+        signature = self.signature(batch.shape)
+        engine_ref = weakref.ref(self)  # weakly, as in _make_pass
+
+        def make():
+            def forward(inputs, feed):
+                outputs = engine_ref().model(inputs, training=False)
+                if isinstance(outputs, dict):
+                    outputs = list(outputs.values())
+                if isinstance(outputs, (list, tuple)):
+                    if len(outputs) != 1:
+                        raise ModelCheckError(
+                            f"the model has {len(outputs)} outputs; this pass reads one"
+                        )
+                    outputs = outputs[0]
+                return tf.cast(outputs, tf.float32)
+
+            return forward
+
+        with self._lock:
+            function = self._compiled(("outputs", signature), make, signature, ((None,), "int32"))
+            results = []
+            with _precision("float32"):
+                for start in range(0, len(batch), batch_size):
+                    chunk = batch[start : start + batch_size]
+                    feed = tf.constant(np.zeros(len(chunk), np.int32))
+                    results.append(function(tf.constant(chunk, dtype=tf.float32), feed).numpy())
+                    self.forward_images += len(chunk)
+            return np.concatenate(results)
 
 
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

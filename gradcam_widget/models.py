@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gradcam_widget import data
+from gradcam_widget import captures, data, inputs
 from gradcam_widget._tf import keras, tf
+from gradcam_widget.engine import model_errors
 
 MODEL_NAMES: tuple[str, ...] = ("shapes", "vgg16", "resnet50", "mobilenet_v2")
 """Names accepted by :func:`load`."""
@@ -120,29 +121,40 @@ class ModelEntry:
     multi_label: bool
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Score images in one batched forward pass.
+        """Score images in one batched forward pass: the model's own outputs.
+
+        The images pass the same checks as every other model pass of the package (those of
+        :func:`gradcam_widget.class_scores`: size, finite values, the entry's preprocess, a
+        model failure turned into one ValueError); the model is then called once on the
+        whole batch, in inference mode, by the engine's compiled forward pass.
 
         Args:
             images: ``(H, W, 3)`` or ``(N, H, W, 3)`` RGB, uint8 or float in 0..255, already
                 at :attr:`input_size`.
 
         Returns:
-            ``(N, len(class_names))`` float32 model outputs (``N = 1`` for a single image).
+            ``(N, len(class_names))`` float32 model outputs as the model gives them (logits
+            for ``"shapes"``, probabilities for the ImageNet models; ``N = 1`` for a single
+            image).
 
         Raises:
-            ValueError: if the images are not ``(N, H, W, 3)`` at :attr:`input_size`.
+            ValueError: one line naming the expected ``(N, H, W, 3)`` shape if the images are
+                not at :attr:`input_size`; also for NaN or infinite values, a preprocess that
+                fails, or a model that fails on them.
         """
-        batch = np.asarray(images, dtype=np.float32)
-        if batch.ndim == 3:
-            batch = batch[None]
-        if batch.ndim != 4 or batch.shape[1:] != (*self.input_size, 3):
-            raise ValueError(
-                f"images must be (N, {self.input_size[0]}, {self.input_size[1]}, 3) or "
-                f"({self.input_size[0]}, {self.input_size[1]}, 3); got {np.shape(images)}"
-            )
-        if self.preprocess is not None:
-            batch = self.preprocess(batch)
-        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+        array = np.asarray(images)
+        single = array.ndim == 3
+        request = captures._request(self, None, "logit", None)
+        engine = request.engine
+        try:
+            batch = inputs.check_image_batch(array[None] if single else array, engine.input_size)
+        except ValueError as error:
+            if not single:
+                raise
+            raise ValueError(f"{error} (one image of shape {array.shape})") from None
+        batch = inputs.model_batch(batch, request.preprocess, engine.input_size)
+        with model_errors(batch.shape, engine.input_size):
+            return engine.forward_outputs(batch, batch_size=max(len(batch), 1))
 
     def decode(self, scores, top: int = 5) -> list[tuple[int, str, float]]:
         """The best-scoring classes of one image.
@@ -177,8 +189,8 @@ def load(name: str, progress: bool = False) -> ModelEntry:
     ``"shapes"`` is the small VGG-style classifier shipped with the package (classes
     :data:`gradcam_widget.data.CLASS_NAMES`, last conv ``block5_conv3`` at 14 x 14, no
     network needed). ``"vgg16"``, ``"resnet50"`` and ``"mobilenet_v2"`` are
-    ``keras.applications`` models with ImageNet weights (528, 98 and 14 MB), downloaded
-    once into ``$KERAS_HOME/models`` (default ``~/.keras/models``).
+    ``keras.applications`` models with ImageNet weights, downloaded once into
+    ``$KERAS_HOME/models`` (default ``~/.keras/models``).
 
     Args:
         name: one of :data:`MODEL_NAMES`.

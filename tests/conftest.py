@@ -1,8 +1,70 @@
-"""Test models shared by several test files."""
+"""Test models shared by several test files.
+
+``make_cnn`` builds the small Conv-Pool-Conv classifier most tests explain (a fresh model per
+call, seeded, so a test that counts traces or passes gets an engine of its own); ``shapes`` is
+the shipped model, loaded once per session; ``lambda_softmax_model`` is the one head the logit
+bypass cannot reach.
+"""
 
 import pytest
 
+import gradcam_widget as gw
 from gradcam_widget._tf import keras, tf
+
+
+def _cnn(
+    *,
+    seed: int = 1,
+    input_shape: tuple = (32, 32, 3),
+    filters: tuple[int, int] = (8, 12),
+    classes: int = 4,
+    activation: str | None = "softmax",
+    head: str = "gap",
+    padding: str = "same",
+    rescaling: bool = False,
+    name: str | None = None,
+):
+    """``[Rescaling] -> conv1 -> pool1 -> conv2 -> head -> Dense``, weights seeded.
+
+    Args:
+        seed: seeds Keras before the layers are made (same seed, same weights).
+        input_shape: ``(H, W, C)``, ``None`` where free.
+        filters: channels of ``conv1`` and ``conv2`` (3 x 3, ReLU).
+        classes: units of the last ``Dense``, named ``"head"``.
+        activation: of the last ``Dense`` (``None``: logits out).
+        head: ``"gap"`` (global average pooling, ``"gap"``) or ``"flatten"`` (``pool2`` then
+            ``Flatten``, so gradients vary over space: mean and max pooling differ).
+        padding: of both convolutions.
+        rescaling: start with ``Rescaling(1 / 255)``.
+        name: the model's name.
+
+    Returns:
+        A ``keras.Model`` (Functional) from ``(N, *input_shape)`` to ``(N, classes)``.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Rescaling(1 / 255.0, name="rescaling")(inputs) if rescaling else inputs
+    x = keras.layers.Conv2D(filters[0], 3, padding=padding, activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(filters[1], 3, padding=padding, activation="relu", name="conv2")(x)
+    if head == "gap":
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    else:
+        x = keras.layers.Flatten()(keras.layers.MaxPooling2D(name="pool2")(x))
+    outputs = keras.layers.Dense(classes, activation=activation, name="head")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@pytest.fixture(scope="session")
+def make_cnn():
+    """The factory of the small seeded CNN (see :func:`_cnn` for its keyword options)."""
+    return _cnn
+
+
+@pytest.fixture(scope="session")
+def shapes():
+    """The shipped ``shapes`` entry (``gw.models.load`` builds it once per process)."""
+    return gw.models.load("shapes")
 
 
 @pytest.fixture

@@ -18,8 +18,11 @@ OPTIONS = list(
 # --- a straightforward reference, one layer at a time, eager ---------------------------
 
 
-def reference_cam(activations, gradients, size, pooling, channels, order):
-    """Grad-CAM written out longhand: numpy + cv2, no gradcam_widget code."""
+def reference_cam(activations, gradients, size, options):
+    """Grad-CAM written out longhand: numpy + cv2, no gradcam_widget code.
+
+    ``options`` is ``(pooling, channels, order)``, as in :data:`OPTIONS`."""
+    pooling, channels, order = options
     pool = np.mean if pooling == "mean" else np.max
     weights = pool(gradients, axis=(0, 1))
     if channels == "top":
@@ -58,8 +61,9 @@ def dense_head(layer):
     return lambda features: tf.matmul(features, kernel) + bias
 
 
-def assert_cam_matches(res, activations, gradients, size, pooling, channels, order):
-    raw, heatmap, weights = reference_cam(activations, gradients, size, pooling, channels, order)
+def assert_cam_matches(res, activations, gradients, size, options):
+    """``res`` is the longhand CAM of ``(pooling, channels, order) = options``."""
+    raw, heatmap, weights = reference_cam(activations, gradients, size, options)
     scale = max(float(np.abs(raw).max()), 1e-12)
     np.testing.assert_allclose(res.raw / scale, raw / scale, atol=2e-4)
     np.testing.assert_allclose(
@@ -71,21 +75,10 @@ def assert_cam_matches(res, activations, gradients, size, pooling, channels, ord
 # --- tiny models -----------------------------------------------------------------------
 
 
-def tiny_functional(input_shape=(32, 32, 3), classes=4, activation="softmax"):
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
-    x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(classes, activation=activation, name="head")(x)
-    return keras.Model(inputs, outputs, name="tiny")
-
-
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_functional()
+def tiny(make_cnn):
+    """Rescaling, two convolutions, a GAP and a softmax head of 4 classes, 32 x 32 input."""
+    return make_cnn(rescaling=True, name="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +114,7 @@ def test_tiny_model_agrees_with_eager_tape_for_every_option(
     np.testing.assert_allclose(cap.scores, logits, rtol=1e-4, atol=1e-5)
     res = cap.cam(layer, pooling=pooling, channels=channels, order=order)
     assert res.class_index == 2
-    assert_cam_matches(res, activations, gradients, (32, 32), pooling, channels, order)
+    assert_cam_matches(res, activations, gradients, (32, 32), (pooling, channels, order))
 
 
 def test_probability_score_differentiates_the_softmax_output(tiny, image):
@@ -135,7 +128,7 @@ def test_probability_score_differentiates_the_softmax_output(tiny, image):
     np.testing.assert_allclose(cap.scores, probabilities, rtol=1e-4, atol=1e-6)
     assert cap.scores.sum() == pytest.approx(1.0, abs=1e-5)
     assert_cam_matches(
-        cap.cam(), activations, gradients, (32, 32), "mean", "weighted", "relu_first"
+        cap.cam(), activations, gradients, (32, 32), ("mean", "weighted", "relu_first")
     )
 
 
@@ -161,7 +154,7 @@ def test_logit_is_found_behind_every_kind_of_softmax_head(image, head):
     activations, gradients, logits = reference_tensors(feature_model, dense_head(dense), image, 0)
     np.testing.assert_allclose(cap.scores, logits, rtol=1e-4, atol=1e-5)
     assert_cam_matches(
-        cap.cam(), activations, gradients, (32, 32), "mean", "weighted", "relu_first"
+        cap.cam(), activations, gradients, (32, 32), ("mean", "weighted", "relu_first")
     )
     # and the model itself still outputs what it did: nothing was left patched
     assert np.allclose(model(image[None].astype("float32")).numpy().sum(), 1.0) == (
@@ -193,7 +186,7 @@ def test_sequential_model(image):
     np.testing.assert_allclose(cap.scores, logits, rtol=1e-4, atol=1e-5)
     for pooling, channels, order in OPTIONS:
         res = cap.cam("c2", pooling=pooling, channels=channels, order=order)
-        assert_cam_matches(res, activations, gradients, (32, 32), pooling, channels, order)
+        assert_cam_matches(res, activations, gradients, (32, 32), (pooling, channels, order))
 
 
 def nested_models():
@@ -242,7 +235,7 @@ def test_nested_base_model_non_square(kind):
     for pooling, channels, order in OPTIONS:
         res = cap.cam("b_conv1", pooling=pooling, channels=channels, order=order)
         assert res.heatmap.shape == (40, 56) and res.raw.shape == (40, 56)
-        assert_cam_matches(res, activations, gradients, (40, 56), pooling, channels, order)
+        assert_cam_matches(res, activations, gradients, (40, 56), (pooling, channels, order))
 
 
 def test_same_shape_images_and_classes_do_not_retrace(tiny):
@@ -378,4 +371,4 @@ def test_vgg16_agrees_with_eager_tape_for_every_option(vgg16, layer):
     np.testing.assert_allclose(cap.scores, logits, rtol=1e-3, atol=1e-3 * np.abs(logits).max())
     for pooling, channels, order in OPTIONS:
         res = cap.cam(layer, pooling=pooling, channels=channels, order=order)
-        assert_cam_matches(res, activations, gradients, (224, 224), pooling, channels, order)
+        assert_cam_matches(res, activations, gradients, (224, 224), (pooling, channels, order))

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gradcam_widget import core
+from gradcam_widget import core, data
 
 RNG = np.random.default_rng(7)
 
@@ -176,3 +176,63 @@ def test_heatmap_is_finite_in_unit_range_and_sized_h_by_w(
     assert heatmap.shape == size and heatmap.dtype == np.float32
     assert np.isfinite(heatmap).all()
     assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+
+
+# --- where a map points: the one peak function ------------------------------------------
+
+
+def one_hot(row, col, shape=(50, 60)):
+    heatmap = np.zeros(shape, np.float32)
+    heatmap[row, col] = 1.0
+    return heatmap
+
+
+def test_heatmap_peak_is_the_first_maximum_and_none_for_a_flat_map():
+    heatmap = one_hot(4, 9)
+    peak = core.heatmap_peak(heatmap)
+    assert peak == (4, 9) and all(type(side) is int for side in peak)
+    heatmap[30, 2] = 1.0  # a tie: the first maximum in row-major order
+    assert core.heatmap_peak(heatmap) == (4, 9)
+    assert core.heatmap_peak(np.array([[-3.0, -1.0], [-2.0, -5.0]])) == (0, 1)  # any range
+    assert core.heatmap_peak(np.array([[-np.inf, 2.0, np.inf]])) == (0, 2)
+    assert core.heatmap_peak(np.array([[1, 7], [7, 0]], np.uint8)) == (0, 1)
+    for flat in (np.zeros((5, 5)), np.full((5, 5), 0.3), np.full((1, 1), 7.0)):
+        assert core.heatmap_peak(flat) is None
+
+
+@pytest.mark.parametrize(
+    ("heatmap", "message"),
+    [
+        (np.zeros((2, 5, 5)), "2-D"),
+        (np.zeros(5), "2-D"),
+        (np.zeros((0, 5)), "non-empty"),
+        (np.full((5, 5), np.nan), "NaN"),
+        (np.where(one_hot(3, 3, (5, 5)) > 0, np.nan, 0.5), "NaN"),
+    ],
+)
+def test_heatmap_peak_refuses_what_is_not_a_map(heatmap, message):
+    with pytest.raises(ValueError, match=message):
+        core.heatmap_peak(heatmap)
+
+
+def test_cam_result_peak_and_the_pointing_checks_all_ask_heatmap_peak(monkeypatch):
+    weights = np.zeros(1, np.float32)
+    result = core.CamResult(
+        raw=np.zeros((5, 6), np.float32), heatmap=one_hot(4, 9), weights=weights
+    )
+    assert result.peak == (4, 9)
+    raw, heatmap, weights = core.compute_cam(
+        np.ones((5, 6, 1), np.float32), -np.ones((5, 6, 1), np.float32), (50, 60)
+    )
+    dead = core.CamResult(raw=raw, heatmap=heatmap, weights=weights)
+    assert not dead.heatmap.any() and dead.peak is None  # nothing positive: points nowhere
+
+    asked = []
+    original = core.heatmap_peak
+    monkeypatch.setattr(core, "heatmap_peak", lambda heatmap: asked.append(1) or original(heatmap))
+    mask = one_hot(4, 9) > 0
+    assert result.peak == (4, 9)
+    assert data.pointing_hit(result.heatmap, mask)
+    assert data.peak_on_object(result.heatmap, {0: mask}, 0)
+    assert not data.pointing_hit(dead.heatmap, mask)
+    assert len(asked) == 4

@@ -184,14 +184,16 @@ def _peak_at(row, col, size=(50, 60)):
     return heatmap
 
 
-def test_heatmap_peak():
-    assert data.heatmap_peak(_peak_at(4, 9)) == (4, 9)
-    assert data.heatmap_peak(np.zeros((5, 5))) is None
-    assert data.heatmap_peak(np.full((5, 5), 0.3)) is None
-    with pytest.raises(ValueError, match="2-D"):
-        data.heatmap_peak(np.zeros((2, 5, 5)))
+def test_a_flat_map_points_nowhere_and_a_nan_map_is_refused():
+    """The pointing checks ask gradcam_widget.core.heatmap_peak where a map points."""
+    masks = {0: _disk_mask((25, 10), 5), 3: _disk_mask((25, 40), 5)}
+    for flat in (np.zeros((50, 60)), np.full((50, 60), 0.3)):
+        assert not data.pointing_hit(flat, masks[0])
+        assert not data.peak_on_object(flat, masks, 0)
     with pytest.raises(ValueError, match="NaN"):
-        data.heatmap_peak(np.full((5, 5), np.nan))
+        data.pointing_hit(np.full((50, 60), np.nan), masks[0])
+    with pytest.raises(ValueError, match="2-D"):
+        data.peak_on_object(np.zeros((2, 50, 60)), masks, 0)
 
 
 def test_pointing_hit_uses_a_euclidean_tolerance():

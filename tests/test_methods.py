@@ -11,21 +11,21 @@ import pytest
 
 import gradcam_widget as gw
 from gradcam_widget import methods
-from gradcam_widget._tf import keras, tf
+from gradcam_widget._tf import tf
 from gradcam_widget.engine import bfloat16_supported
 
 
 @pytest.fixture(scope="module")
-def model():
-    keras.utils.set_random_seed(31)
-    inputs = keras.Input((24, 32, 3))
-    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = keras.layers.Conv2D(10, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.MaxPooling2D(name="pool2")(x)
-    x = keras.layers.Flatten()(x)
-    outputs = keras.layers.Dense(3, name="logits")(x)
-    return keras.Model(inputs, outputs)
+def model(make_cnn):
+    """24 x 32 input, two convolutions, a max-pool + flatten head of 3 logits."""
+    return make_cnn(
+        seed=31,
+        input_shape=(24, 32, 3),
+        filters=(6, 10),
+        classes=3,
+        activation=None,
+        head="flatten",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -193,10 +193,9 @@ def test_methods_never_return_nan_on_dead_maps():
 
 
 @pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has neither AMX nor AVX512-BF16")
-def test_scorecam_bfloat16_agrees_with_float32_which_stays_exact():
-    entry = gw.models.load("shapes")
+def test_scorecam_bfloat16_agrees_with_float32_which_stays_exact(shapes):
     scene = gw.data.sample_scene("two_shapes")
-    cap = gw.capture(entry, scene.image, class_index=scene.labels[0])
+    cap = gw.capture(shapes, scene.image, class_index=scene.labels[0])
     exact = cap.cam(method="scorecam", max_channels=32)
     fast = cap.cam(method="scorecam", max_channels=32, precision="bfloat16")
     again = cap.cam(method="scorecam", max_channels=32)
@@ -218,7 +217,7 @@ def test_scorecam_precision_is_checked(cap):
 
 
 @pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has neither AMX nor AVX512-BF16")
-def test_float32_passes_in_other_threads_stay_exact_during_bfloat16(model):
+def test_float32_passes_in_other_threads_stay_exact_during_bfloat16(model, shapes):
     """The bfloat16 rewrite is a global option: a float32 pass of *another* model, in another
     thread, made while Score-CAM runs in bfloat16, must wait for it and stay exact."""
     import threading
@@ -226,7 +225,6 @@ def test_float32_passes_in_other_threads_stay_exact_during_bfloat16(model):
 
     from gradcam_widget.captures import class_scores
 
-    entry = gw.models.load("shapes")
     scene = gw.data.sample_scene("two_shapes")
     images = np.random.default_rng(5).uniform(0, 255, (4, 24, 32, 3)).astype(np.float32)
     reference = class_scores(model, images, 1, score="logit")
@@ -244,7 +242,7 @@ def test_float32_passes_in_other_threads_stay_exact_during_bfloat16(model):
         for _ in range(3):
             seen.append(class_scores(model, images, 1, score="logit"))
 
-    cap = gw.capture(entry, scene.image, class_index=1)
+    cap = gw.capture(shapes, scene.image, class_index=1)
     thread = threading.Thread(target=worker)
     thread.start()
     cap.cam(method="scorecam", max_channels=128, batch_size=8, precision="bfloat16")

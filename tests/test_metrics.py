@@ -14,11 +14,6 @@ from gradcam_widget.captures import class_scores
 
 
 @pytest.fixture(scope="module")
-def shapes():
-    return gw.models.load("shapes")
-
-
-@pytest.fixture(scope="module")
 def scene():
     return gw.data.scene(1_000_003)
 
@@ -110,7 +105,7 @@ def test_baselines():
 # --- faithfulness on the shapes model ----------------------------------------------------
 
 
-def longhand_curve(entry, image, heatmap, class_index, steps, start, kind):
+def longhand_curve(entry, image, heatmap, *, class_index, steps, start, kind):
     """One image at a time: the k most salient pixels swapped, k = round(i / steps * P)."""
     order = metrics.saliency_order(heatmap)
     pixels = heatmap.size
@@ -136,7 +131,9 @@ def test_curves_match_a_longhand_loop(shapes, scene, kind, baseline):
     run = metrics.deletion if kind == "deletion" else metrics.insertion
     curve = run(shapes, scene.image, heat, label, steps=8, baseline=baseline)
     start = metrics.baseline_image(scene.image, baseline)
-    expected = longhand_curve(shapes, scene.image, heat, label, 8, start, kind)
+    expected = longhand_curve(
+        shapes, scene.image, heat, class_index=label, steps=8, start=start, kind=kind
+    )
     assert curve.kind == kind and curve.class_index == label
     np.testing.assert_allclose(curve.fractions, np.linspace(0, 1, 9), atol=1e-4)
     np.testing.assert_allclose(curve.scores, expected, atol=1e-5)
@@ -259,13 +256,8 @@ def test_committed_method_table_is_the_one_in_the_readme():
     assert table.count("\n| ") == 1 + 7 * 3 + 2  # header, 7 methods x 3 places, 2 references
 
 
-def test_class_scores_follow_a_model_that_takes_any_size():
-    from gradcam_widget._tf import keras
-
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
-    model = keras.Model(inputs, outputs)
+def test_class_scores_follow_a_model_that_takes_any_size(make_cnn):
+    model = make_cnn(input_shape=(None, None, 3), classes=2, activation=None)
     rng = np.random.default_rng(0)
     for size in ((20, 30), (33, 17)):
         images = rng.uniform(0, 255, (3, *size, 3)).astype(np.float32)

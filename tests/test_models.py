@@ -8,6 +8,7 @@ so there are 200 two-object scenes and about 115 objects per class.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import time
@@ -22,11 +23,6 @@ from gradcam_widget._tf import keras
 
 EVAL_SEEDS = range(1_000_000, 1_000_400)
 ASSETS = Path(models.__file__).parent / "assets"
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return models.load("shapes")
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +118,43 @@ def test_decode(shapes):
         shapes.decode(scores, top=0)
 
 
-def test_predict_checks_image_shape(shapes):
-    with pytest.raises(ValueError, match="224"):
-        shapes.predict(np.zeros((100, 100, 3), np.uint8))
+def test_predict_is_the_class_score_of_every_class(shapes):
+    """One eager call on the whole batch gives, column by column, what the compiled forward
+    pass gives per class (``score="logit"``: the shapes model outputs logits)."""
+    images = np.stack([data.scene(seed).image for seed in (1_000_500, 1_000_501, 1_000_502)])
+    logits = shapes.predict(images)
+    assert logits.shape == (3, len(data.CLASS_NAMES)) and logits.dtype == np.float32
+    for class_index in range(len(data.CLASS_NAMES)):
+        expected = gw.class_scores(shapes, images, class_index, score="logit")
+        np.testing.assert_allclose(logits[:, class_index], expected, rtol=1e-5, atol=1e-5)
+    one = shapes.predict(images[1])  # one (H, W, 3) image is a batch of one
+    assert one.shape == (1, len(data.CLASS_NAMES))
+    np.testing.assert_allclose(one[0], logits[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(shapes.predict(images / np.float32(1)), logits, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (np.zeros((100, 100, 3), np.uint8), "(N, 224, 224, 3)"),
+        (np.zeros((2, 224, 200, 3), np.uint8), "(N, 224, 224, 3)"),
+        (np.zeros((224, 224), np.uint8), "(N, 224, 224, 3)"),
+        (np.zeros((2, 224, 224, 4), np.uint8), "(N, 224, 224, 3)"),
+        (np.full((224, 224, 3), np.nan), "NaN"),
+    ],
+)
+def test_predict_refuses_what_the_model_cannot_take_in_one_line(shapes, images, message):
+    with pytest.raises(ValueError) as error:
+        shapes.predict(images)
+    text = str(error.value)
+    assert message in text and len(text.splitlines()) == 1, text
+
+
+def test_predict_checks_the_entrys_preprocess(shapes):
+    cropping = dataclasses.replace(shapes, preprocess=lambda batch: batch[:, :16])
+    with pytest.raises(ValueError, match=r"preprocess returned \(1, 16, 224, 3\)") as error:
+        cropping.predict(np.zeros((224, 224, 3), np.uint8))
+    assert "(N, 224, 224, 3)" in str(error.value)
 
 
 def test_unknown_model_lists_valid_names():
