@@ -1,5 +1,7 @@
 """CamExplorer driven from code: panels, cache discipline, errors, programmatic API."""
 
+import html
+
 import cv2
 import numpy as np
 import pytest
@@ -83,6 +85,7 @@ def test_result_is_the_cam_of_the_current_settings(explorer, model, image):
     [("pooling", "max"), ("channels", "top"), ("order", "resize_first"), ("layer", "conv1")],
 )
 def test_cam_settings_redraw_cam_panels_without_a_model_pass(explorer, name, value):
+    explorer.capture.gradients("conv1")  # every layer held (the first switch's pass: below)
     before, result_before, passes = snapshot(explorer), explorer.result, explorer.model_passes
     setattr(explorer, name, value)
     assert getattr(explorer, name) == value
@@ -120,7 +123,7 @@ def test_raw_panel_is_drawn_as_cells_following_the_layer_grid(explorer):
         explorer.layer = layer
         cell = render.cell_size((grid, grid))
         assert png_shape(explorer.panel_png("raw map"))[:2] == (grid * cell, grid * cell)
-        assert f"raw map {grid}×{grid}" in explorer._titles[1].value
+        assert f"raw map {grid}×{grid}" in explorer._titles["raw map"].value
     panel = cv2.imdecode(np.frombuffer(explorer.panel_png("raw map"), np.uint8), 1)
     cell = render.cell_size((8, 8))
     block = panel[:cell, :cell]
@@ -140,19 +143,19 @@ def test_class_and_score_changes_run_at_most_one_pass_and_are_cached(model, imag
     assert ex.model_passes == passes + 2
     ex.layer = "pool1"
     assert ex.model_passes == passes + 2
-    ex.class_index = first_class  # cached
-    assert ex.model_passes == passes + 2
-    ex.score = "probability"
+    ex.class_index = first_class  # cached, but the first view held conv2 only: pool1 fills in
     assert ex.model_passes == passes + 3
+    ex.score = "probability"
+    assert ex.model_passes == passes + 4
     assert ex.capture.scores.sum() == pytest.approx(1.0, abs=1e-4)
     ex.score = "logit"  # cached
-    assert ex.model_passes == passes + 3
+    assert ex.model_passes == passes + 4
     # cache is bounded: 3 captures; (first, prob) and (other0, logit) fall out in LRU order
     ex.class_index = other[1]
     ex.class_index = other[2]
-    assert ex.model_passes == passes + 5 and len(ex._captures) == 3
+    assert ex.model_passes == passes + 6 and len(ex._captures) == 3
     ex.class_index = other[0]  # evicted -> one pass again
-    assert ex.model_passes == passes + 6
+    assert ex.model_passes == passes + 7
 
 
 def test_class_dropdown_and_index_box_stay_in_sync(explorer):
@@ -316,10 +319,11 @@ def test_a_closed_explorer_closes_every_child_and_is_freed(model, image):
 
 def test_caches_are_bounded_in_bytes_and_results_leave_with_their_capture(model, image):
     ex = gw.CamExplorer(model, image)
-    one_layer = ex.capture.nbytes
+    ex.layer = "conv1"  # fills in every layer
+    every_layer = ex.capture.nbytes
     budget = 3 * 20_000
     ex = gw.CamExplorer(model, image, cache_bytes=budget, cache_size=100)
-    assert one_layer > budget  # the first capture holds every layer: it alone is over
+    assert every_layer > budget  # a capture holding every layer is over the budget alone
     for class_index in range(len(CLASS_NAMES)):
         ex.class_index = class_index
         ex.pooling = "max"
@@ -409,3 +413,173 @@ def test_a_refused_explorer_leaves_no_widget_and_no_capture(model, image):
     assert ex._model is None and ref() is model  # the closed explorer no longer holds it
     with pytest.raises(RuntimeError, match="closed"):
         ex.save_png("x.png")
+
+
+# --- issue 12: a first view as cheap as one layer, targets, the settings table -----------
+
+
+def sequential_cnn():
+    keras.utils.set_random_seed(31)
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1"),
+            keras.layers.MaxPooling2D(name="p1"),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, activation="softmax", name="head"),
+        ]
+    )
+
+
+def two_headed_cnn():
+    """Features -> a 3-class softmax ``cls`` and a one-value ``box`` (a regression)."""
+    keras.utils.set_random_seed(32)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="c2")(x)
+    features = keras.layers.GlobalAveragePooling2D()(x)
+    classes = keras.layers.Dense(3, activation="softmax", name="cls")(features)
+    return keras.Model(inputs, [classes, keras.layers.Dense(1, name="box")(features)])
+
+
+def regression_cnn():
+    keras.utils.set_random_seed(33)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.MaxPooling2D(name="p1")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.Flatten()(x)  # gradients vary over space: mean and max pooling differ
+    return keras.Model(inputs, keras.layers.Dense(1, name="value")(x))
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential"])
+def test_first_view_runs_one_pass_down_to_the_shown_layer_and_the_first_switch_one_more(
+    kind, model, image
+):
+    net = model if kind == "functional" else sequential_cnn()
+    passes = engine_for(net).passes
+    ex = gw.CamExplorer(net, image)
+    cap = ex.capture
+    assert engine_for(net).passes == passes + 1
+    assert cap.held_layers == (cap.default_layer,) == (ex.layer,)
+    assert len(cap.layers) > 2  # every candidate is known, only one layer's tensors held
+    assert "other layers: one more pass on first use" in ex.readout.value
+    others = [layer for layer in cap.layers if layer != ex.layer]
+    ex.layer = others[0]
+    assert ex.model_passes == passes + 2 and ex.capture is cap
+    assert cap.held_layers == cap.layers and len(cap.fill_ins) == 1
+    assert "other layers: filled in by one more pass" in ex.readout.value
+    assert "ms (just now)" in ex.readout.value
+    for layer in [cap.default_layer, *others[1:], "fused"]:
+        ex.layer = layer
+    assert ex.model_passes == passes + 2 and ex.error is None
+    assert "filled in by one more pass" in ex.readout.value and "(once, cached)" in ex.readout.value
+    ex.layer = others[0]
+    ex.set_image(np.random.default_rng(5).integers(0, 256, (32, 32, 3)).astype(np.uint8))
+    assert ex.model_passes == passes + 3 and ex.capture.held_layers == (others[0],)
+
+
+def test_the_layer_argument_is_the_only_layer_the_first_view_holds(model, image):
+    passes = engine_for(model).passes
+    ex = gw.CamExplorer(model, image, layer="conv1")
+    assert engine_for(model).passes == passes + 1
+    assert ex.layer == "conv1" and ex.result.layer == "conv1"
+    assert ex.capture.held_layers == ("conv1",)
+    fused = gw.CamExplorer(model, image, layer="fused")
+    assert fused.layer == "fused" and fused.result.layer == "conv1+conv2"
+
+
+def test_a_regression_target_hides_the_class_controls_and_disables_score(image):
+    net = regression_cnn()
+    ex = gw.CamExplorer(net, image, target=gw.targets.Regression())
+    controls = ex._controls
+    assert controls["class"].layout.display == "none"
+    assert controls["class_index"].layout.display == "none"
+    assert ex.class_index is None and ex.target.label == "value"
+    assert "target <b>value</b> · value " in ex.readout.value
+    assert f"{ex.capture.value:.4g}" in ex.readout.value and "class " not in ex.readout.value
+    assert controls["score"].disabled and "no probability" in controls["score"].tooltip
+    with pytest.raises(ValueError, match="score='probability' does not apply"):
+        ex.score = "probability"
+    with pytest.raises(ValueError, match="class_index does not apply"):
+        ex.class_index = 0
+    assert ex.score == "logit" and ex.pooling == "mean"
+    mean_map = ex.result.raw
+    ex.pooling = "max"
+    assert ex.result.pooling == "max" and not np.array_equal(ex.result.raw, mean_map)
+    expected = gw.capture(net, image, target=gw.targets.Regression()).cam(pooling="max")
+    np.testing.assert_allclose(ex.result.raw, expected.raw, rtol=1e-5, atol=1e-6)
+    ex.set_image(np.random.default_rng(6).integers(0, 256, (32, 32, 3)).astype(np.uint8))
+    assert ex.capture.target.label == "value" and "target <b>value</b>" in ex.readout.value
+    assert controls["class"].layout.display == "none" and ex.error is None
+
+
+def test_an_output_target_explains_one_head_of_a_two_output_model(image):
+    net = two_headed_cnn()
+    with pytest.raises(ValueError, match=r"2 outputs \(cls \(None, 3\), box \(None, 1\)\)"):
+        gw.CamExplorer(net, image)
+    with pytest.raises(ValueError, match="not both"):
+        gw.CamExplorer(net, image, class_index=1, target=gw.targets.Output("cls", 1))
+    ex = gw.CamExplorer(net, image, target=gw.targets.Output("cls", 1))
+    assert ex.class_index == 1 and ex.result.class_index == 1
+    assert "target <b>cls[1]</b> · logit " in ex.readout.value
+    assert ex._controls["class"].layout.display == "none"
+    assert not ex._controls["score"].disabled  # a class of one output has a probability
+    passes = ex.model_passes
+    ex.score = "probability"
+    assert ex.model_passes == passes + 1 and "cls[1]</b> · probability" in ex.readout.value
+    ex.score = "logit"  # cached
+    assert ex.model_passes == passes + 1
+    ex.score = "probability"
+    expected = gw.capture(net, image, score="probability", target=gw.targets.Output("cls", 1))
+    np.testing.assert_allclose(ex.result.raw, expected.cam().raw, rtol=1e-5, atol=1e-6)
+
+
+def good_and_bad_values(explorer) -> dict:
+    """A value each setting accepts (other than the current one) and one it refuses."""
+    lowest = int(np.argmin(explorer.capture.scores))
+    return {
+        "method": ("layercam", "guided", "'gradcam', 'gradcam++'"),
+        "layer": ("conv1", "nope", "candidate layers are: conv1, pool1, conv2, pool2"),
+        "pooling": ("max", "avg", "'mean', 'max'"),
+        "channels": ("top", "all", "'weighted', 'top'"),
+        "order": ("resize_first", "relu", "'relu_first', 'resize_first'"),
+        "score": ("probability", "softmax", "'logit', 'probability'"),
+        "class_index": (lowest, 99, "0..4"),
+        "colormap": ("viridis", "rainbowz", "'jet'"),
+        "opacity": (0.25, 1.5, "[0, 1]"),
+    }
+
+
+def test_every_setting_of_the_table_round_trips_and_refuses_a_bad_value(explorer):
+    from gradcam_widget import widget
+
+    cases = good_and_bad_values(explorer)
+    assert set(widget.SETTINGS) == set(cases)
+    for name, (good, bad, choices) in cases.items():
+        setting = widget.SETTINGS[name]
+        assert getattr(gw.CamExplorer, name).setting is setting  # made from the table
+        assert getattr(explorer, name) != good
+        setattr(explorer, name, good)
+        assert getattr(explorer, name) == good == explorer._controls[setting.control].value
+        assert explorer.error is None and "ready" in explorer.status.value
+        with pytest.raises(ValueError) as error:
+            setattr(explorer, name, bad)
+        assert choices in str(error.value)
+        assert choices in html.unescape(explorer.status.value)
+        assert getattr(explorer, name) == good  # the refused value changed nothing
+    assert explorer.result.method == "layercam" and explorer.result.layer == "conv1"
+    assert explorer.result.score == "probability" and explorer.result.order == "resize_first"
+
+
+def test_panels_are_keyed_by_title_and_method_labels_come_from_the_methods(explorer):
+    from gradcam_widget import methods
+
+    assert set(explorer._panels) == set(render.PANEL_TITLES)
+    with pytest.raises(ValueError, match="'input', 'raw map', 'heatmap', 'overlay'"):
+        explorer.panel_png("colorbar")
+    offered = dict((name, label) for label, name in explorer._controls["method"].options)
+    assert offered == {name: methods.get(name).label for name in methods.names()}
+    explorer.method = "hirescam"
+    assert "HiResCAM · weights" in explorer.readout.value
