@@ -153,7 +153,7 @@ def test_class_and_score_changes_run_at_most_one_pass_and_are_cached(model, imag
     # cache is bounded: 3 captures; (first, prob) and (other0, logit) fall out in LRU order
     ex.class_index = other[1]
     ex.class_index = other[2]
-    assert ex.model_passes == passes + 6 and len(ex._captures) == 3
+    assert ex.model_passes == passes + 6 and len(ex._session.captures) == 3
     ex.class_index = other[0]  # evicted -> one pass again
     assert ex.model_passes == passes + 7
 
@@ -192,7 +192,7 @@ def test_bad_settings_raise_and_land_in_the_status_line(explorer, name, value, m
 
 
 def test_a_failing_model_call_keeps_the_view_and_every_control(explorer, monkeypatch):
-    engine = engine_for(explorer._model)
+    engine = engine_for(explorer._session.model)
     before, result, old_class = snapshot(explorer), explorer.result, explorer.class_index
     target = next(i for i in range(len(CLASS_NAMES)) if i != old_class)
 
@@ -270,7 +270,7 @@ def test_fused_layer_entry(explorer):
 
 
 def test_scorecam_runs_forward_passes_once_per_setting(explorer):
-    engine = engine_for(explorer._model)
+    engine = engine_for(explorer._session.model)
     passes, scored = explorer.model_passes, engine.forward_images
     explorer.method = "scorecam"
     assert engine.forward_images > scored and explorer.model_passes == passes
@@ -328,12 +328,12 @@ def test_caches_are_bounded_in_bytes_and_results_leave_with_their_capture(model,
         ex.class_index = class_index
         ex.pooling = "max"
         ex.pooling = "mean"
-        held = ex._captures.nbytes
+        held = ex._session.captures.nbytes
         assert held <= max(budget, ex.capture.nbytes)
-        assert ex.cached_bytes == held + ex._results.nbytes
-    kept = set(ex._captures)
+        assert ex.cached_bytes == held + ex._session.results.nbytes
+    kept = set(ex._session.captures)
     assert 1 < len(kept) < len(CLASS_NAMES)  # class captures hold one layer: several fit
-    assert {key[0] for key in ex._results} <= kept  # no result outlives its capture
+    assert {key[0] for key in ex._session.results} <= kept  # no result outlives its capture
     assert set(ex.capture._gradients) == {ex.layer}
 
 
@@ -410,7 +410,7 @@ def test_a_refused_explorer_leaves_no_widget_and_no_capture(model, image):
     ex = gw.CamExplorer(model, image)
     ref = weakref.ref(model)
     ex.close()
-    assert ex._model is None and ref() is model  # the closed explorer no longer holds it
+    assert ex._session.model is None and ref() is model  # the closed explorer no longer holds it
     with pytest.raises(RuntimeError, match="closed"):
         ex.save_png("x.png")
 
