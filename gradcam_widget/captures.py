@@ -328,12 +328,29 @@ class Capture:
         return [(int(i), self.class_name(int(i)), float(self.scores[i])) for i in order]
 
 
-def _score_warnings(facts: PassResult, target: targets.Target, score: str, head, scores) -> tuple:
-    """One line for each way the requested score is not what the caller may think."""
+def _score_warnings(
+    facts: PassResult, target: targets.Target, score: str, head, scores, names=()
+) -> tuple:
+    """One line for each way the requested score is not what the caller may think.
+
+    Args:
+        facts: what the traced pass found (``squashed`` per output).
+        target: the target explained; only the output it reads matters.
+        score: ``"logit"`` or ``"probability"``.
+        head: the squashing head of a one-output model, or ``None``.
+        scores: ``(K,)`` scores of one image.
+        names: the model's output names, in order (to find a named output).
+    """
     notes = []
-    squashed = next((kind for kind in facts.squashed if kind), None)
-    if isinstance(target.output, int) and target.output < len(facts.squashed):
-        squashed = facts.squashed[target.output]
+    output = target.output
+    if isinstance(output, str) and output in names:
+        output = list(names).index(output)
+    if isinstance(output, int) and 0 <= output < len(facts.squashed):
+        squashed = facts.squashed[output]
+    elif len(facts.squashed) == 1 or isinstance(target, targets._Callable):
+        squashed = next((kind for kind in facts.squashed if kind), None)
+    else:
+        squashed = None
     if score == "logit" and squashed is not None and target.uses_score:
         notes.append(
             f"score='logit' but the model's output comes out of a {squashed} that could "
@@ -353,6 +370,30 @@ def _score_warnings(facts: PassResult, target: targets.Target, score: str, head,
                 "over one unit would be constant)"
             )
     return tuple(notes)
+
+
+def _gradient_notes(target: targets.Target, score: str, result: PassResult) -> tuple[str, ...]:
+    """A line when the gradient is zero at every kept layer for some image: its map is empty
+    because the score does not change with those layers there (a saturated probability, dead
+    units, or a custom target that does not depend on the outputs)."""
+    if not result.gradients:
+        return ()
+    count = len(result.values)
+    alive = np.zeros(count, bool)
+    for gradients in result.gradients.values():
+        alive |= gradients.reshape(count, -1).any(axis=1)
+    if alive.all():
+        return ()
+    hint = (
+        " (a probability of exactly 0 or 1 has no gradient: score='logit' explains it)"
+        if score == "probability"
+        else ""
+    )
+    return (
+        f"the gradient of {target.label} is zero at every recorded layer for "
+        f"{int((~alive).sum())} of {count} image(s), so those maps are empty: the score does "
+        f"not change with these layers there{hint}",
+    )
 
 
 @dataclass(frozen=True)
@@ -398,12 +439,18 @@ def _checked_pass(request: _Request, batch: np.ndarray, layer_names) -> tuple:
     wanted = layers.requested(layer_names, facts.candidates, default)
     with model_errors(batch.shape, engine.input_size):
         result = engine.run(batch, request.target, request.score, request.multi_label, wanted)
+    if result.values.shape != (len(batch),):
+        raise targets.TargetError(
+            f"target {request.target.label} must return one score per image: it returned "
+            f"shape {result.values.shape} for {len(batch)} images"
+        )
+    width = result.scores.shape[-1]
+    if (result.class_indices >= width).any():
+        raise ValueError(
+            f"class_index must be in 0..{width - 1}; got {int(result.class_indices.max())}"
+        )
     if not np.isfinite(result.scores).all() or not np.isfinite(result.values).all():
         raise ValueError("the model produced NaN or infinite scores for this image")
-    largest = result.scores.shape[-1]
-    fed = request.target.feed(len(batch))
-    if isinstance(request.target, targets.Class) and (fed >= largest).any():
-        raise ValueError(f"class_index must be in 0..{largest - 1}; got {int(fed.max())}")
     return facts, default, result
 
 
@@ -432,6 +479,7 @@ def _capture_of(
     """
     chosen = int(result.class_indices[index])
     class_index = chosen if chosen >= 0 else None
+    own = request.target.subset(index, index + 1).for_class(class_index)  # this image's
     return Capture(
         layers=result.candidates,
         default_layer=default,
@@ -447,14 +495,14 @@ def _capture_of(
         _source=_Source(
             model=request.model,
             inputs=inputs,
-            target=request.target.for_class(class_index),
+            target=own,
             score=request.score,
             multi_label=request.multi_label,
         ),
         _layer_classes=request.engine.layer_classes,
         _shapes=result.shapes,
         _complete=complete,
-        target=request.target.for_class(class_index),
+        target=own,
         value=float(result.values[index]),
         warnings=notes,
     )
@@ -511,8 +559,9 @@ def capture(
     shown, batch, image_notes = inputs.prepare(image, engine.input_size, request.preprocess)
     facts, default, result = _checked_pass(request, batch, layers)
     notes = image_notes + _score_warnings(
-        facts, request.target, request.score, engine.head, result.scores[0]
+        facts, request.target, request.score, engine.head, result.scores[0], engine.output_names
     )
+    notes += _gradient_notes(request.target, request.score, result)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     complete = result.layers == result.candidates

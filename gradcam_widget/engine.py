@@ -336,13 +336,16 @@ class PassResult:
 # Scoring: the one step every pass shares
 
 
-def scored_outputs(outputs, names: tuple[str, ...], score: str, heads: tuple, multi_label: bool):
+def scored_outputs(outputs, names: tuple[str, ...], score: str, multi_label: bool, squash=True):
     """The model's outputs as a target sees them: one tensor for a one-output model, else
     ``{name: tensor}`` in output order.
 
     ``score="logit"``: as they come (:func:`tapped` has bypassed each output's squashing
-    head). ``"probability"``: an output without a softmax/sigmoid head gets one here, over
-    its last axis (sigmoid for a multi-label entry or a single unit).
+    head). ``"probability"``: an output that does not already come out of a softmax/sigmoid
+    gets one here, over its last axis (sigmoid for a multi-label entry or a single unit);
+    ``squash=False`` leaves every output as the model gives it (a regression value).
+    Whether an output is squashed is read from the traced graph itself, so it holds for
+    dict outputs in any key order and for subclassed models alike.
     """
     if isinstance(outputs, dict):
         parts = list(outputs.values())
@@ -353,12 +356,12 @@ def scored_outputs(outputs, names: tuple[str, ...], score: str, heads: tuple, mu
         parts = [outputs]
     if len(names) != len(parts):
         names = tuple(f"output_{index}" for index in range(len(parts)))
-    if len(heads) != len(parts):
-        heads = (None,) * len(parts)
     scored = []
-    for part, head in zip(parts, heads, strict=True):
+    for part in parts:
+        squashed = squashed_output(part)
         part = tf.cast(part, tf.float32)
-        if score == "probability" and head is None and part.shape.rank and part.shape.rank >= 2:
+        rank = part.shape.rank or 0
+        if score == "probability" and squash and squashed is None and rank >= 2:
             units = part.shape[-1]
             part = tf.sigmoid(part) if multi_label or units == 1 else tf.nn.softmax(part)
         scored.append(part)
@@ -398,6 +401,7 @@ class Engine:
         self.forward_images = 0
         self._facts: dict[tuple, PassResult] = {}
         self._functions: OrderedDict[tuple, Callable] = OrderedDict()  # LRU, see _compiled
+        self._forwards: OrderedDict[tuple, Callable] = OrderedDict()  # forward-only passes
         self._lock = threading.RLock()
 
     @property
@@ -418,23 +422,26 @@ class Engine:
         height, width, channels = self.input_size
         return (None, height, width, channels or inputs_shape[-1])
 
-    def _compiled(self, key: tuple, make: Callable, signature: tuple, feed: tuple) -> Callable:
+    def _compiled(
+        self, key: tuple, make: Callable, signature: tuple, feed: tuple, store=None
+    ) -> Callable:
         """The compiled function for ``key`` (made by ``make()`` on first use).
 
         At most :data:`MAX_TRACES` are kept per model, least recently used dropped: each
         (target, layer list, score) asked for is one trace of a few MB, and a long session
         must not keep them all.
         """
-        if key in self._functions:
-            self._functions.move_to_end(key)
-            return self._functions[key]
-        function = self._functions[key] = tf.function(
+        store = self._functions if store is None else store
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+        function = store[key] = tf.function(
             make(),
             input_signature=[tf.TensorSpec(signature, tf.float32), tf.TensorSpec(*feed)],
             autograph=False,
         )
-        while len(self._functions) > MAX_TRACES:
-            self._functions.popitem(last=False)
+        while len(store) > MAX_TRACES:
+            store.popitem(last=False)
         return function
 
     def _pass(self, signature, target, score, multi_label, layers):
@@ -458,7 +465,7 @@ class Engine:
             ):
                 outputs = model(inputs, training=False)
                 scored = scored_outputs(
-                    outputs, engine.output_names, score, engine.heads, multi_label
+                    outputs, engine.output_names, score, multi_label, target.adds_squash
                 )
                 values, chosen, scores = target.traced(scored, feed)
                 total = tf.reduce_sum(values)
@@ -501,23 +508,24 @@ class Engine:
             with tapped((), model if score == "logit" else None):
                 outputs = model(inputs, training=False)
                 scored = scored_outputs(
-                    outputs, engine.output_names, score, engine.heads, multi_label
+                    outputs, engine.output_names, score, multi_label, target.adds_squash
                 )
-                return target.traced(scored, feed)[0]
+                values, _, scores = target.traced(scored, feed)
+                return values, tf.shape(scores)[-1]
 
         return forward
 
     def describe(self, inputs_shape: tuple, target, score: str, multi_label: bool) -> PassResult:
         """What a pass over inputs of ``inputs_shape`` finds (candidate layers, their traced
         shapes, squashed outputs), without running it: the first time per signature and
-        target, a gradient-free pass is traced (compiled, not run).
+        score mode, a gradient-free pass is traced with ``target`` (compiled, not run).
 
         Raises:
             ModelCheckError: when the model has no 4-D layer, or the target does not fit its
                 outputs.
         """
         signature = self.signature(inputs_shape)
-        key = (signature, target.trace_key, score, multi_label)
+        key = (signature, score, multi_label)  # layers and shapes do not depend on the target
         with self._lock:
             if key not in self._facts:
                 function = self._pass(signature, target, score, multi_label, ())
@@ -574,19 +582,26 @@ class Engine:
     ) -> np.ndarray:
         """Forward passes only: the target's value for every image of ``batch``
         ``(N, H, W, C)``, ``batch_size`` at a time. Compiled once per target, score mode and
-        input signature (any N: no retrace); ``precision="bfloat16"`` runs them through
-        oneDNN's bfloat16 rewrite."""
+        input signature (any N: no retrace), kept apart from the gradient passes (at most
+        :data:`MAX_TRACES` too); ``precision="bfloat16"`` runs them through oneDNN's bfloat16
+        rewrite.
+
+        Raises:
+            ModelCheckError: when a fed class index is beyond the scores the target reads.
+        """
         signature = self.signature(batch.shape)
         key = ("forward", signature, target.trace_key, score, multi_label)
         with self._lock:
             make = lambda: self._make_forward(target, score, multi_label)  # noqa: E731
-            function = self._compiled(key, make, signature, target.feed_spec)
+            function = self._compiled(key, make, signature, target.feed_spec, self._forwards)
             results = []
             with _precision(precision):
                 for start in range(0, len(batch), batch_size):
                     chunk = batch[start : start + batch_size]
-                    feed = tf.constant(target.feed(len(chunk)))
-                    results.append(function(tf.constant(chunk, dtype=tf.float32), feed).numpy())
+                    fed = target.feed(len(chunk))
+                    values, width = function(tf.constant(chunk, dtype=tf.float32), tf.constant(fed))
+                    _check_fed(target, fed, int(width))
+                    results.append(values.numpy())
                     self.forward_images += len(chunk)
             return np.concatenate(results).astype(np.float32)
 
@@ -612,7 +627,8 @@ class Engine:
             return forward
 
         with self._lock:
-            function = self._compiled(("outputs", signature), make, signature, ((None,), "int32"))
+            key = ("outputs", signature)
+            function = self._compiled(key, make, signature, ((None,), "int32"), self._forwards)
             results = []
             with _precision("float32"):
                 for start in range(0, len(batch), batch_size):
@@ -621,6 +637,13 @@ class Engine:
                     results.append(function(tf.constant(chunk, dtype=tf.float32), feed).numpy())
                     self.forward_images += len(chunk)
             return np.concatenate(results)
+
+
+def _check_fed(target, fed: np.ndarray, width: int) -> None:
+    """Refuse a class index fed to the pass that the output the target reads does not have
+    (integer feeds are class indices, ``-1`` for the top class)."""
+    if fed.dtype.kind == "i" and fed.size and int(fed.max()) >= width:
+        raise ModelCheckError(f"class_index must be in 0..{width - 1}; got {int(fed.max())}")
 
 
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -19,7 +19,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gradcam_widget import core, images, inputs, methods
-from gradcam_widget.captures import _capture_of, _checked_pass, _request, _score_warnings
+from gradcam_widget.captures import (
+    _capture_of,
+    _checked_pass,
+    _gradient_notes,
+    _request,
+    _score_warnings,
+)
 
 __all__ = ["Explanations", "explain", "iter_explain"]
 
@@ -35,7 +41,7 @@ class Explanations:
         scores: ``(N, K)`` float32 scores of the output explained (logits or probabilities).
         values: ``(N,)`` float32, each image's target value (what was differentiated).
         layer: the layer's path.
-        target: the target's label.
+        target_label: the target's label (``"class 3"``, ``"a class per image"`` ...).
         start: the index of the first image in the whole stream (for :func:`iter_explain`).
         warnings: one line per thing the caller should know (how images were read, how the
             score was taken), each once.
@@ -46,7 +52,7 @@ class Explanations:
     scores: np.ndarray
     values: np.ndarray
     layer: str
-    target: str
+    target_label: str
     start: int = 0
     warnings: tuple[str, ...] = ()
 
@@ -96,16 +102,13 @@ class Explanations:
         """One :class:`Explanations` from consecutive parts (as :func:`iter_explain` yields)."""
         if not parts:
             raise ValueError("there are no images to explain")
-        widths = {part.scores.shape[-1] for part in parts}
         return Explanations(
             results=tuple(itertools.chain.from_iterable(part.results for part in parts)),
             class_indices=np.concatenate([part.class_indices for part in parts]),
-            scores=np.concatenate([part.scores for part in parts])
-            if len(widths) == 1
-            else np.zeros((sum(map(len, parts)), 0), np.float32),
+            scores=np.concatenate([part.scores for part in parts]),
             values=np.concatenate([part.values for part in parts]),
             layer=parts[0].layer,
-            target=parts[0].target,
+            target_label=parts[0].target_label,
             start=parts[0].start,
             warnings=tuple(dict.fromkeys(w for part in parts for w in part.warnings)),
         )
@@ -144,6 +147,11 @@ def iter_explain(
     the number of images. Arguments as :func:`explain`.
     """
     batch_size = core.check_int("batch_size", batch_size)
+    if layer is not None and not isinstance(layer, str):
+        raise ValueError(
+            f"layer must be one layer name (explain makes one map per image); got {layer!r}: "
+            "call explain once per layer, or use gw.capture(...).fuse(...) for a fused map"
+        )
     methods.get(method).bind(**_method_options(cam_options))  # fails before any pass
     request = _request(model, targets, score, preprocess)
     per_image = request.target.per_image  # how many images a target's own data covers
@@ -164,7 +172,10 @@ def iter_explain(
         facts, default, result = _checked_pass(step, model_inputs, [layer])
         path = result.layers[0]
         notes = tuple(dict.fromkeys(note for entry in batch for note in entry[2]))
-        notes += _score_warnings(facts, step.target, score, engine.head, result.scores[0])
+        notes += _score_warnings(
+            facts, step.target, score, engine.head, result.scores[0], engine.output_names
+        )
+        notes += _gradient_notes(step.target, score, result)
         results = []
         for index, (shown, _, _) in enumerate(batch):
             cap = _capture_of(step, result, index=index, shown=shown, default=default, notes=(),
@@ -176,7 +187,7 @@ def iter_explain(
             scores=result.scores,
             values=result.values,
             layer=path,
-            target=request.target.label,
+            target_label=request.target.label,
             start=start,
             warnings=notes,
         )

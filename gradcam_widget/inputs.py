@@ -126,6 +126,11 @@ def image_stream(source) -> Iterator:
     """The images of ``source`` one at a time: an ``(N, H, W, C)`` array, a list, a generator
     or a ``tf.data.Dataset`` of images (anything iterable; tensors are turned into arrays).
 
+    Two dataset shapes are read as people make them: an element that is a tuple
+    ``(image, label, ...)`` gives its image, and an element that is itself a batch
+    ``(n, H, W, C)`` (``dataset.batch(n)``, ``image_dataset_from_directory``) gives its n
+    images.
+
     Raises:
         ValueError: for a single image (``(H, W, 3)``) or something that is not iterable.
     """
@@ -146,4 +151,16 @@ def image_stream(source) -> Iterator:
             "images must be an (N, H, W, 3) array, a list, a generator or a dataset of images; "
             f"got {type(source).__name__}"
         )
-    return (item.numpy() if hasattr(item, "numpy") else item for item in source)
+    return _flattened(source)
+
+
+def _flattened(source) -> Iterator:
+    for item in source:
+        if isinstance(item, tuple) and item:
+            item = item[0]  # (image, label, ...): the image
+        if hasattr(item, "numpy"):
+            item = item.numpy()
+        if isinstance(item, np.ndarray) and item.ndim == 4:
+            yield from item  # a batch of images
+        else:
+            yield item

@@ -57,13 +57,6 @@ def output_layers(model) -> list:
     ]
 
 
-def final_layer(model):
-    """The layer that produces a one-output model's output (``None`` when it cannot be
-    told, or the model has several outputs)."""
-    layers = output_layers(model)
-    return layers[0] if len(layers) == 1 else None
-
-
 def _squashing(layer) -> str | None:
     if layer is None or isinstance(layer, keras.Model):
         return None
@@ -76,16 +69,6 @@ def _squashing(layer) -> str | None:
 def output_heads(model) -> tuple:
     """Per output, ``"softmax"``/``"sigmoid"`` when its last step squashes it, else None."""
     return tuple(_squashing(layer) for layer in output_layers(model))
-
-
-def head_activation(model) -> str | None:
-    """``"softmax"`` or ``"sigmoid"`` when a one-output model's last step squashes its
-    scores, else None.
-
-    Recognises a final ``Dense``/``Conv`` with that ``activation``, a ``Softmax`` layer and an
-    ``Activation`` layer, looking inside nested models.
-    """
-    return _squashing(final_layer(model))
 
 
 def squashed_output(tensor) -> str | None:
@@ -170,7 +153,7 @@ def _recording_call(tap: _Tap, path: str, original):
 
 def _skipped_for(tap: _Tap, original):
     """``original`` (a layer's ``call`` or ``activation``) that returns its input unchanged
-    for the tapping thread. It keeps the original's name: :func:`head_activation` still
+    for the tapping thread. It keeps the original's name: :func:`output_heads` still
     recognises the head while the block is open."""
 
     def skipped(inputs, *args, **kwargs):

@@ -46,6 +46,7 @@ class Target:
     class_index: int | None = None
     output: str | int | None = None
     uses_score = True  # False when score="probability" has no meaning for it
+    adds_squash = True  # score="probability" squashes an output that has no softmax/sigmoid
     per_image: int | None = None  # how many images its per-image data covers, if it has any
     feed_spec: tuple = ((None,), "int32")  # shape and dtype of what feed() gives
 
@@ -80,7 +81,8 @@ class Target:
         (``{name: shape}``, or ``None`` when unknown before the model runs)."""
         if score == "probability" and not self.uses_score:
             raise TargetError(
-                f"{self.label} explains the model's value: score='probability' does not apply; "
+                f"{self.label} explains the model's value (before a final sigmoid, which is "
+                "bypassed and leaves the map unchanged): score='probability' does not apply; "
                 "use score='logit'"
             )
         if outputs is not None:
@@ -137,8 +139,6 @@ def _pick_shape(outputs: dict, output, target: Target) -> tuple:
             )
         return outputs[names[output]]
     if output not in outputs:
-        if len(names) == 1:
-            return outputs[names[0]]  # a one-output model: its output, whatever its name
         raise TargetError(
             f"unknown output {output!r}; the model's outputs are: {_describe(outputs)}"
         )
@@ -177,12 +177,17 @@ def _hint(tensor, output=None) -> str:
 
 
 def _class_values(scores, feed):
-    """Per image, the score of the fed class (the top class where the feed is out of range)."""
+    """Per image, the score of the fed class (the top class where ``-1`` is fed).
+
+    A fed index beyond the scores is kept in the returned indices (its value is NaN), so that
+    the caller can name it: the output's width may be known only now."""
     count = ops.shape(scores)[-1]
     top = ops.cast(ops.argmax(scores, axis=-1), "int32")
-    chosen = ops.where((feed < 0) | (feed >= count), top, feed)
-    values = ops.take_along_axis(scores, chosen[:, None], axis=-1)[:, 0]
-    return values, chosen
+    chosen = ops.where(feed < 0, top, feed)
+    inside = chosen < count
+    safe = ops.where(inside, chosen, ops.zeros_like(chosen))
+    values = ops.take_along_axis(scores, safe[:, None], axis=-1)[:, 0]
+    return ops.where(inside, values, ops.full_like(values, float("nan"))), chosen
 
 
 def _check_index(name: str, value, count: int | None = None) -> int:
@@ -204,11 +209,22 @@ class Class(Target):
     """
 
     def __init__(self, k: int | Sequence[int] | None = None):
+        if isinstance(k, np.ndarray) and k.ndim == 0:
+            k = k.item()
         if k is None or isinstance(k, (int, np.integer)) and not isinstance(k, bool):
             self.k = None if k is None else _check_index("class index", k)
             self.class_index = self.k
             self.label = "top class" if k is None else f"class {self.k}"
         else:
+            if isinstance(k, (bool, np.bool_, float, str, bytes)) or not isinstance(
+                k, (Sequence, np.ndarray)
+            ):
+                raise TargetError(
+                    f"a class target is a class index, None or a sequence of class indices; "
+                    f"got {k!r}"
+                )
+            if len(k) == 0:
+                raise TargetError("targets is an empty sequence: give one class index per image")
             self.k = np.array([_check_index("class index", value) for value in k], np.int32)
             self.label = "a class per image"
             self.per_image = len(self.k)
@@ -286,8 +302,17 @@ class Output(Target):
     def traced(self, outputs, feed):
         picked = _pick(outputs, self.output, self)
         _rank(picked, (2,), self, _hint(picked, self.output))
+        if self.k is not None and isinstance(picked.shape[-1], int):
+            _check_index("k", self.k, picked.shape[-1])
         values, chosen = _class_values(picked, feed)
         return values, chosen, picked
+
+    def check(self, outputs, score):
+        super().check(outputs, score)
+        if outputs is not None and self.k is not None:
+            shape = _pick_shape(outputs, self.output, self)
+            if len(shape) == 2 and isinstance(shape[-1], int):
+                _check_index("k", self.k, shape[-1])
 
     def for_class(self, class_index):
         return Output(self.output, class_index)
@@ -343,6 +368,8 @@ class Region(Target):
             return np.full(count, -1, np.int32)
         if self.mask.ndim == 2:
             return np.broadcast_to(self.mask, (count, *self.mask.shape))
+        if len(self.mask) == 1:  # one image's own mask, for every masked copy of it
+            return np.broadcast_to(self.mask[0], (count, *self.mask.shape[1:]))
         if len(self.mask) != count:
             raise TargetError(f"Region has {len(self.mask)} masks for {count} images")
         return self.mask
@@ -372,10 +399,14 @@ class Regression(Target):
         sign: ``+1`` (default) or ``-1``.
         output: the output's name or index for a multi-output model.
 
-    With ``score="logit"`` a final sigmoid/softmax of that output is bypassed, as for a class.
+    A final sigmoid of that output is bypassed, as for a class logit: the value explained is
+    the one before it. The map is the same either way (a sigmoid only scales an image's
+    gradients by one positive number, which the normalisation removes); only :attr:`value`
+    differs. ``score="probability"`` is refused: there is no probability to take.
     """
 
     uses_score = False
+    adds_squash = False
 
     def __init__(self, sign: int = 1, output: str | int | None = None):
         if sign not in (1, -1) or isinstance(sign, bool):
@@ -427,7 +458,18 @@ class _Callable(Target):
                 f"target {self.label} failed on the model's outputs "
                 f"{_shapes_text(outputs)}: {type(error).__name__}: {error}"
             ) from None
+        if values is None:
+            raise TargetError(
+                f"target {self.label} returned None; it must return one score per image, "
+                f"shape (N,), from outputs {_shapes_text(outputs)}"
+            )
         values = ops.convert_to_tensor(values)
+        dtype = keras.backend.standardize_dtype(values.dtype)
+        if "float" not in dtype:
+            raise TargetError(
+                f"target {self.label} returned {dtype} values; it must return float "
+                "scores (an integer or bool score has no gradient)"
+            )
         if len(values.shape) == 2 and values.shape[-1] == 1:
             values = values[:, 0]
         if len(values.shape) != 1:

@@ -212,3 +212,19 @@ def test_nested_mobilenet_in_a_sequential_batch_equals_single():
     for index, image in enumerate(images):
         single = _single(model, image, [0, 3, 1][index], layer)
         np.testing.assert_allclose(ex[index].heatmap, single.heatmap, atol=1e-5)
+
+
+def test_datasets_of_pairs_and_of_batches(softmax_model):
+    images = _images(5, seed=13)
+    reference = gw.explain(softmax_model, images, targets=1)
+    labels = np.arange(5)
+    pairs = tf.data.Dataset.from_tensor_slices((images, labels))
+    batched = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    for source in (pairs, batched, tf.data.Dataset.from_tensor_slices(images).batch(3)):
+        ex = gw.explain(softmax_model, source, targets=1, batch_size=4)
+        np.testing.assert_allclose(ex.heatmaps, reference.heatmaps, atol=1e-6)
+
+
+def test_explain_takes_one_layer(softmax_model):
+    with pytest.raises(ValueError, match="one layer name"):
+        gw.explain(softmax_model, _images(2), layer=["conv1", "conv2"])

@@ -235,3 +235,139 @@ def test_region_masks_are_fed_not_traced(segmenter):
     assert engine.traces <= traced + 1  # (the conv2-only pass of explain, once)
     with pytest.raises(ValueError, match="covers 4 images"):
         gw.explain(segmenter, images[:3], targets=Region(0, masks))
+
+
+# --- found in review: each of these failed before its fix ---------------------------------
+
+
+def test_per_image_region_masks_reach_score_cam_and_fill_in(segmenter):
+    images = np.stack([_image(seed) for seed in range(4)])
+    masks = np.zeros((4, 28, 28), bool)
+    for index in range(4):
+        masks[index, 6 * index : 6 * index + 6] = True
+    for batch_size in (4, 3):
+        ex = gw.explain(segmenter, images, targets=Region(1, masks), layer="conv2",
+                        method="scorecam", max_channels=4, batch_size=batch_size)  # fmt: skip
+        for index in (0, 3):
+            single = gw.capture(segmenter, images[index], target=Region(1, masks[index]))
+            expected = single.cam("conv2", method="scorecam", max_channels=4)
+            np.testing.assert_allclose(ex[index].heatmap, expected.heatmap, atol=1e-5)
+    one = gw.capture(segmenter, images[0], target=Region(1, masks[:1]))
+    assert one.cam("conv", method="scorecam", max_channels=3).heatmap.shape == (SIZE, SIZE)
+
+
+def test_dict_outputs_in_any_key_order_are_squashed_once():
+    inputs, x = _trunk(5)
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(
+        inputs,
+        {
+            "zeta": keras.layers.Dense(3, activation="softmax", name="cls")(pooled),
+            "alpha": keras.layers.Dense(1, name="box")(pooled),
+        },
+    )
+    image = _image(8) / 40.0  # small inputs: a softmax that is not saturated
+    cap = gw.capture(model, image, target=Output("zeta", 1), score="probability")
+    expected = model(image[None].astype(np.float32))["zeta"].numpy()[0]
+    np.testing.assert_allclose(cap.scores, expected, rtol=1e-5)
+
+
+def test_a_class_an_output_does_not_have_is_refused(two_heads):
+    with pytest.raises(ValueError, match=r"k must be in 0\.\.2; got 99"):
+        gw.capture(two_heads, _image(), target=Output("cls", 99))
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3, name="conv")
+            self.head = keras.layers.Dense(3)
+
+        def call(self, inputs):
+            return self.head(keras.ops.mean(self.conv(inputs), axis=(1, 2)))
+
+    model = Subclassed()
+    model(np.zeros((1, SIZE, SIZE, 3), np.float32))
+    images = np.stack([_image(seed) for seed in range(2)])
+    with pytest.raises(ValueError, match=r"class_index must be in 0\.\.2; got 5"):
+        gw.class_scores(model, images, 5, score="logit")
+    with pytest.raises(ValueError, match=r"class_index must be in 0\.\.2; got 7"):
+        gw.capture(model, images[0], class_index=7)
+
+
+def test_a_custom_target_of_the_wrong_length_or_kind_is_refused(two_heads):
+    cls_only = keras.Model(two_heads.inputs, two_heads.outputs[0])
+    images = np.stack([_image(seed) for seed in range(3)])
+    longer = lambda o: keras.ops.concatenate([o[:, 0], o[:1, 0]])  # noqa: E731
+    with pytest.raises(ValueError, match=r"one score per image.*\(4,\) for 3 images"):
+        gw.explain(cls_only, images, targets=longer)
+    with pytest.raises(ValueError, match=r"one score per image.*\(1,\) for 3 images"):
+        gw.explain(cls_only, images, targets=lambda o: keras.ops.ones((1,)))
+    with pytest.raises(ValueError, match="returned None"):
+        gw.explain(cls_only, images, targets=lambda o: None)
+    with pytest.raises(ValueError, match="int32 values; it must return float"):
+        gw.explain(cls_only, images, targets=lambda o: keras.ops.cast(o[:, 0], "int32"))
+    with pytest.warns(UserWarning, match="gradient of .* is zero .* 3 of 3"):
+        ex = gw.explain(cls_only, images, targets=lambda o: keras.ops.zeros_like(o[:, 0]) + 1.0)
+    assert not ex.heatmaps.any()
+
+
+def test_bad_class_targets_are_one_value_error(two_heads):
+    cls_only = keras.Model(two_heads.inputs, two_heads.outputs[0])
+    images = np.stack([_image(seed) for seed in range(2)])
+    for bad in ([], 2.0, True, [1.5, 2]):
+        with pytest.raises(ValueError):
+            gw.explain(cls_only, images, targets=bad)
+    with pytest.raises(ValueError, match="empty"):
+        Class([])
+    ex = gw.explain(cls_only, images, targets=np.array(2))  # a 0-d array is one class index
+    assert ex.class_indices.tolist() == [2, 2]
+    assert gw.explain(cls_only, images, targets=np.array([0, 2])).class_indices.tolist() == [0, 2]
+
+
+def test_regression_on_a_sigmoid_head_gives_the_map_of_the_value():
+    inputs, x = _trunk(6)
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="p")(pooled))
+    image = _image(9) / 50.0
+    cap = gw.capture(model, image, target=Regression())
+    expected = _longhand(model, "conv", image, lambda outputs: outputs[0][:, 0])
+    np.testing.assert_allclose(cap.cam().heatmap, gw.core.to_heatmap(expected, (SIZE, SIZE)),
+                               atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="before a final sigmoid"):
+        gw.capture(model, image, target=Regression(), score="probability")
+
+
+def test_no_logit_warning_for_an_output_the_target_does_not_read(lambda_softmax_model):
+    inputs = lambda_softmax_model.inputs
+    features = lambda_softmax_model.get_layer("c").output
+    box = keras.layers.Dense(2, name="box")(keras.layers.GlobalAveragePooling2D()(features))
+    model = keras.Model(inputs, [lambda_softmax_model.outputs[0], box])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gw.capture(model, _image(), target=Output("box", 1))
+    with pytest.warns(UserWarning, match="could not be bypassed"):
+        gw.capture(model, _image(), target=Output(0, 1))
+
+
+def test_a_dropped_custom_target_is_freed_once_its_trace_is_evicted(two_heads):
+    import gc
+    import weakref
+
+    from gradcam_widget.engine import MAX_TRACES
+
+    cls_only = keras.Model(two_heads.inputs, two_heads.outputs[0])
+    images = np.stack([_image(seed) for seed in range(2)])
+
+    class Weights:
+        vector = np.array([0.5, 0.25, 0.25], np.float32)
+
+    held = Weights()
+    ref = weakref.ref(held)
+    gw.explain(cls_only, images, targets=lambda o, w=held: keras.ops.sum(o * w.vector, axis=1))
+    del held
+    for step in range(MAX_TRACES + 1):
+        gw.explain(cls_only, images, targets=lambda o, s=step: o[:, s % 3])
+    gc.collect()
+    assert ref() is None
