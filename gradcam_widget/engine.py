@@ -384,7 +384,8 @@ class Engine:
         leaves: ``(path, layer)`` of every leaf layer, nested models included.
         layer_classes: ``{path: class name}``.
         input_size: ``(H, W, C)`` the model fixes (``None`` where free).
-        passes: forward + backward passes run; ``traces``: passes compiled;
+        passes: forward + backward passes run; ``traces``: those passes compiled (forward-only
+            compiles are not counted);
         forward_images: images scored by forward-only passes (Score-CAM, the metrics).
     """
 
