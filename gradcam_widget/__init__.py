@@ -12,7 +12,14 @@ TensorFlow. The widget (:class:`CamExplorer`) is imported lazily so the core nee
 """
 
 from gradcam_widget import core, targets
-from gradcam_widget.captures import Capture, capture, class_scores, grad_cam
+from gradcam_widget.captures import (
+    Capture,
+    capture,
+    class_scores,
+    grad_cam,
+    guided_grad_cam,
+    saliency,
+)
 from gradcam_widget.core import CamResult
 from gradcam_widget.explanations import Explanations, explain, iter_explain
 
@@ -41,6 +48,8 @@ __all__ = [
     "core",
     "explain",
     "grad_cam",
+    "guided_grad_cam",
+    "saliency",
     "iter_explain",
     "targets",
     "__version__",

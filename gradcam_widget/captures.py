@@ -29,7 +29,9 @@ from gradcam_widget.engine import (
     unwrap,
 )
 
-__all__ = ["Capture", "capture", "class_scores", "grad_cam"]
+__all__ = ["Capture", "capture", "class_scores", "grad_cam", "guided_grad_cam", "saliency"]
+
+SALIENCY_KINDS = ("guided", "vanilla")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,14 @@ class _Source:
     def run(self, layers: tuple[str, ...] | None) -> PassResult:
         return engine_for(self.model).run(
             self.inputs, self.target, self.score, self.multi_label, layers
+        )
+
+    def input_gradients(self, kind: str, copies: np.ndarray | None) -> PassResult:
+        """One pass differentiating down to the model input (``kind``: ``"vanilla"`` or
+        ``"guided"``), over ``copies`` ``(n, H, W, C)`` of the input when given (SmoothGrad)."""
+        batch = self.inputs if copies is None else copies
+        return engine_for(self.model).run(
+            batch, self.target, self.score, self.multi_label, (), to_input=kind
         )
 
     def masked_values(self, masks: np.ndarray, batch_size: int, precision: str) -> np.ndarray:
@@ -105,6 +115,7 @@ class Capture:
     value: float = float("nan")
     warnings: tuple[str, ...] = ()
     fill_ins: list = field(default_factory=list)  # wall times of the passes that filled in
+    _saliencies: dict = field(default_factory=dict)  # (kind, smooth, sigma, seed) -> (H, W, C)
 
     def __post_init__(self):
         for array in (self.scores, self.image, *self._activations.values(),
@@ -114,7 +125,8 @@ class Capture:
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays this capture holds (grows when layers are filled in)."""
-        arrays = (self.scores, self.image, *self._activations.values(), *self._gradients.values())
+        arrays = (self.scores, self.image, *self._activations.values(), *self._gradients.values(),
+                  *self._saliencies.values())  # fmt: skip
         return sum(array.nbytes for array in arrays)
 
     @property
@@ -161,6 +173,69 @@ class Capture:
         """``(h, w, C)`` float32 d target / d activations of ``layer``, read-only (see
         :meth:`activations`)."""
         return self._cached(self._gradients, layer)
+
+    def saliency(
+        self, kind: str = "guided", smooth: int = 0, sigma: float = 0.15, seed: int = 0
+    ) -> np.ndarray:
+        """The gradient of the target with respect to the model input: one more pass, down to
+        the input, the first time per setting (then cached, read-only).
+
+        Args:
+            kind: ``"guided"`` (Guided Backpropagation: every ReLU's backward pass lets only
+                positive gradients through at positive inputs, inside that pass only; ReLU
+                networks only) or ``"vanilla"`` (the plain gradient, any network).
+            smooth: SmoothGrad: the average over this many noisy copies of the input, run as
+                one batch (``0``: no noise).
+            sigma: the noise's standard deviation as a fraction of the input's range.
+            seed: the noise's seed.
+
+        Returns:
+            ``(H, W, C)`` float32, signed, in the model input's space (after ``preprocess``).
+
+        Raises:
+            ValueError: for a bad option, or ``kind="guided"`` on a network with another
+                activation than ReLU (naming the layer).
+        """
+        core.check_option("kind", kind, SALIENCY_KINDS)
+        smooth = core.check_int("smooth", smooth, minimum=0)
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+            raise ValueError(f"sigma must be a positive number; got {sigma!r}")
+        key = (kind, smooth, float(sigma) if smooth else 0.0, int(seed) if smooth else 0)
+        if key in self._saliencies:
+            return self._saliencies[key]
+        if self._source is None:
+            raise ValueError("this capture cannot run the model (no model kept)")
+        copies = None
+        if smooth:
+            inputs = self._source.inputs
+            spread = float(inputs.max() - inputs.min()) or 1.0
+            noise = np.random.default_rng(seed).normal(
+                0.0, sigma * spread, (smooth, *inputs.shape[1:])
+            )
+            copies = (inputs + noise).astype(np.float32)
+        with model_errors(self._source.inputs.shape, engine_for(self._source.model).input_size):
+            result = self._source.input_gradients(kind, copies)
+        gradients = result.input_gradients.mean(axis=0).astype(np.float32)
+        gradients.flags.writeable = False
+        self._saliencies[key] = gradients
+        return gradients
+
+    def guided_grad_cam(self, layer: str | None = None, **cam_options) -> np.ndarray:
+        """Guided Grad-CAM: Guided Backpropagation times the upsampled Grad-CAM heatmap of
+        ``layer`` (Selvaraju et al.): fine detail, only where the class map points.
+
+        Args:
+            layer, **cam_options: as :meth:`cam` (``pooling``, ``order``, ``method`` ...);
+                ``smooth``, ``sigma`` and ``seed`` go to :meth:`saliency`.
+
+        Returns:
+            ``(H, W, C)`` float32, signed.
+        """
+        noise = {
+            key: cam_options.pop(key) for key in ("smooth", "sigma", "seed") if key in cam_options
+        }
+        heatmap = self.cam(layer, **cam_options).heatmap
+        return (self.saliency("guided", **noise) * heatmap[..., None]).astype(np.float32)
 
     def layer_class(self, layer: str | None = None) -> str:
         """Class name of ``layer`` (e.g. ``"Conv2D"``)."""
@@ -650,3 +725,46 @@ def grad_cam(
         method=method,
         **method_options,
     )
+
+
+def saliency(
+    model,
+    image,
+    kind: str = "guided",
+    class_index: int | None = None,
+    score: str = "logit",
+    preprocess: Callable | None = None,
+    target=None,
+    smooth: int = 0,
+    sigma: float = 0.15,
+    seed: int = 0,
+) -> np.ndarray:
+    """The input-gradient map of one image: Guided Backpropagation or the vanilla gradient,
+    optionally SmoothGrad. Arguments as :func:`capture` and :meth:`Capture.saliency`.
+
+    Returns:
+        ``(H, W, C)`` float32, signed (render it with
+        :func:`gradcam_widget.render.saliency_image`).
+    """
+    cap = capture(model, image, class_index, score, preprocess, layers=[], target=target)
+    return cap.saliency(kind, smooth=smooth, sigma=sigma, seed=seed)
+
+
+def guided_grad_cam(
+    model,
+    image,
+    class_index: int | None = None,
+    score: str = "logit",
+    preprocess: Callable | None = None,
+    layer: str | None = None,
+    target=None,
+    **cam_options,
+) -> np.ndarray:
+    """Guided Grad-CAM of one image: :meth:`Capture.guided_grad_cam` in one call (two passes:
+    one to ``layer``, one guided pass to the input).
+
+    Returns:
+        ``(H, W, C)`` float32, signed.
+    """
+    cap = capture(model, image, class_index, score, preprocess, layers=[layer], target=target)
+    return cap.guided_grad_cam(layer, **cam_options)

@@ -28,7 +28,13 @@ import numpy as np
 from gradcam_widget import core
 from gradcam_widget._tf import keras, tf
 from gradcam_widget.inputs import ModelCheckError
-from gradcam_widget.tapping import leaf_layers, output_heads, squashed_output, tapped
+from gradcam_widget.tapping import (
+    guided_replacements,
+    leaf_layers,
+    output_heads,
+    squashed_output,
+    tapped,
+)
 
 MAX_TRACES = 8  # compiled passes kept per model (each holds a traced graph; see the README)
 
@@ -262,6 +268,8 @@ class PassResult:
         class_indices: ``(N,)`` the class explained per image, ``-1`` when the target has none.
         activations, gradients: ``{path: (N, h, w, C)}`` for :attr:`layers`.
         shapes: ``{path: (h, w, C)}`` of every candidate for these inputs.
+        input_gradients: ``(N, H, W, C)`` d value / d model input when asked for (plain, or
+            guided: see :func:`gradcam_widget.tapping.guided_replacements`), else ``None``.
         seconds: wall time of the pass.
     """
 
@@ -275,6 +283,7 @@ class PassResult:
     activations: dict = field(default_factory=dict)
     gradients: dict = field(default_factory=dict)
     shapes: dict = field(default_factory=dict)
+    input_gradients: object = None
     seconds: float = 0.0
 
     # tf.nest protocol: the Python facts travel as metadata, the tensors as components, so
@@ -285,6 +294,7 @@ class PassResult:
             tuple((path, self.static_shapes[path]) for path in self.candidates),
             self.squashed,
             self.layers,
+            self.input_gradients is not None,
         )
         components = (
             self.scores,
@@ -293,13 +303,15 @@ class PassResult:
             *(self.activations[path] for path in self.layers),
             *(self.gradients[path] for path in self.layers),
             *(self.shapes[path] for path in self.candidates),
+            *(() if self.input_gradients is None else (self.input_gradients,)),
         )
         return metadata, components
 
     @classmethod
     def __tf_unflatten__(cls, metadata, components):
-        candidates, static_shapes, squashed, layers = metadata
+        candidates, static_shapes, squashed, layers, has_input = metadata
         scores, values, class_indices, *rest = components
+        input_gradients = rest.pop() if has_input else None
         count = len(layers)
         return cls(
             candidates=candidates,
@@ -312,6 +324,7 @@ class PassResult:
             activations=dict(zip(layers, rest[:count], strict=True)),
             gradients=dict(zip(layers, rest[count : 2 * count], strict=True)),
             shapes=dict(zip(candidates, rest[2 * count :], strict=True)),
+            input_gradients=input_gradients,
         )
 
     def numpy(self, seconds: float) -> PassResult:
@@ -328,6 +341,7 @@ class PassResult:
             activations=arrays(self.activations),
             gradients=arrays(self.gradients),
             shapes={p: tuple(int(s) for s in t.numpy()) for p, t in self.shapes.items()},
+            input_gradients=None if self.input_gradients is None else self.input_gradients.numpy(),
             seconds=seconds,
         )
 
@@ -445,12 +459,19 @@ class Engine:
             store.popitem(last=False)
         return function
 
-    def _pass(self, signature, target, score, multi_label, layers):
-        key = ("pass", signature, target.trace_key, score, multi_label, layers)
-        make = lambda: self._make_pass(target, score, multi_label, layers)  # noqa: E731
+    def _pass(self, signature, target, score, multi_label, layers, to_input=None):
+        key = ("pass", signature, target.trace_key, score, multi_label, layers, to_input)
+        make = lambda: self._make_pass(target, score, multi_label, layers, to_input)  # noqa: E731
         return self._compiled(key, make, signature, target.feed_spec)
 
-    def _make_pass(self, target, score: str, multi_label: bool, layers: tuple[str, ...] | None):
+    def _make_pass(
+        self,
+        target,
+        score: str,
+        multi_label: bool,
+        layers: tuple[str, ...] | None,
+        to_input: str | None = None,
+    ):
         # The traced function holds the engine weakly and the model not at all: TensorFlow
         # keeps the Python function from its C++ side, where the garbage collector cannot see
         # a cycle through it, so a strong reference here would keep both alive for ever.
@@ -460,10 +481,13 @@ class Engine:
             engine = engine_ref()
             engine.traces += 1
             model = engine.model
+            guided = model if to_input == "guided" else None
             with (
-                tapped(engine.leaves, model if score == "logit" else None) as record,
+                tapped(engine.leaves, model if score == "logit" else None, guided) as record,
                 tf.GradientTape() as tape,
             ):
+                if to_input is not None:
+                    tape.watch(inputs)
                 outputs = model(inputs, training=False)
                 scored = scored_outputs(
                     outputs, engine.output_names, score, multi_label, target.adds_squash
@@ -476,11 +500,11 @@ class Engine:
                 if tensor.shape.rank == 4 and tensor.shape[0] is None
             }
             kept = tuple(maps) if layers is None else tuple(p for p in layers if p in maps)
+            sources = [maps[path] for path in kept] + ([inputs] if to_input else [])
             gradients = tape.gradient(
-                total,
-                [maps[path] for path in kept],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
+            input_gradients = gradients.pop() if to_input else None
             parts = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             if isinstance(outputs, dict):
                 parts = list(outputs.values())
@@ -496,6 +520,7 @@ class Engine:
                 activations={path: maps[path] for path in kept},
                 gradients=dict(zip(kept, gradients, strict=True)),
                 shapes={path: tf.shape(tensor)[1:] for path, tensor in maps.items()},
+                input_gradients=input_gradients,
             )
 
         return run
@@ -551,6 +576,7 @@ class Engine:
         score: str,
         multi_label: bool,
         layers: tuple[str, ...] | None,
+        to_input: str | None = None,
     ) -> PassResult:
         """One forward + backward pass over the batch ``inputs`` (float32).
 
@@ -560,13 +586,20 @@ class Engine:
             score: ``"logit"`` or ``"probability"``.
             multi_label: sigmoid instead of softmax for probabilities.
             layers: the layer paths to keep (``None``: every candidate).
+            to_input: also differentiate down to the model input: ``"vanilla"`` (the plain
+                gradient) or ``"guided"`` (every ReLU's backward pass guided, inside this pass
+                only), else ``None``.
 
         Returns:
             A :class:`PassResult` of numpy arrays.
         """
         feed = target.feed(len(inputs))
         with self._lock, _precision("float32"):
-            function = self._pass(self.signature(inputs.shape), target, score, multi_label, layers)
+            if to_input == "guided":
+                guided_replacements(self.leaves, self.model)  # a non-ReLU network: refused now
+            function = self._pass(
+                self.signature(inputs.shape), target, score, multi_label, layers, to_input
+            )
             started = time.perf_counter()
             out = function(tf.constant(inputs, dtype=tf.float32), tf.constant(feed))
             self.passes += 1

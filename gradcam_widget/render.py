@@ -106,6 +106,51 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha
     )  # fmt: skip
 
 
+SALIENCY_STYLES = ("seed", "abs")
+
+
+def saliency_image(gradients: np.ndarray, style: str = "seed") -> np.ndarray:
+    """An input-gradient map (Guided Backpropagation, Guided Grad-CAM, SmoothGrad) as a picture.
+
+    ``"seed"``: as the code the article reads renders it — centre on the mean, scale to a
+    standard deviation of 0.1, shift to 0.5, clip to ``[0, 1]``: grey is zero, colours show
+    the sign per channel. ``"abs"``: the grey map papers print — the largest absolute value over
+    the channels, divided by its 99th percentile and clipped (one outlier pixel does not
+    darken the rest).
+
+    Args:
+        gradients: ``(H, W, C)`` float, signed.
+        style: ``"seed"`` or ``"abs"``.
+
+    Returns:
+        ``(H, W, 3)`` uint8 (``"seed"`` with one channel, or ``"abs"``, is grey in all three).
+
+    Raises:
+        ValueError: for another shape, a NaN, or a bad style.
+    """
+    from gradcam_widget import core
+
+    core.check_option("style", style, SALIENCY_STYLES)
+    array = np.asarray(gradients, dtype=np.float64)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or 0 in array.shape:
+        raise ValueError(f"gradients must be an (H, W, C) array; got shape {np.shape(gradients)}")
+    if np.isnan(array).any():
+        raise ValueError("gradients contain NaN")
+    if style == "seed":
+        centred = array - array.mean()
+        spread = centred.std()
+        picture = np.clip(centred / spread * 0.1 + 0.5 if spread > 0 else centred + 0.5, 0, 1)
+    else:
+        magnitude = np.abs(array).max(axis=-1, keepdims=True)
+        top = np.percentile(magnitude, 99)
+        picture = np.clip(magnitude / top, 0, 1) if top > 0 else np.zeros_like(magnitude)
+    if picture.shape[-1] != 3:
+        picture = np.repeat(picture.mean(axis=-1, keepdims=True), 3, axis=-1)
+    return np.round(picture * 255).astype(np.uint8)
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
     """PNG bytes of an ``(H, W, 3)`` uint8 RGB image (fast compression)."""
     ok, buffer = cv2.imencode(

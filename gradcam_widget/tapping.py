@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 
 from gradcam_widget._tf import keras, tf
+from gradcam_widget.inputs import ModelCheckError
 
 SQUASHING = ("softmax", "sigmoid")
 _TAP_LOCK = threading.RLock()
@@ -103,14 +104,88 @@ def _set_saved(layer, name: str, saved):
         object.__setattr__(layer, name, saved)
 
 
+class NotReLUError(ModelCheckError):
+    """Guided backpropagation asked of a network with other activations than ReLU."""
+
+
+_GUIDED_CAPS = {"relu": None, "relu6": 6.0}  # activation name -> upper clip
+
+
+def _guided_relu(max_value=None):
+    """ReLU (clipped at ``max_value``) whose backward pass lets through only positive
+    gradients at positive inputs: ``grad * (grad > 0) * (input > 0)`` (Springenberg et al.)."""
+
+    @tf.custom_gradient
+    def guided(inputs):
+        outputs = (
+            tf.nn.relu(inputs) if max_value is None else tf.clip_by_value(inputs, 0.0, max_value)
+        )
+
+        def backward(upstream):
+            gate = tf.cast(upstream > 0, upstream.dtype) * tf.cast(inputs > 0, upstream.dtype)
+            if max_value is not None:
+                gate *= tf.cast(inputs < max_value, upstream.dtype)
+            return upstream * gate
+
+        return outputs, backward
+
+    return guided
+
+
+def guided_replacements(leaves, model) -> list[tuple[object, str, object]]:
+    """``(layer, attribute, guided function)`` for every ReLU of the network: a ReLU
+    activation of a layer (``activation="relu"``/``"relu6"``), a ``ReLU`` layer (with its
+    ``max_value``), an ``Activation("relu")`` layer.
+
+    Raises:
+        NotReLUError: naming the first layer with another activation (a softmax/sigmoid on an
+            output is allowed: it is the head).
+    """
+    heads = {id(layer) for layer in output_layers(model)}
+    found = []
+    for path, layer in leaves:
+        kind = type(layer).__name__
+        if kind == "ReLU":
+            if (
+                float(getattr(layer, "negative_slope", 0.0) or 0.0) != 0.0
+                or float(getattr(layer, "threshold", 0.0) or 0.0) != 0.0
+            ):
+                raise NotReLUError(
+                    f"guided backpropagation is defined for ReLU networks; layer {path} is a "
+                    "leaky or thresholded ReLU"
+                )
+            cap = getattr(layer, "max_value", None)
+            found.append((layer, "call", _guided_relu(None if cap is None else float(cap))))
+            continue
+        if kind in ("LeakyReLU", "PReLU", "ELU", "Softmax") and id(layer) not in heads:
+            raise NotReLUError(
+                f"guided backpropagation is defined for ReLU networks; layer {path} is a {kind}"
+            )
+        activation = getattr(layer, "activation", None)
+        if not callable(activation):
+            continue
+        name = getattr(activation, "__name__", "")
+        if name in _GUIDED_CAPS:
+            found.append((layer, "activation", _guided_relu(_GUIDED_CAPS[name])))
+        elif name in ("linear", "") or name in SQUASHING and id(layer) in heads:
+            continue
+        else:
+            raise NotReLUError(
+                f"guided backpropagation is defined for ReLU networks; layer {path} uses {name!r}"
+            )
+    return found
+
+
 @contextlib.contextmanager
-def tapped(leaves: Sequence[tuple[str, object]], bypass=None):
+def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None):
     """Record every leaf's output, and bypass ``bypass``'s squashing, for this thread only.
 
     Args:
         leaves: ``(path, layer)`` pairs from :func:`leaf_layers`.
         bypass: the model whose outputs' final softmax/sigmoid is skipped
             (``score="logit"``), or None.
+        guided: the model whose ReLUs get the guided backward pass
+            (:func:`guided_replacements`), or None.
 
     Yields:
         The record ``{path: tensor}``, filled while the model is called in this block by this
@@ -125,6 +200,9 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None):
             object.__setattr__(layer, name, value)
 
         try:
+            if guided is not None:  # first, so that a guided ReLU layer is still recorded
+                for layer, name, function in guided_replacements(leaves, guided):
+                    install(layer, name, _guided_for(tap, function, getattr(layer, name)))
             for path, layer in leaves:
                 install(layer, "call", _recording_call(tap, path, layer.call))
             heads = [] if bypass is None else output_layers(bypass)
@@ -148,6 +226,16 @@ def _recording_call(tap: _Tap, path: str, original):
             tap.record[path] = outputs
         return outputs
 
+    return call
+
+
+def _guided_for(tap: _Tap, guided, original):
+    """``original`` (a ReLU call or activation), guided for the tapping thread only."""
+
+    def call(inputs, *args, **kwargs):
+        return guided(inputs) if tap.active() else original(inputs, *args, **kwargs)
+
+    call.__name__ = getattr(original, "__name__", "guided")
     return call
 
 
