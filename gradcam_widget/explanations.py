@@ -20,12 +20,14 @@ import numpy as np
 
 from gradcam_widget import core, images, inputs, methods
 from gradcam_widget.captures import (
+    SALIENCY_KINDS,
     _capture_of,
     _checked_pass,
     _gradient_notes,
     _request,
     _score_warnings,
 )
+from gradcam_widget.engine import model_errors
 
 __all__ = ["Explanations", "explain", "iter_explain"]
 
@@ -45,6 +47,9 @@ class Explanations:
         start: the index of the first image in the whole stream (for :func:`iter_explain`).
         warnings: one line per thing the caller should know (how images were read, how the
             score was taken), each once.
+        saliency: ``(N, H, W, C)`` input gradients when ``saliency=`` was asked for (Guided
+            Backpropagation or the vanilla gradient), else ``None``. Guided Grad-CAM is
+            ``ex.saliency * ex.heatmaps[..., None]``.
     """
 
     results: tuple[core.CamResult, ...]
@@ -55,6 +60,7 @@ class Explanations:
     target_label: str
     start: int = 0
     warnings: tuple[str, ...] = ()
+    saliency: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.results)
@@ -111,6 +117,9 @@ class Explanations:
             target_label=parts[0].target_label,
             start=parts[0].start,
             warnings=tuple(dict.fromkeys(w for part in parts for w in part.warnings)),
+            saliency=None
+            if parts[0].saliency is None
+            else np.concatenate([part.saliency for part in parts]),
         )
 
 
@@ -139,6 +148,7 @@ def iter_explain(
     batch_size: int = 32,
     score: str = "logit",
     preprocess: Callable | None = None,
+    saliency: str | None = None,
     **cam_options,
 ) -> Iterator[Explanations]:
     """Explain ``images`` one batch at a time, yielding one :class:`Explanations` per batch.
@@ -153,6 +163,8 @@ def iter_explain(
             "call explain once per layer, or use gw.capture(...).fuse(...) for a fused map"
         )
     methods.get(method).bind(**_method_options(cam_options))  # fails before any pass
+    if saliency is not None:
+        core.check_option("saliency", saliency, SALIENCY_KINDS)
     request = _request(model, targets, score, preprocess)
     per_image = request.target.per_image  # how many images a target's own data covers
     engine = request.engine
@@ -181,7 +193,13 @@ def iter_explain(
             cap = _capture_of(step, result, index=index, shown=shown, default=default, notes=(),
                               inputs=model_inputs[index : index + 1], complete=False)  # fmt: skip
             results.append(cap.cam(path, method=method, **cam_options))
+        gradients = None
+        if saliency is not None:  # one more pass per batch, down to the input
+            with model_errors(model_inputs.shape, engine.input_size):
+                gradients = engine.run(model_inputs, step.target, score, step.multi_label, (),
+                                       to_input=saliency).input_gradients  # fmt: skip
         yield Explanations(
+            saliency=gradients,
             results=tuple(results),
             class_indices=result.class_indices.astype(np.int64),
             scores=result.scores,
@@ -212,6 +230,7 @@ def explain(
     batch_size: int = 32,
     score: str = "logit",
     preprocess: Callable | None = None,
+    saliency: str | None = None,
     **cam_options,
 ) -> Explanations:
     """Explain many images: one compiled forward + backward pass per batch.
@@ -229,6 +248,8 @@ def explain(
         batch_size: images per pass.
         score: ``"logit"`` (default) or ``"probability"``, as :func:`gradcam_widget.capture`.
         preprocess: as :func:`gradcam_widget.capture` (default: the entry's own).
+        saliency: ``"guided"`` or ``"vanilla"`` also computes each image's input gradients
+            (one more pass per batch) into ``.saliency``.
         **cam_options: as :meth:`gradcam_widget.Capture.cam` (``pooling``, ``order`` ...).
 
     Returns:
@@ -244,7 +265,16 @@ def explain(
     """
     parts = list(
         iter_explain(
-            model, images, targets, layer, method, batch_size, score, preprocess, **cam_options
+            model,
+            images,
+            targets,
+            layer,
+            method,
+            batch_size,
+            score,
+            preprocess,
+            saliency,
+            **cam_options,
         )  # fmt: skip
     )
     joined = Explanations.join(parts)

@@ -265,3 +265,23 @@ def test_saliency_images_render_as_the_seed_did():
     assert (gw.render.saliency_image(np.zeros((4, 4, 3))) == 128).all()
     with pytest.raises(ValueError, match="NaN"):
         gw.render.saliency_image(np.full((4, 4, 3), np.nan))
+
+
+def test_saliency_in_batches_equals_one_image_at_a_time():
+    model, _ = _plain()
+    images = np.stack([_image(seed) for seed in range(5)])
+    ex = gw.explain(model, images, targets=[0, 1, 2, 0, 1], layer="c2", batch_size=2,
+                    saliency="guided")  # fmt: skip
+    assert ex.saliency.shape == (5, SIZE, SIZE, 3)
+    for index in (0, 4):
+        single = gw.capture(model, images[index], class_index=[0, 1, 2, 0, 1][index])
+        expected = single.saliency("guided")
+        np.testing.assert_allclose(ex.saliency[index], expected, atol=1e-6 * np.abs(expected).max())
+        np.testing.assert_allclose(
+            ex.saliency[index] * ex.heatmaps[index][..., None],
+            single.guided_grad_cam("c2"),
+            atol=1e-6 * np.abs(expected).max(),
+        )
+    assert gw.explain(model, images, targets=1).saliency is None
+    with pytest.raises(ValueError, match="saliency must be one of"):
+        gw.explain(model, images, saliency="deconv")
