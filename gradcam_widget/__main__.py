@@ -1,7 +1,10 @@
 """Command line: ``python -m gradcam_widget demo --out demo.png`` (no Jupyter needed).
 
 ``demo`` renders the four panels of one Grad-CAM view to an image file; ``--image`` takes a
-file of your own (PNG, JPEG, ...) or a sample name. ``fetch`` downloads pretrained weights.
+file of your own (PNG, JPEG, ...) or a sample name. ``saliency`` does what the seed's
+``compute_saliency`` did: prints the top-5 classes with their probabilities, then writes the
+Grad-CAM overlay, Guided Backpropagation and Guided Grad-CAM in one figure (``--separate``:
+also as three PNGs). ``fetch`` downloads pretrained weights.
 
 Every error is one line on stderr, ``error: ...``, with exit status 2 (argument errors
 included); warnings are one line each, ``warning: ...``. Ctrl-C keeps its traceback.
@@ -82,6 +85,39 @@ def _demo(args) -> int:
     return 0
 
 
+def _saliency(args) -> int:
+    import gradcam_widget as gw
+    from gradcam_widget import images, models, render
+
+    # Everything that needs no model is checked first: errors come before a slow load.
+    if not 0.0 <= args.opacity <= 1.0:
+        raise ValueError(f"--opacity must be in 0..1; got {args.opacity:g}")
+    render.lookup_table(args.colormap)
+    folder, out = _output(args.out)
+    rgb = images.as_rgb_image(args.image)
+    source = Path(args.image).expanduser()
+    label = source.stem if source.is_file() else args.image
+
+    entry = models.load(args.model)
+    cap = gw.capture(entry, images.shown_image(rgb), class_index=args.class_index, score=args.score)
+    layer = cap.resolve(args.layer)  # a bad layer fails before the guided pass
+    top, how = render.top_probabilities(cap, 5)
+    name = cap.class_name()
+    if folder is not None:
+        file_name = f"saliency_{_slug(args.model)}_{_slug(label)}_{cap.class_index}-{_slug(name)}"
+        out = folder / f"{file_name}.png"
+    written = render.save_saliency(
+        out, cap, layer, args.colormap, args.opacity, style=args.style, separate=args.separate
+    )
+    print(f"Model prediction ({how}):")
+    for index, class_name, probability in top:
+        print(f"\t{class_name:15s}\t({index})\twith probability {probability:.3f}")
+    print(f"explaining class {cap.class_index} '{name}' ({cap.score}), Grad-CAM at {layer}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _fetch(args) -> int:
     from gradcam_widget import models
 
@@ -118,6 +154,41 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--order", default="relu_first", choices=["relu_first", "resize_first"])
     demo.add_argument("--colormap", default="jet")
     demo.add_argument("--opacity", type=float, default=0.5, help="overlay opacity, 0..1")
+    saliency = commands.add_parser(
+        "saliency",
+        help="print the top-5 classes, then write Grad-CAM, Guided Backpropagation and "
+        "Guided Grad-CAM (the seed's three maps)",
+    )
+    saliency.add_argument(
+        "--out",
+        default="saliency.png",
+        help="output file (.png, .pdf, .svg, ...; default saliency.png), or an existing "
+        "folder to write saliency_<model>_<image>_<class>.png into",
+    )
+    saliency.add_argument("--model", default="shapes", help="shapes (offline) | vgg16 | ...")
+    saliency.add_argument(
+        "--image",
+        default="two_shapes",
+        help=f"an image file (PNG, JPEG, ...) or a sample: {', '.join(SAMPLES)} "
+        "(default two_shapes)",
+    )
+    saliency.add_argument("--class", dest="class_index", type=int, default=None)
+    saliency.add_argument("--layer", default=None, help="the Grad-CAM layer")
+    saliency.add_argument("--score", default="logit", choices=["logit", "probability"])
+    saliency.add_argument(
+        "--style",
+        default="seed",
+        choices=["seed", "abs"],
+        help="guided maps: seed (centred, std 0.1 around grey; default) | abs (grey magnitude)",
+    )
+    saliency.add_argument("--colormap", default="jet")
+    saliency.add_argument("--opacity", type=float, default=0.5, help="overlay opacity, 0..1")
+    saliency.add_argument(
+        "--separate",
+        action="store_true",
+        help="also write the three pictures as <stem>_gradcam.png, <stem>_guided_backprop.png "
+        "and <stem>_guided_gradcam.png next to the figure",
+    )
     fetch = commands.add_parser("fetch", help="download pretrained weights into the Keras cache")
     fetch.add_argument("names", nargs="+", help="vgg16 | resnet50 | mobilenet_v2")
     return parser
@@ -150,7 +221,8 @@ def main(argv=None) -> int:
         warnings.showwarning = _show_warning
         try:
             args = _parser().parse_args(argv)
-            return _demo(args) if args.command == "demo" else _fetch(args)
+            commands = {"demo": _demo, "saliency": _saliency, "fetch": _fetch}
+            return commands[args.command](args)
         except Exception as error:  # not KeyboardInterrupt / SystemExit: those propagate
             print(f"error: {_one_line(error)}", file=sys.stderr)
             return EXIT_ERROR

@@ -279,3 +279,286 @@ def save_figure(path, image: np.ndarray, result, colormap="jet", alpha=0.5, titl
         fig = figure(image, result, colormap, alpha, title)
         fig.savefig(path, dpi=dpi, format="png")
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# The seed's three maps: Grad-CAM, Guided Backpropagation, Guided Grad-CAM
+
+SALIENCY_PANELS = ("Grad-CAM overlay", "Guided Backpropagation", "Guided Grad-CAM")
+"""Titles of the three pictures of :func:`saliency_figure`, in order (the keys of
+:func:`saliency_images`)."""
+
+SALIENCY_FILES = {
+    "Grad-CAM overlay": "gradcam",
+    "Guided Backpropagation": "guided_backprop",
+    "Guided Grad-CAM": "guided_gradcam",
+}
+"""Suffix of each picture's own PNG, ``<stem>_<suffix>.png``, in :func:`save_saliency`."""
+
+SQUASHES = ("auto", "softmax", "sigmoid")
+_NOISE_OPTIONS = ("smooth", "sigma", "seed")
+_UNBYPASSED = "could not be bypassed"  # in the capture's warning when the logit is out of reach
+
+
+def top_probabilities(cap, k: int = 5, squash: str = "auto") -> tuple[list, str]:
+    """The ``k`` most probable classes of a capture, as the seed's driver printed them.
+
+    A capture made with ``score="probability"`` (or whose softmax/sigmoid head could not be
+    bypassed, see :attr:`~gradcam_widget.captures.Capture.warnings`) already holds
+    probabilities, used as they are. Logits are squashed as the model's head would:
+    ``"auto"`` takes a sigmoid per class for a multi-label entry (such as ``"shapes"``, whose
+    classes can be present together) or a single output unit, else a softmax over the
+    classes (then they sum to 1).
+
+    Args:
+        cap: a :class:`~gradcam_widget.captures.Capture` that explains a class.
+        k: how many classes (fewer when the model has fewer).
+        squash: ``"auto"``, ``"softmax"`` or ``"sigmoid"`` (the last two force the function
+            applied to logits).
+
+    Returns:
+        ``([(index, name, probability), ...], how)``: highest first, and a few words saying
+        where the probabilities come from (e.g. ``"softmax of the logits"``).
+
+    Raises:
+        ValueError: for a bad ``k`` or ``squash``, or ``"softmax"``/``"sigmoid"`` asked of
+            scores that already are probabilities.
+    """
+    from gradcam_widget import core
+
+    core.check_option("squash", squash, SQUASHES)
+    k = core.check_int("k", k)
+    scores = np.asarray(cap.scores, dtype=np.float64)
+    already = cap.score == "probability" or any(_UNBYPASSED in note for note in cap.warnings)
+    if already:
+        if squash != "auto":
+            raise ValueError(
+                f"squash={squash!r} applies to logits; this capture's scores already are the "
+                "model's probabilities (use squash='auto')"
+            )
+        probabilities = scores
+        how = (
+            "the model's probabilities"
+            if cap.score == "probability"
+            else "the model's probabilities: its head could not be bypassed"
+        )
+    else:
+        if squash == "auto":
+            multi_label = bool(getattr(cap._source, "multi_label", False))
+            squash = "sigmoid" if multi_label or scores.size == 1 else "softmax"
+        if squash == "sigmoid":
+            probabilities = 0.5 * (1.0 + np.tanh(0.5 * scores))  # 1 / (1 + e^-x), no overflow
+        else:
+            shifted = np.exp(scores - scores.max())
+            probabilities = shifted / shifted.sum()
+        how = f"{squash} of the logits"
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    top = [(int(i), cap.class_name(int(i)), float(probabilities[i])) for i in order]
+    return top, how
+
+
+def _split_noise(cam_options: dict) -> tuple[dict, dict]:
+    """``(cam options, SmoothGrad options)`` out of the keyword options of the functions below."""
+    noise = {key: cam_options[key] for key in _NOISE_OPTIONS if key in cam_options}
+    cam = {key: value for key, value in cam_options.items() if key not in _NOISE_OPTIONS}
+    return cam, noise
+
+
+def _saliency_maps(cap, layer, colormap, alpha, style, cam_options) -> dict:
+    """The three pictures, keyed by :data:`SALIENCY_PANELS` (the heatmap is computed once: a
+    Score-CAM overlay does not run its forward passes twice)."""
+    from gradcam_widget import core
+
+    core.check_option("style", style, SALIENCY_STYLES)
+    lookup_table(colormap)
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha (overlay opacity) must be in [0, 1]; got {alpha!r}")
+    options, noise = _split_noise(cam_options)
+    guided = cap.saliency("guided", **noise)  # first: a non-ReLU network fails before the CAM
+    result = cap.cam(layer, **options)
+    # The product of Capture.guided_grad_cam, from the same heatmap.
+    guided_cam = (guided * result.heatmap[..., None]).astype(np.float32)
+    pictures = {
+        "Grad-CAM overlay": overlay(cap.image, result.heatmap, colormap, alpha),
+        "Guided Backpropagation": saliency_image(guided, style),
+        "Guided Grad-CAM": saliency_image(guided_cam, style),
+    }
+    return pictures
+
+
+def saliency_images(
+    cap, layer=None, colormap: str = "jet", alpha: float = 0.5, style: str = "seed", **cam_options
+) -> dict:
+    """The three pictures of the seed's driver: Grad-CAM overlay, Guided Backpropagation and
+    Guided Grad-CAM (one guided pass down to the input, the first time per capture).
+
+    Args:
+        cap: a :class:`~gradcam_widget.captures.Capture` of a ReLU network.
+        layer: the Grad-CAM layer (``None``: the capture's default layer).
+        colormap, alpha: heatmap colormap and overlay opacity, as :func:`overlay`.
+        style: how the two guided maps are drawn, as :func:`saliency_image` (``"seed"``:
+            centred, scaled to a standard deviation of 0.1 around grey, clipped; ``"abs"``:
+            the grey magnitude map).
+        **cam_options: as :meth:`~gradcam_widget.captures.Capture.cam` (``pooling``,
+            ``order``, ``method`` ...); ``smooth``, ``sigma`` and ``seed`` go to
+            :meth:`~gradcam_widget.captures.Capture.saliency` (SmoothGrad of both guided maps).
+
+    Returns:
+        ``{title: (H, W, 3) uint8}`` keyed by :data:`SALIENCY_PANELS`, in that order; the
+        guided pictures equal ``saliency_image(cap.saliency("guided"), style)`` and
+        ``saliency_image(cap.guided_grad_cam(layer, **cam_options), style)``.
+
+    Raises:
+        ValueError: for a bad option, layer, colormap or opacity, or a network with another
+            activation than ReLU (guided backpropagation is defined for ReLU networks).
+    """
+    return _saliency_maps(cap, layer, colormap, alpha, style, cam_options)
+
+
+def _saliency_title(cap, layer, style: str, squash: str) -> str:
+    """The figure's two title lines; checks ``squash``, ``style`` and ``layer`` (cheap: no
+    model pass), so a bad option fails before the guided pass."""
+    from gradcam_widget import core
+
+    core.check_option("style", style, SALIENCY_STYLES)
+    path = cap.resolve(layer)
+    top, how = top_probabilities(cap, 5, squash)
+    ranked = " · ".join(f"{index} {name} {p:.3f}" for index, name, p in top)
+    rendering = "centred, std 0.1 around grey" if style == "seed" else "|gradient|, grey"
+    explained = (
+        f"class {cap.class_index} '{cap.class_name()}'"
+        if cap.class_index is not None
+        else cap.class_name()
+    )
+    return (
+        f"top {len(top)} ({how}): {ranked}\n"
+        f"explaining {explained} ({cap.score}) · Grad-CAM at {path} · "
+        f"guided maps: {rendering}"
+    )
+
+
+def _saliency_figure(pictures: dict, title: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 5), layout="constrained")
+    for axis, (name, picture) in zip(fig.subplots(1, 3), pictures.items(), strict=True):
+        axis.imshow(picture)
+        axis.set_title(name)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    fig.suptitle(title)
+    return fig
+
+
+def saliency_figure(
+    cap,
+    layer=None,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    style: str = "seed",
+    squash: str = "auto",
+    **cam_options,
+):
+    """The seed's ``compute_saliency`` in one figure: the top-5 classes with their
+    probabilities, then Grad-CAM overlay, Guided Backpropagation and Guided Grad-CAM.
+
+    The title's first line lists the five most probable classes (``index name probability``)
+    and says where the probabilities come from (see :func:`top_probabilities`); its second
+    names the explained class, the score differentiated, the Grad-CAM layer and how the
+    guided maps are drawn.
+
+    Args:
+        cap: a :class:`~gradcam_widget.captures.Capture` of a ReLU network.
+        layer, colormap, alpha, style, **cam_options: as :func:`saliency_images`.
+        squash: how logits become probabilities in the title, as :func:`top_probabilities`.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with three image axes titled :data:`SALIENCY_PANELS`
+        (not attached to pyplot: no notebook side effects).
+
+    Raises:
+        ValueError: as :func:`saliency_images` and :func:`top_probabilities`.
+    """
+    title = _saliency_title(cap, layer, style, squash)
+    pictures = _saliency_maps(cap, layer, colormap, alpha, style, cam_options)
+    return _saliency_figure(pictures, title)
+
+
+def saliency_paths(path) -> dict:
+    """The files :func:`save_saliency` writes for ``path`` with ``separate=True``.
+
+    Args:
+        path: the figure's file name, as :func:`figure_path` takes it.
+
+    Returns:
+        ``{"figure": path, title: <stem>_<suffix>.png, ...}``, the pictures' files next to
+        the figure (PNG whatever the figure's format), :data:`SALIENCY_FILES` suffixes.
+
+    Raises:
+        IsADirectoryError, FileNotFoundError, ValueError: as :func:`figure_path`.
+    """
+    written = figure_path(path)
+    stem = os.path.splitext(os.fspath(written))[0]
+    paths = {"figure": written}
+    for name, suffix in SALIENCY_FILES.items():
+        picture = f"{stem}_{suffix}.png"
+        paths[name] = picture if isinstance(written, str) else Path(picture)
+    return paths
+
+
+def save_saliency(
+    path,
+    cap,
+    layer=None,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    style: str = "seed",
+    squash: str = "auto",
+    separate: bool = False,
+    title=None,
+    dpi: int = 100,
+    **cam_options,
+):
+    """Write :func:`saliency_figure` to ``path`` and, with ``separate``, each of the three
+    pictures to its own PNG next to it, as the seed saved three files.
+
+    Everything is computed before anything is written: an error leaves no file behind.
+
+    Args:
+        path: a file name (see :func:`figure_path`: the extension picks the format, none
+            means ``.png``) or, without ``separate``, a writable binary file object (PNG).
+        cap, layer, colormap, alpha, style, squash, **cam_options: as :func:`saliency_figure`.
+        separate: also write ``<stem>_gradcam.png``, ``<stem>_guided_backprop.png`` and
+            ``<stem>_guided_gradcam.png`` (see :func:`saliency_paths`), at the pictures' own
+            resolution.
+        title: the figure's title instead of the default (top-5 and what is explained).
+        dpi: dots per inch of the written figure.
+
+    Returns:
+        The paths written, the figure's first (a list of one item, or four with
+        ``separate``); the file object for a file object.
+
+    Raises:
+        IsADirectoryError, FileNotFoundError: as :func:`figure_path`, before anything is
+            computed.
+        ValueError: as :func:`figure_path` and :func:`saliency_figure`; ``separate`` with a
+            file object.
+    """
+    named = isinstance(path, (str, bytes, os.PathLike))
+    if separate and not named:
+        raise ValueError("separate=True needs a file name to put the three PNGs next to")
+    paths = saliency_paths(path) if named else {"figure": path}
+    if title is None:
+        title = _saliency_title(cap, layer, style, squash)
+    pictures = _saliency_maps(cap, layer, colormap, alpha, style, cam_options)
+    encoded = {name: encode_png(picture) for name, picture in pictures.items()} if separate else {}
+    fig = _saliency_figure(pictures, title)
+    if named:
+        fig.savefig(paths["figure"], dpi=dpi)
+    else:
+        fig.savefig(path, dpi=dpi, format="png")
+        return path
+    for name, data in encoded.items():
+        with open(paths[name], "wb") as file:
+            file.write(data)
+    return [paths["figure"], *(paths[name] for name in encoded)]

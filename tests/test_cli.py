@@ -180,3 +180,96 @@ def test_a_real_process_prints_one_error_line_and_no_tensorflow_logs(tmp_path):
         f"{', '.join(data.SAMPLES)}\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------
+# python -m gradcam_widget saliency: the seed's compute_saliency
+
+SEED_LINE = "\t{name:15s}\t({index})\twith probability {probability:.3f}"
+
+
+def test_saliency_prints_the_top5_then_writes_the_figure(tmp_path, capfd):
+    out = tmp_path / "maps.png"
+    status, stdout, err = run(capfd, "saliency", "--model", "shapes", "--image", "two_shapes",
+                              "--out", str(out))  # fmt: skip
+    assert status == 0 and err == []
+    lines = stdout.splitlines()
+    assert lines[0] == "Model prediction (sigmoid of the logits):"
+    names = [line.split("\t")[1].strip() for line in lines[1:6]]
+    indices = [int(line.split("\t")[2].strip("()")) for line in lines[1:6]]
+    probabilities = [float(line.rsplit(" ", 1)[1]) for line in lines[1:6]]
+    assert names[:2] == ["star", "square"] and sorted(indices) == [0, 1, 2, 3, 4]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert lines[1] == SEED_LINE.format(name="star", index=3, probability=probabilities[0])
+    assert lines[6] == "explaining class 3 'star' (logit), Grad-CAM at block5_conv3"
+    assert lines[7:] == [f"wrote {out}"]
+    assert list(tmp_path.iterdir()) == [out]
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[1] > 2 * picture.shape[0]
+
+
+def test_saliency_separate_writes_three_more_pngs_into_a_folder(tmp_path, capfd):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    status, stdout, err = run(
+        capfd, "saliency", "--out", str(folder), "--class", "1", "--style", "abs", "--separate"
+    )
+    assert status == 0 and err == []
+    stem = folder / "saliency_shapes_two_shapes_1-square"
+    expected = [Path(f"{stem}{suffix}.png") for suffix in
+                ("", "_gradcam", "_guided_backprop", "_guided_gradcam")]  # fmt: skip
+    assert stdout.splitlines()[-4:] == [f"wrote {path}" for path in expected]
+    assert "explaining class 1 'square' (logit)" in stdout
+    assert sorted(folder.iterdir()) == sorted(expected)
+    for path in expected[1:]:
+        assert cv2.imread(str(path)).shape == (224, 224, 3)
+
+
+def test_saliency_pdf_figure_with_png_pictures_and_the_probability_score(tmp_path, capfd):
+    out = tmp_path / "maps.pdf"
+    status, stdout, _ = run(capfd, "saliency", "--out", str(out), "--score", "probability",
+                            "--layer", "block4_conv2", "--separate")  # fmt: skip
+    assert status == 0
+    assert stdout.startswith("Model prediction (the model's probabilities):\n")
+    assert "(probability), Grad-CAM at block4_conv2" in stdout
+    assert out.read_bytes().startswith(b"%PDF")
+    assert (tmp_path / "maps_guided_gradcam.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--class", "9"], ["class_index must be in 0..4; got 9"]),
+        (["--class", "x"], ["--class", "invalid int value: 'x'"]),
+        (["--layer", "nope"], ["unknown layer 'nope'"]),
+        (["--style", "pretty"], ["invalid choice: 'pretty'"]),
+        (["--image", "nope.png"], ["no image file 'nope.png'"]),
+        (["--opacity", "-1"], ["--opacity must be in 0..1"]),
+        (["--out", "{tmp}/missing/maps.png"], ["missing' does not exist"]),
+    ],
+)
+def test_saliency_errors_are_one_line_and_exit_2(tmp_path, capfd, argv, expected):
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "maps.png"), "--separate"]
+    assert_one_error_line(*run(capfd, "saliency", *argv), *expected)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_saliency_on_a_network_without_relu_is_one_line(tmp_path, capfd, monkeypatch):
+    from gradcam_widget._tf import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Conv2D(4, 3, activation="swish", name="c")(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    entry = models.ModelEntry(
+        name="swishy", model=keras.Model(inputs, outputs), preprocess=None,
+        class_names=("a", "b", "c"), input_size=(24, 24), multi_label=False,
+    )  # fmt: skip
+    monkeypatch.setattr(models, "load", lambda name, progress=False: entry)
+    result = run(capfd, "saliency", "--out", str(tmp_path / "maps.png"), "--separate")
+    assert_one_error_line(
+        *result, "error: guided backpropagation is defined for ReLU networks; layer c uses"
+    )
+    assert list(tmp_path.iterdir()) == []
