@@ -10,24 +10,40 @@ what a session computes; a script or a gallery can drive one directly:
 >>> cap = session.set_image(image, layers=["block5_conv3"])   # one pass, down to that layer
 >>> res = session.result_for(cap, {"layer": "block5_conv3", "pooling": "max"})
 >>> other = session.capture_for(3, "logit", ["block5_conv3"])  # a pass on a miss only
+>>> guided = session.guided_for(cap, "guided_backprop")        # one pass to the input, cached
+>>> session.set_randomized(2)   # later captures: a copy of the model, top 2 blocks re-initialised
+
+The input-gradient maps (:data:`GUIDED_MODES`) are cached on their capture (and counted in its
+bytes); Guided Grad-CAM is that map times the heatmap on screen, numpy only. The randomised
+copies of the model (Adebayo et al.'s model-randomisation check) are made from a copy of the
+weights, never the model itself, and kept per number of blocks, at most :data:`CLONES` of
+them within the byte budget; their captures are cached beside the model's, keyed by it.
 
 This module imports no widget library: numpy and the package's capture machinery only.
 """
 
 from __future__ import annotations
 
+import types
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
 from gradcam_widget import core, methods, targets
+from gradcam_widget._tf import keras
 from gradcam_widget.cache import ByteLRU
 from gradcam_widget.captures import Capture, capture
-from gradcam_widget.engine import engine_for
+from gradcam_widget.engine import engine_for, unwrap
+from gradcam_widget.tapping import guided_replacements, leaf_layers
 
 FUSED = "fused"  # the layer entry for multi-layer fusion (Capture.fuse)
 RESULT_BYTES = 32 * 2**20  # maps kept per session (Score-CAM's forward passes are costly)
 DEFAULT_SETTINGS = {"method": "gradcam", "order": "relu_first"}  # layer: the capture's default
+GUIDED_MODES = ("off", "guided_backprop", "guided_gradcam", "smoothgrad")
+SMOOTHGRAD = {"smooth": 16, "sigma": 0.15, "seed": 0}  # the guided SmoothGrad of the explorer
+CLONES = 2  # randomised copies of the model kept per session
+RANDOM_SEED = 0  # the seed of the re-initialised weights
 
 
 def resolve_model(model):
@@ -101,12 +117,161 @@ def explained(target, class_index) -> tuple[targets.Target | None, int | None]:
     return chosen, None
 
 
+def saliency_options(mode: str) -> dict | None:
+    """The :meth:`~gradcam_widget.captures.Capture.saliency` options of a guided mode.
+
+    Args:
+        mode: one of :data:`GUIDED_MODES`.
+
+    Returns:
+        The keyword arguments (``None`` for ``"off"``): guided backpropagation, with
+        :data:`SMOOTHGRAD` for ``"smoothgrad"``.
+
+    Raises:
+        ValueError: naming the modes for another value.
+    """
+    core.check_option("guided", mode, GUIDED_MODES)
+    if mode == "off":
+        return None
+    options = {"kind": "guided", "smooth": 0, "sigma": SMOOTHGRAD["sigma"], "seed": 0}
+    return {**options, **SMOOTHGRAD} if mode == "smoothgrad" else options
+
+
+# --- the randomised copies of the model (a stand-in for gradcam_widget.sanity) ------------
+
+
+def _block_key(path: str) -> str:
+    """The block of the layer at ``path``: its name up to the first ``"_"`` (and the number
+    after it, as in ``block_1_expand``), inside the same nested model."""
+    parent, _, name = path.rpartition("/")
+    parts = name.split("_")
+    key = parts[0] or name
+    if len(parts) > 1 and parts[1].isdigit():
+        key = f"{key}_{parts[1]}"
+    return f"{parent}/{key}" if parent else key
+
+
+def _weighted_blocks(keras_model) -> list[tuple[str, list[tuple[str, object]]]]:
+    """The layers that hold weights, grouped into blocks (:func:`_block_key`), top first.
+
+    Args:
+        keras_model: a ``keras.Model``.
+
+    Returns:
+        ``[(block name, [(layer path, layer), ...]), ...]``, ordered by each block's topmost
+        layer, the block nearest the output first.
+    """
+    groups: dict[str, list] = {}
+    top: dict[str, int] = {}
+    seen: set[int] = set()
+    for position, (path, layer) in enumerate(leaf_layers(keras_model)):
+        if id(layer) in seen or not layer.weights:
+            continue
+        seen.add(id(layer))
+        block = _block_key(path)
+        groups.setdefault(block, []).append((path, layer))
+        top[block] = position
+    return sorted(groups.items(), key=lambda item: -top[item[0]])
+
+
+def _fresh_values(layer, path: str, variable, seed: int) -> np.ndarray:
+    """New values for ``variable`` of the layer at ``path``: the layer's own initializer for
+    it, seeded by ``seed``, the path and the weight's name; else a seeded normal with the
+    current values' standard deviation."""
+    weight = str(variable.name).rsplit("/", 1)[-1]
+    shape = tuple(int(size) for size in variable.shape)
+    dtype = np.dtype(keras.backend.standardize_dtype(variable.dtype))
+    own_seed = zlib.crc32(f"{int(seed)}/{path}/{weight}".encode()) & 0x7FFFFFFF
+    names = [f"{weight}_initializer"]
+    if weight.endswith("_kernel"):
+        names.append(f"{weight.removesuffix('_kernel')}_initializer")
+    if weight == "kernel":
+        names.append("depthwise_initializer")
+    initializer = next((getattr(layer, n) for n in names if getattr(layer, n, None)), None)
+    if initializer is not None:
+        try:
+            initializer = keras.initializers.get(initializer)
+            config = initializer.get_config()
+            if "seed" in config:
+                initializer = type(initializer).from_config({**config, "seed": own_seed})
+            values = keras.ops.convert_to_numpy(initializer(shape, dtype=str(dtype)))
+            return np.asarray(values, dtype=dtype).reshape(shape)
+        except (TypeError, ValueError, AttributeError, NotImplementedError):
+            pass
+    current = np.asarray(variable.numpy(), dtype=np.float64)
+    spread = float(current.std()) if current.size else 0.0
+    return np.random.default_rng(own_seed).normal(0.0, spread, shape).astype(dtype)
+
+
+def _randomized_copy(keras_model, blocks: int, seed: int = RANDOM_SEED):
+    """A copy of ``keras_model`` with its top ``blocks`` blocks re-initialised.
+
+    The model itself is only read: it is cloned (nested models too) and its weights are
+    copied into the clone; a clone that would share a variable with the model is refused.
+    The new values of a weight depend only on ``seed``, its layer's path and its name: a
+    block gets the same values whatever ``blocks`` is (a cascade).
+
+    Args:
+        keras_model: the model to copy.
+        blocks: how many blocks of :func:`_weighted_blocks`, from the top.
+        seed: the seed of the new values.
+
+    Returns:
+        ``(copy, names)``: the ``keras.Model`` copy and the names of the blocks re-initialised.
+
+    Raises:
+        ValueError: when the model cannot be copied (a subclassed model, a layer without a
+            config, a clone that shares weights with it).
+    """
+    try:
+        clone = keras.models.clone_model(keras_model, recursive=True)
+        source, copy = leaf_layers(keras_model), leaf_layers(clone)
+        if [path for path, _ in source] != [path for path, _ in copy]:
+            raise ValueError("the copy's layers differ from the model's")
+        originals = {id(variable) for variable in keras_model.weights}
+        if any(id(variable) in originals for variable in clone.weights):
+            raise ValueError("the copy shares weights with the model")
+        for (_, original), (_, cloned) in zip(source, copy, strict=True):
+            for mine, theirs in zip(cloned.weights, original.weights, strict=True):
+                mine.assign(theirs.numpy())
+    except Exception as error:
+        raise ValueError(
+            "cannot randomise a copy of this model (the model itself is never changed): "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    chosen = _weighted_blocks(clone)[:blocks]
+    for _, members in chosen:
+        for path, layer in members:
+            for variable in layer.weights:
+                variable.assign(_fresh_values(layer, path, variable, seed))
+    return clone, tuple(name for name, _ in chosen)
+
+
+class _Randomized:
+    """One randomised copy of the session's model, as the session captures with it."""
+
+    def __init__(self, model, keras_model, names: tuple[str, ...]):
+        self.model = model  # what capture() takes: the copy, or an entry around it
+        self.keras_model = keras_model
+        self.names = names
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the copy's weights."""
+        return sum(
+            int(np.prod(variable.shape)) * np.dtype(str(variable.dtype)).itemsize
+            for variable in self.keras_model.weights
+        )
+
+
 class ExplorerSession:
     """The captures and maps of one model on one image at a time, cached and bounded in bytes.
 
     Its one job is state and computation: which capture a class and score need (a model pass
     only on a miss, recording only the layers asked for), which map a set of settings gives
-    (from a cache of maps, dropped with their capture), a new image, and freeing it all.
+    (from a cache of maps, dropped with their capture), the input-gradient maps
+    (:meth:`guided_for`), the randomised copies of the model (:meth:`set_randomized`), a new
+    image, and freeing it all.
 
     Args:
         model: a ``keras.Model``, an entry from :func:`gradcam_widget.models.load`, or a model
@@ -117,7 +282,8 @@ class ExplorerSession:
             with ``target``.
         cache_size: at most this many captures are kept.
         cache_bytes: and at most this many bytes of them (default :attr:`CACHE_BYTES`); the
-            least recently used go first, the most recent always stays.
+            least recently used go first, the most recent always stays. The randomised copies
+            of the model have a budget of their own of this size (and :data:`CLONES` at most).
         result_bytes: bytes of maps kept (default :data:`RESULT_BYTES`).
 
     Raises:
@@ -158,27 +324,47 @@ class ExplorerSession:
         self.class_names = names
         self.captures = ByteLRU(cache_bytes, max_items=cache_size, on_evict=self._forget)
         self.results = ByteLRU(result_bytes)
+        self.clones = ByteLRU(cache_bytes, max_items=CLONES, on_evict=self._drop_clone)
+        self.randomized = 0  # blocks re-initialised in the model the next captures come from
+        self._copies: dict[int, _Randomized] = {}  # the copies in self.clones, unordered
+        self._retired_passes = 0  # passes of copies already dropped
+        self._block_names: tuple[str, ...] | None = None
         self.image = None
         self.generation = 0  # + 1 per image: the first part of every cache key
         self.closed = False
 
     # --- captures ---------------------------------------------------------------------
 
-    def key_for(self, class_index: int | None, score: str) -> tuple:
+    def key_for(self, class_index: int | None, score: str, blocks: int | None = None) -> tuple:
         """The cache key of a capture of the current image.
 
         Args:
             class_index: its class (left out with a target: the target fixes it).
             score: ``"logit"`` or ``"probability"``.
+            blocks: the randomised blocks of the model it comes from (default: the current
+                :attr:`randomized`; ``0``: the model itself).
 
         Returns:
-            ``(image generation, class index or None, score)``.
+            ``(image generation, class index or None, score, blocks)``.
         """
-        return (self.generation, None if self.target is not None else class_index, score)
+        blocks = self.randomized if blocks is None else blocks
+        return (self.generation, None if self.target is not None else class_index, score, blocks)
 
     def key(self, cap: Capture) -> tuple:
         """The cache key of ``cap`` (see :meth:`key_for`)."""
-        return self.key_for(cap.class_index, cap.score)
+        return self.key_for(cap.class_index, cap.score, self.blocks_of(cap))
+
+    def blocks_of(self, cap: Capture) -> int:
+        """How many blocks were randomised in the model ``cap`` comes from: ``0`` for the
+        model itself, ``-1`` for a copy already dropped (or a capture of another model)."""
+        source = getattr(cap, "_source", None)
+        keras_model = None if source is None else source.model
+        if self.model is not None and keras_model is unwrap(self.model)[0]:
+            return 0
+        for blocks, copy in self._copies.items():
+            if copy.keras_model is keras_model:
+                return blocks
+        return -1
 
     def _forget(self, key: tuple, cap: Capture):
         """A capture left the cache: its maps go with it."""
@@ -201,9 +387,9 @@ class ExplorerSession:
             return [layer]
         return [None]
 
-    def _capture(self, image, class_index, score, layers) -> Capture:
+    def _capture(self, image, class_index, score, layers, blocks: int = 0) -> Capture:
         return capture(
-            self.model,
+            self.model if blocks == 0 else self._clone(blocks).model,
             image,
             class_index=None if self.target is not None else class_index,
             score=score,
@@ -215,7 +401,8 @@ class ExplorerSession:
     def set_image(
         self, image, *, class_index: int | None = None, score: str = "logit", layers="all"
     ) -> Capture:
-        """Capture a new image: one pass; the caches then hold only its capture.
+        """Capture a new image with the model itself (whatever :attr:`randomized` is): one
+        pass; the caches then hold only its capture (the randomised copies stay).
 
         Args:
             image: anything :func:`gradcam_widget.capture` takes.
@@ -246,7 +433,8 @@ class ExplorerSession:
         return cap
 
     def capture_for(self, class_index: int | None, score: str, layers=(None,)) -> Capture:
-        """The capture of the current image for a class and score: cached, or one pass.
+        """The capture of the current image for a class and score, from the model with
+        :attr:`randomized` blocks re-initialised: cached, or one pass.
 
         Args:
             class_index: the class (``None``: the top class; ignored with a target).
@@ -270,13 +458,15 @@ class ExplorerSession:
         if cached is not None:
             return cached
         layers = layers if isinstance(layers, str) else list(layers)
-        cap = self._capture(self.image, class_index, score, layers)
+        cap = self._capture(self.image, class_index, score, layers, self.randomized)
         self.captures.put(self.key(cap), cap)
         return cap
 
     def _top_class(self) -> int | None:
-        """The top class of the current image, read from any capture of it."""
-        for key in self.captures:
+        """The top class of the current image for the model itself, read from any capture of
+        it (of a randomised copy when none of the model is cached)."""
+        keys = list(self.captures)
+        for key in [key for key in keys if key[3] == 0] + keys:
             return int(np.argmax(self.captures.get(key).scores))
         return None
 
@@ -326,6 +516,150 @@ class ExplorerSession:
         self.results.put(key, result)
         return result
 
+    # --- input-gradient maps ------------------------------------------------------------
+
+    def check_guided(self) -> None:
+        """Refuse guided backpropagation on this model before any pass (a layer walk).
+
+        Raises:
+            ValueError: naming the first layer whose activation is not a ReLU.
+            RuntimeError: when the session is closed.
+        """
+        self._check_open()
+        engine = engine_for(self.model)
+        guided_replacements(engine.leaves, engine.model)
+
+    def guided_cached(self, cap: Capture, mode: str) -> bool:
+        """Whether :meth:`guided_for` can answer for ``cap`` without a pass.
+
+        Raises:
+            ValueError: for a bad mode.
+        """
+        options = saliency_options(mode)
+        if options is None:
+            return True
+        smooth = options["smooth"]
+        key = (options["kind"], smooth, float(options["sigma"]) if smooth else 0.0,
+               int(options["seed"]) if smooth else 0)  # fmt: skip
+        return key in cap._saliencies
+
+    def guided_for(self, cap: Capture, mode: str, heatmap: np.ndarray | None = None):
+        """The input-gradient map of ``cap`` for a guided mode.
+
+        The guided input gradients are cached on the capture (one pass down to the input the
+        first time, SmoothGrad's noisy copies as one batch); Guided Grad-CAM multiplies them
+        by ``heatmap``, numpy only.
+
+        Args:
+            cap: a capture of the current image.
+            mode: one of :data:`GUIDED_MODES`.
+            heatmap: ``(H, W)`` the heatmap on screen (needed by ``"guided_gradcam"``).
+
+        Returns:
+            ``(H, W, C)`` float32, signed (render it with
+            :func:`gradcam_widget.render.saliency_image`), or ``None`` for ``"off"``.
+
+        Raises:
+            ValueError: for a bad mode, a missing heatmap, or a network with another
+                activation than ReLU.
+            RuntimeError: when the session is closed.
+        """
+        self._check_open()
+        options = saliency_options(mode)
+        if options is None:
+            return None
+        if mode == "guided_gradcam" and heatmap is None:
+            raise ValueError("guided_gradcam multiplies by a heatmap: pass heatmap=")
+        try:
+            gradients = cap.saliency(**options)
+        finally:
+            self.captures.trim()  # the capture grew by the map
+        if mode != "guided_gradcam":
+            return gradients
+        return (gradients * np.asarray(heatmap, np.float32)[..., None]).astype(np.float32)
+
+    # --- randomised copies of the model ---------------------------------------------------
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        """The model's blocks of weighted layers, top first (what :meth:`set_randomized`
+        counts).
+
+        Raises:
+            RuntimeError: when the session is closed.
+        """
+        self._check_open()
+        if self._block_names is None:
+            names = [name for name, _ in _weighted_blocks(unwrap(self.model)[0])]
+            self._block_names = tuple(names)
+        return self._block_names
+
+    def set_randomized(self, blocks: int) -> tuple[str, ...]:
+        """Take later captures from a copy of the model whose top ``blocks`` blocks are
+        re-initialised (``0``: the model itself; every copy and its captures are dropped).
+
+        The model is never changed: a copy is made with ``keras.models.clone_model`` and the
+        model's weights, then the top blocks get new values from their initializers, seeded.
+        Copies are kept per ``blocks`` (:data:`CLONES` at most, within the byte budget).
+
+        Args:
+            blocks: how many blocks of :attr:`block_names`, from the top.
+
+        Returns:
+            The names of the blocks re-initialised.
+
+        Raises:
+            ValueError: for a bad count, or a model that cannot be copied; nothing changes.
+            RuntimeError: when the session is closed.
+        """
+        self._check_open()
+        names = self.block_names
+        if not (core.check_int("blocks", blocks, minimum=0) <= len(names)):
+            raise ValueError(
+                f"blocks must be in 0..{len(names)} (the model's blocks, top first: "
+                f"{', '.join(names) or 'none'}); got {blocks!r}"
+            )
+        blocks = int(blocks)
+        if blocks == 0:
+            self._drop_clones()
+        else:
+            self._clone(blocks)
+        self.randomized = blocks
+        return names[:blocks]
+
+    def _clone(self, blocks: int) -> _Randomized:
+        """The copy with ``blocks`` randomised: cached, or made now."""
+        clone = self.clones.get(blocks)
+        if clone is None:
+            keras_model, preprocess, class_names, multi_label = unwrap(self.model)
+            copy, names = _randomized_copy(keras_model, blocks)
+            model = copy
+            if keras_model is not self.model:  # an entry: the copy with its preprocess
+                model = types.SimpleNamespace(
+                    model=copy,
+                    preprocess=preprocess,
+                    class_names=class_names,
+                    multi_label=multi_label,
+                )
+            clone = _Randomized(model, copy, names)
+            self._copies[blocks] = clone
+            self.clones.put(blocks, clone)
+        return clone
+
+    def _drop_clone(self, blocks: int, clone: _Randomized) -> None:
+        """A copy leaves: its captures and their maps go with it, its passes are kept count
+        of."""
+        self.captures.discard(lambda key: key[3] == blocks)
+        self.results.discard(lambda key: key[0][3] == blocks)
+        self._retired_passes += engine_for(clone.keras_model).passes
+        self._copies.pop(blocks, None)
+
+    def _drop_clones(self) -> None:
+        for blocks, clone in list(self._copies.items()):
+            self._drop_clone(blocks, clone)
+        self.clones.clear()
+        self.randomized = 0
+
     # --- bookkeeping ------------------------------------------------------------------
 
     def class_name(self, cap: Capture, index: int) -> str:
@@ -336,24 +670,29 @@ class ExplorerSession:
 
     @property
     def cached_bytes(self) -> int:
-        """Bytes held by the caches (captures and maps)."""
-        return self.captures.nbytes + self.results.nbytes
+        """Bytes held by the caches: captures (their input-gradient maps included), maps and
+        the weights of the randomised copies."""
+        return self.captures.nbytes + self.results.nbytes + self.clones.nbytes
 
     @property
     def model_passes(self) -> int:
-        """Model passes run so far for this session's model (all its users share them).
+        """Model passes run so far for this session's model (all its users share them),
+        plus those of its randomised copies.
 
         Raises:
             RuntimeError: when the session is closed.
         """
         self._check_open()
-        return engine_for(self.model).passes
+        copies = sum(engine_for(copy.keras_model).passes for copy in self._copies.values())
+        return engine_for(self.model).passes + self._retired_passes + copies
 
     def close(self) -> None:
-        """Drop every capture and map and the model, preprocess and image it holds.
+        """Drop every capture, map and randomised copy and the model, preprocess and image it
+        holds.
 
         A closed session no longer keeps the model alive; its methods raise RuntimeError."""
         self.closed = True
+        self._drop_clones()
         self.captures.clear()
         self.results.clear()
         self.image = self.model = self.preprocess = None

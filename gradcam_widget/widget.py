@@ -5,7 +5,8 @@ the captures and the maps (and every cache of them); the explorer owns the contr
 panels, the readout and the status line, and asks its session for what to draw. Standard
 ipywidgets only (no custom front-end code), so it works unchanged in JupyterLab, Notebook 7,
 VS Code and Voila. Four ``ipywidgets.Image`` panels, keyed by
-:data:`gradcam_widget.render.PANEL_TITLES`, are updated in place with PNG bytes.
+:data:`gradcam_widget.render.PANEL_TITLES`, are updated in place with PNG bytes, and a fifth,
+``"guided"`` (:data:`PANELS`), shows an input-gradient map when the Guided control is on.
 
 Cache discipline (the session's): pooling, channels, order, colormap and opacity only re-read
 the cached tensors of the current :class:`~gradcam_widget.captures.Capture`; class and score
@@ -14,7 +15,11 @@ explorer runs (the first view, a new image, a class or score change) records onl
 layer(s) on screen, so the backward pass stops there; the first switch to another layer on
 such a capture runs one more pass that records every layer. The caches are bounded in bytes
 (:attr:`CamExplorer.CACHE_BYTES` for captures, :data:`RESULT_BYTES` for maps); a result is
-dropped with its capture, and :meth:`CamExplorer.close` frees everything.
+dropped with its capture, and :meth:`CamExplorer.close` frees everything. The Guided panel
+costs one more pass when switched on (guided backpropagation down to the input, cached on the
+capture; SmoothGrad one batched pass); Guided Grad-CAM then follows every Grad-CAM change with
+numpy only. The Randomise slider shows the same view computed on a copy of the model whose top
+k blocks are re-initialised (the model itself is never changed).
 
 The settable properties (``explorer.layer = "conv1"``) are generated from one table,
 :data:`SETTINGS`: each names the control it sets and the check a value must pass.
@@ -34,13 +39,28 @@ import numpy as np
 from gradcam_widget import core, methods, render, targets
 from gradcam_widget.captures import Capture
 from gradcam_widget.inputs import check_class_index as _check_class_index
-from gradcam_widget.session import FUSED, ExplorerSession, explained
+from gradcam_widget.session import (
+    FUSED,
+    GUIDED_MODES,
+    RANDOM_SEED,
+    SMOOTHGRAD,
+    ExplorerSession,
+    explained,
+)
 from gradcam_widget.session import RESULT_BYTES as RESULT_BYTES  # documented here too
 
 ORDER_LABELS = (("ReLU → resize", "relu_first"), ("resize → ReLU", "resize_first"))
 CHANNEL_LABELS = (("weighted sum", "weighted"), ("top channel", "top"))
 POOLING_LABELS = (("mean (GAP)", "mean"), ("max", "max"))
 SCORE_LABELS = (("logit (pre-softmax)", "logit"), ("probability", "probability"))
+GUIDED_LABELS = (
+    ("off", "off"),
+    ("Guided Backprop", "guided_backprop"),
+    ("Guided Grad-CAM", "guided_gradcam"),
+    (f"SmoothGrad (guided, {SMOOTHGRAD['smooth']} copies)", "smoothgrad"),
+)
+GUIDED_PANEL = "guided"
+PANELS = (*render.PANEL_TITLES, GUIDED_PANEL)  # every panel's title, the Guided one last
 PANEL_WIDTH = "224px"
 CLASS_CONTROLS = ("class", "class_index")  # hidden when the explorer explains a target
 
@@ -100,6 +120,27 @@ def _check_opacity(explorer, value) -> float:
     return float(value)
 
 
+def _check_guided(explorer, value) -> str:
+    value = core.check_option("guided", value, GUIDED_MODES)
+    if value != "off":
+        explorer._session.check_guided()  # a non-ReLU network: refused before any pass
+    return value
+
+
+def _check_randomize(explorer, value) -> int:
+    names = explorer._session.block_names
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or not 0 <= value <= len(names)
+    ):
+        raise ValueError(
+            f"randomize must be an int in 0..{len(names)} (the model's blocks, top first: "
+            f"{', '.join(names) or 'none'}); got {value!r}"
+        )
+    return int(value)
+
+
 class Setting(NamedTuple):
     """One settable property of :class:`CamExplorer`.
 
@@ -125,6 +166,8 @@ SETTINGS: dict[str, Setting] = {
     "class_index": Setting("class_index", _check_class, _read_class),
     "colormap": Setting("colormap", _choice("colormap", [(n, n) for n in render.COLORMAPS])),
     "opacity": Setting("opacity", _check_opacity),
+    "guided": Setting("guided", _check_guided),
+    "randomize": Setting("randomize", _check_randomize),
 }
 
 
@@ -196,6 +239,14 @@ def _make_controls() -> dict[str, widgets.ValueWidget]:
             readout_format=".2f", layout=widgets.Layout(width="260px"),
             style={"description_width": "70px"},
         ),
+        "guided": _dropdown(
+            "Guided", GUIDED_LABELS, "off", "input-gradient map in a fifth panel (one more pass)"
+        ),
+        "randomize": widgets.IntSlider(
+            value=0, min=0, max=0, step=1, description="Randomise", continuous_update=False,
+            layout=widgets.Layout(width="260px"), style={"description_width": "70px"},
+            tooltip="the same view on a copy of the model whose top k blocks are re-initialised",
+        ),
     }  # fmt: skip
     controls["layer"].layout.width = "330px"  # room for nested paths and the grid
     for name, control in controls.items():
@@ -204,11 +255,12 @@ def _make_controls() -> dict[str, widgets.ValueWidget]:
 
 
 def _make_panels() -> tuple[dict[str, widgets.HTML], dict[str, widgets.Image]]:
-    """``(titles, panels)``: an HTML title and a PNG image per panel, keyed by title."""
-    titles = {title: widgets.HTML() for title in render.PANEL_TITLES}
+    """``(titles, panels)``: an HTML title and a PNG image per panel, keyed by title
+    (:data:`PANELS`)."""
+    titles = {title: widgets.HTML() for title in PANELS}
     panels = {
         title: widgets.Image(format="png", layout=widgets.Layout(width=PANEL_WIDTH, height="auto"))
-        for title in render.PANEL_TITLES
+        for title in PANELS
     }
     for title, panel in panels.items():
         panel.add_class(f"gw-panel-{title.replace(' ', '-')}")
@@ -299,6 +351,37 @@ def _layers_line(cap: Capture, filled_now: bool) -> str | None:
     return None
 
 
+def _guided_title(cap: Capture, mode: str, layer: str) -> str:
+    """The text above the Guided panel: which map, of which size (and layer)."""
+    size = f"{cap.input_size[0]}×{cap.input_size[1]}"
+    label = dict((value, label) for label, value in GUIDED_LABELS)[mode]
+    if mode == "guided_gradcam":
+        return f"{label} {size} · × heatmap of {layer}"
+    return f"{label} {size}"
+
+
+def _guided_line(gradients: np.ndarray, mode: str, ran_now: bool) -> str:
+    """The readout's line for the Guided panel: the map, and the pass it took."""
+    label = dict((value, label) for label, value in GUIDED_LABELS)[mode]
+    when = "just now" if ran_now else "once, cached"
+    what = "one batched pass to the input" if mode == "smoothgrad" else "one pass to the input"
+    times = " × the heatmap (numpy)" if mode == "guided_gradcam" else ""
+    return (
+        f"{html.escape(label)} · input gradients {gradients.shape}{times} · {what} ({when}); "
+        "rendered as the seed does (grey is zero)"
+    )
+
+
+def _randomized_line(names: tuple[str, ...]) -> str:
+    """The readout's line while the view comes from a randomised copy of the model."""
+    blocks = ", ".join(html.escape(name) for name in names)
+    return (
+        f"<b>randomised</b>: the top {len(names)} block{'s' if len(names) != 1 else ''} "
+        f"({blocks}) re-initialised on a copy of the model (seed {RANDOM_SEED}); the model "
+        "itself is unchanged"
+    )
+
+
 def _warning_html(note: str) -> str:
     return f"<span style='color:#a05a00'>⚠ {html.escape(note)}</span>"
 
@@ -311,9 +394,9 @@ class CamExplorer(widgets.VBox):
     :class:`~gradcam_widget.session.ExplorerSession`.
 
     Its one job is the view: the controls and the settable properties behind them, the four
-    panels, the readout and the status line, which controls apply, and restoring the last
-    good settings when a change fails. What is computed (captures, maps, their caches) is the
-    session's.
+    panels and the Guided one, the readout and the status line, which controls apply, and
+    restoring the last good settings when a change fails. What is computed (captures, maps,
+    their caches, the randomised copies of the model) is the session's.
 
     Args:
         model: a ``keras.Model``, an entry from :func:`gradcam_widget.models.load`, or a
@@ -343,8 +426,11 @@ class CamExplorer(widgets.VBox):
 
     Settable attributes (the UI follows), one per row of :data:`SETTINGS`: ``method``,
     ``layer``, ``pooling``, ``channels``, ``order``, ``score``, ``class_index`` (``None``:
-    the top class), ``colormap``, ``opacity``. ``result`` is the
-    :class:`~gradcam_widget.core.CamResult` on screen.
+    the top class), ``colormap``, ``opacity``, ``guided`` (``"off"``, ``"guided_backprop"``,
+    ``"guided_gradcam"``, ``"smoothgrad"``: the Guided panel; a ValueError on a network with
+    other activations than ReLU) and ``randomize`` (``0`` .. the number of blocks: the same
+    view on a copy of the model whose top k blocks are re-initialised, seeded; ``0`` drops the
+    copies). ``result`` is the :class:`~gradcam_widget.core.CamResult` on screen.
     """
 
     CACHE_SIZE = ExplorerSession.CACHE_SIZE
@@ -380,7 +466,8 @@ class CamExplorer(widgets.VBox):
         self._closed = False
         self._quiet_depth = 0
         self._good: dict = {}
-        self._pass_ran = self._filled_now = False
+        self._pass_ran = self._filled_now = self._guided_ran = False
+        self._guided: np.ndarray | None = None  # the input-gradient map on screen
         self._render_ms = 0.0
         self._drawn: Capture | None = None
 
@@ -411,6 +498,8 @@ class CamExplorer(widgets.VBox):
         self._tooltips = {name: control.tooltip for name, control in controls.items()}
         for name, control in controls.items():
             control.observe(self._on_control(name), names="value")
+        controls["randomize"].max = len(self._session.block_names)
+        controls["randomize"].disabled = not self._session.block_names
         if self.target is not None:  # a target is explained, not a class: no class to pick
             for name in CLASS_CONTROLS:
                 controls[name].layout.display = "none"
@@ -423,12 +512,13 @@ class CamExplorer(widgets.VBox):
             widgets.HBox([controls["method"], controls["layer"], controls["pooling"]]),
             widgets.HBox([controls["channels"], controls["order"], controls["score"]]),
             widgets.HBox([controls["class"], controls["class_index"], controls["colormap"]]),
-            widgets.HBox([controls["opacity"]]),
+            widgets.HBox([controls["opacity"], controls["guided"], controls["randomize"]]),
         ]
-        panels = widgets.HBox(
-            [widgets.VBox([self._titles[title], self._panels[title]])
-             for title in render.PANEL_TITLES]
-        )  # fmt: skip
+        self._boxes = {
+            title: widgets.VBox([self._titles[title], self._panels[title]]) for title in PANELS
+        }
+        self._show_guided(False)
+        panels = widgets.HBox([self._boxes[title] for title in PANELS])
         self.add_class("gw-explorer")
         self.children = [*rows, panels, self.readout, self.status]
 
@@ -460,7 +550,9 @@ class CamExplorer(widgets.VBox):
                 controls["layer"].options = layer_options
                 values = [value for _, value in layer_options]
                 controls["layer"].value = previous if previous in values else cap.default_layer
-            if self.target is None:
+            if self.target is None and (
+                self._session.blocks_of(cap) == 0 or self._capture is None
+            ):  # a randomised copy's capture keeps the model's own top-5 list
                 self._install_classes(cap)
             controls["score"].value = cap.score
         self._capture = cap
@@ -516,6 +608,13 @@ class CamExplorer(widgets.VBox):
         values = self._values()
         session = self._session
         try:
+            blocks = values["randomize"]
+            if blocks and blocks not in session.clones:  # a copy to make and trace: seconds
+                self.status.value = (
+                    f"<span style='color:#555'>⏳ randomising the top {blocks} "
+                    f"block{'s' if blocks > 1 else ''} of a copy of the model…</span>"
+                )
+            session.set_randomized(blocks)  # 0: every copy dropped
             cap = session.capture_for(values["class_index"], values["score"], self._shown_layers())
             if cap is not self._capture:
                 self._install_capture(cap)
@@ -525,17 +624,24 @@ class CamExplorer(widgets.VBox):
                 result = session.result_for(cap, values, on_miss=self._say_working)
             else:
                 result = self.result
-            self._draw(cap, result, values, restyle_only)
+            cam_passes = self.model_passes - passes
+            guided = self._guided
+            if not restyle_only:
+                guided = self._guided_map(cap, result, values["guided"])
+            guided_passes = self.model_passes - passes - cam_passes
+            self._draw(cap, result, values, restyle_only, guided)
             self._update_enabled(methods.get(values["method"]))
         except Exception as error:  # shown, never raised into the notebook
             self._fail(error)
             return
         finally:
-            session.trim()  # the capture on screen may have grown (layers filled in)
+            session.trim()  # the capture on screen may have grown (layers, input gradients)
         self.result = result
         self._drawn = cap
+        self._guided = guided
         self._filled_now = len(cap.fill_ins) > filled
-        self._pass_ran = self.model_passes - passes > self._filled_now  # not just the fill-in
+        self._pass_ran = cam_passes > self._filled_now  # not just the fill-in
+        self._guided_ran = guided_passes > 0
         self._good = self._values()
         self.error = None
         self._render_ms = 1000 * (time.perf_counter() - started)
@@ -550,6 +656,25 @@ class CamExplorer(widgets.VBox):
             self.status.value = (
                 f"<span style='color:#555'>⏳ {html.escape(method.label)}: forward passes…</span>"
             )
+
+    def _guided_map(self, cap: Capture, result: core.CamResult, mode: str) -> np.ndarray | None:
+        """The Guided panel's map for ``mode`` (``None`` when off): one pass to the input the
+        first time for ``cap``, then cached on it."""
+        if mode == "off":
+            return None
+        if not self._session.guided_cached(cap, mode):
+            label = dict((value, label) for label, value in GUIDED_LABELS)[mode]
+            self.status.value = (
+                f"<span style='color:#555'>⏳ {html.escape(label)}: a pass to the input…</span>"
+            )
+        return self._session.guided_for(cap, mode, result.heatmap)
+
+    def _show_guided(self, shown: bool):
+        """Show or hide the Guided panel (its title, picture and box)."""
+        display = None if shown else "none"
+        for part in (self._boxes[GUIDED_PANEL], self._panels[GUIDED_PANEL]):
+            if part.layout.display != display:
+                part.layout.display = display
 
     def _update_enabled(self, method: methods.Method):
         """Disable the controls a method or the target ignores, and say why in their
@@ -575,22 +700,37 @@ class CamExplorer(widgets.VBox):
 
     # --- drawing ----------------------------------------------------------------------
 
-    def _draw(self, cap: Capture, result: core.CamResult, values: dict, restyle_only: bool):
+    def _draw(
+        self,
+        cap: Capture,
+        result: core.CamResult,
+        values: dict,
+        restyle_only: bool,
+        guided: np.ndarray | None,
+    ):
         colormap, alpha = values["colormap"], values["opacity"]
         pictures = {
             "heatmap": render.colorize(result.heatmap, colormap),
             "overlay": render.overlay(cap.image, result.heatmap, colormap, alpha),
         }
+        titles = _panel_titles(cap, result, alpha)
         if not restyle_only:
             pictures["raw map"] = render.raw_panel(result.raw)[0]
             if cap is not self._drawn:
                 pictures["input"] = cap.image
+            if guided is not None:
+                pictures[GUIDED_PANEL] = render.saliency_image(guided)
+                titles[GUIDED_PANEL] = _guided_title(cap, values["guided"], result.layer)
         encoded = {title: render.encode_png(rgb) for title, rgb in pictures.items()}
+        if not restyle_only and guided is None:
+            encoded[GUIDED_PANEL], titles[GUIDED_PANEL] = b"", ""  # off: hidden and emptied
         for title, png in encoded.items():
             if self._panels[title].value != png:
                 self._panels[title].value = png
-        for title, text in _panel_titles(cap, result, alpha).items():
-            self._titles[title].value = f"<b>{html.escape(text)}</b>"
+        for title, text in titles.items():
+            self._titles[title].value = f"<b>{html.escape(text)}</b>" if text else ""
+        if not restyle_only:
+            self._show_guided(guided is not None)
 
     def _write_readout(self, cap: Capture, result: core.CamResult):
         target, captures = self.target, self._session.captures
@@ -604,6 +744,16 @@ class CamExplorer(widgets.VBox):
             f"captures cached, {self.cached_bytes / 2**20:.1f} of "
             f"{captures.budget / 2**20:.0f} MB) · this view {self._render_ms:.1f} ms",
             *([layers_line] if layers_line else []),
+            *(
+                [_guided_line(self._guided, self.guided, self._guided_ran)]
+                if self._guided is not None
+                else []
+            ),
+            *(
+                [_randomized_line(self._session.block_names[: self._session.blocks_of(cap)])]
+                if self._session.blocks_of(cap) > 0
+                else []
+            ),
             *(_warning_html(note) for note in cap.warnings),
         ]
         self.readout.value = "<br>".join(lines)
@@ -677,7 +827,7 @@ class CamExplorer(widgets.VBox):
             super().close()
             return
         self._session.close()
-        self._capture = self._drawn = self.result = None
+        self._capture = self._drawn = self.result = self._guided = None
         stack = [*self.children, self.layout]
         while stack:
             child = stack.pop()
@@ -693,7 +843,8 @@ class CamExplorer(widgets.VBox):
             raise RuntimeError("this explorer is closed; make a new one")
 
     def save_png(self, path):
-        """Write the four panels as one titled figure (matplotlib, with colorbars)."""
+        """Write the four panels as one titled figure (matplotlib, with colorbars; the Guided
+        panel is not part of it)."""
         self._check_open()
         return render.save_figure(
             path, self._capture.image, self.result, self.colormap, self.opacity
@@ -703,12 +854,16 @@ class CamExplorer(widgets.VBox):
         """The PNG bytes currently shown in panel ``title``.
 
         Args:
-            title: one of :data:`gradcam_widget.render.PANEL_TITLES`.
+            title: one of :data:`PANELS` (:data:`gradcam_widget.render.PANEL_TITLES`, then
+                ``"guided"``).
+
+        Returns:
+            The PNG bytes (empty for the Guided panel while it is off).
 
         Raises:
             ValueError: naming the panels for another title.
         """
-        return self._panels[core.check_option("panel", title, render.PANEL_TITLES)].value
+        return self._panels[core.check_option("panel", title, PANELS)].value
 
 
 for _name, _setting in SETTINGS.items():

@@ -203,3 +203,160 @@ def test_the_session_module_does_not_import_ipywidgets():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# --- issue 13: input-gradient maps and randomised copies ----------------------------------
+
+
+def test_the_guided_map_is_one_pass_cached_with_its_capture_and_counted(model, image):
+    session = ExplorerSession(model)
+    cap = session.set_image(image, layers=["conv2"])
+    heatmap = session.result_for(cap, {"layer": "conv2"}).heatmap
+    held, passes = session.cached_bytes, session.model_passes
+    assert session.guided_for(cap, "off") is None and not session.guided_cached(
+        cap, "guided_backprop"
+    )
+    guided = session.guided_for(cap, "guided_backprop")
+    assert session.model_passes == passes + 1 and session.guided_cached(cap, "guided_gradcam")
+    np.testing.assert_array_equal(guided, cap.saliency("guided"))
+    assert session.cached_bytes == held + guided.nbytes  # counted with its capture
+    combined = session.guided_for(cap, "guided_gradcam", heatmap)
+    np.testing.assert_array_equal(combined, guided * heatmap[..., None])
+    assert session.model_passes == passes + 1  # numpy over the cached map
+    assert not session.guided_cached(cap, "smoothgrad")
+    smooth = session.guided_for(cap, "smoothgrad")
+    assert session.model_passes == passes + 2  # the noisy copies: one batch
+    np.testing.assert_array_equal(smooth, cap.saliency("guided", smooth=16))
+    with pytest.raises(ValueError, match="'off', 'guided_backprop', 'guided_gradcam'"):
+        session.guided_for(cap, "vanilla")
+    with pytest.raises(ValueError, match="heatmap"):
+        session.guided_for(cap, "guided_gradcam")
+    session.check_guided()  # a ReLU network passes
+
+
+def test_check_guided_refuses_a_gelu_network_before_any_pass(image):
+    from gradcam_widget._tf import keras
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="gelu", name="c1")(inputs)
+    net = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    session = ExplorerSession(net)
+    cap = session.set_image(image)
+    passes = session.model_passes
+    with pytest.raises(ValueError, match="defined for ReLU networks; layer c1 uses 'gelu'"):
+        session.check_guided()
+    with pytest.raises(ValueError, match="defined for ReLU networks"):
+        session.guided_for(cap, "guided_backprop")
+    assert session.model_passes == passes
+
+
+def test_blocks_group_weighted_layers_by_name_prefix_top_first(image):
+    from gradcam_widget._tf import keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="block1_conv1")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="block1_conv2")(x)
+    x = keras.layers.MaxPooling2D(name="block1_pool")(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="block2_conv1")(x)
+    x = keras.layers.BatchNormalization(name="block2_bn")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    net = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    assert ExplorerSession(net).block_names == ("fc", "block2", "block1")
+
+
+def test_a_randomised_copy_explains_the_same_class_and_leaves_the_model_untouched(model, image):
+    weights = [array.copy() for array in model.get_weights()]
+    session = ExplorerSession(model)
+    assert session.block_names == ("head", "conv2", "conv1")
+    first = session.set_image(image, layers=["conv2"])
+    passes = session.model_passes
+    assert session.set_randomized(1) == ("head",) and session.randomized == 1
+    copy = session.capture_for(first.class_index, "logit", ["conv2"])
+    assert session.model_passes == passes + 1  # a pass of the copy, counted
+    assert session.blocks_of(copy) == 1 and session.key(copy)[3] == 1
+    assert copy._source.model is not model and copy.class_index == first.class_index
+    assert not np.array_equal(copy.scores, first.scores)
+    # the activations below the head are the model's: only the head was re-initialised
+    np.testing.assert_allclose(copy.activations("conv2"), first.activations("conv2"), atol=1e-6)
+    again = ExplorerSession(model)
+    again.set_image(image, layers=["conv2"])
+    again.set_randomized(1)
+    seeded = again.capture_for(first.class_index, "logit", ["conv2"])
+    np.testing.assert_array_equal(seeded.scores, copy.scores)  # seeded: the same copy
+    session.set_randomized(2)
+    head = [session._copies[k].keras_model.get_layer("head").get_weights() for k in (1, 2)]
+    for one, two in zip(*head, strict=True):
+        np.testing.assert_array_equal(one, two)  # a cascade: the top block is the same
+    session.capture_for(first.class_index, "logit", ["conv2"])
+    session.set_randomized(3)  # a third copy: the least recently used one leaves
+    assert sorted(session.clones) == [2, 3] and all(key[3] != 1 for key in session.captures)
+    assert session.capture_for(None, "logit") is not first  # k = 3: the copy's capture
+    counted = session.model_passes
+    assert session.set_randomized(0) == () and len(session.clones) == 0
+    assert session.model_passes == counted  # passes of dropped copies still count
+    assert list(session.captures) == [session.key(first)]
+    assert session.capture_for(first.class_index, "logit") is first
+    for name, bad in (("4", 4), ("-1", -1), ("True", True)):
+        with pytest.raises(ValueError, match=f"got {name}"):
+            session.set_randomized(bad)
+    assert session.randomized == 0
+    for kept, now in zip(weights, model.get_weights(), strict=True):
+        assert kept.tobytes() == now.tobytes()  # bitwise
+
+
+def test_a_randomised_copy_of_an_entry_keeps_its_preprocess_and_is_freed(make_cnn, image):
+    import types
+
+    calls = []
+
+    def preprocess(batch):
+        calls.append(len(batch))
+        return batch / 255.0
+
+    entry = types.SimpleNamespace(
+        model=make_cnn(seed=7, classes=CLASSES), preprocess=preprocess, class_names=None
+    )
+    session = ExplorerSession(entry)
+    first = session.set_image(image)
+    session.set_randomized(1)
+    before = len(calls)
+    copy = session.capture_for(first.class_index, "logit")
+    assert len(calls) == before + 1  # the copy's input went through the entry's preprocess
+    assert copy._source.inputs.max() <= 1.0
+    assert session.cached_bytes == (
+        session.captures.nbytes + session.results.nbytes + session.clones.nbytes
+    )
+    assert session.clones.nbytes > 0
+    ref = weakref.ref(session._copies[1].keras_model)
+    del copy
+    session.close()
+    gc.collect()
+    assert ref() is None and session.cached_bytes == 0
+
+
+def test_a_model_that_cannot_be_copied_is_refused_never_randomised_in_place(image):
+    from gradcam_widget._tf import keras
+
+    class Net(keras.Model):  # subclassed: keras.models.clone_model cannot copy it
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")
+            self.pool = keras.layers.GlobalAveragePooling2D()
+            self.head = keras.layers.Dense(3, name="head")
+
+        def call(self, inputs):
+            return self.head(self.pool(self.conv(inputs)))
+
+    keras.utils.set_random_seed(3)
+    net = Net()
+    net(np.zeros((1, 32, 32, 3), np.float32))
+    weights = [array.copy() for array in net.get_weights()]
+    session = ExplorerSession(net)
+    session.set_image(image)
+    assert session.block_names == ("head", "conv")
+    with pytest.raises(ValueError, match="cannot randomise a copy of this model"):
+        session.set_randomized(1)
+    assert session.randomized == 0 and len(session.clones) == 0
+    for kept, now in zip(weights, net.get_weights(), strict=True):
+        assert kept.tobytes() == now.tobytes()

@@ -549,6 +549,8 @@ def good_and_bad_values(explorer) -> dict:
         "class_index": (lowest, 99, "0..4"),
         "colormap": ("viridis", "rainbowz", "'jet'"),
         "opacity": (0.25, 1.5, "[0, 1]"),
+        "guided": ("guided_gradcam", "sharp", "'off', 'guided_backprop'"),
+        "randomize": (1, 4, "0..3 (the model's blocks, top first: head, conv2, conv1)"),
     }
 
 
@@ -576,10 +578,173 @@ def test_every_setting_of_the_table_round_trips_and_refuses_a_bad_value(explorer
 def test_panels_are_keyed_by_title_and_method_labels_come_from_the_methods(explorer):
     from gradcam_widget import methods
 
-    assert set(explorer._panels) == set(render.PANEL_TITLES)
+    assert set(explorer._panels) == {*render.PANEL_TITLES, "guided"}
     with pytest.raises(ValueError, match="'input', 'raw map', 'heatmap', 'overlay'"):
         explorer.panel_png("colorbar")
     offered = dict((name, label) for label, name in explorer._controls["method"].options)
     assert offered == {name: methods.get(name).label for name in methods.names()}
     explorer.method = "hirescam"
     assert "HiResCAM · weights" in explorer.readout.value
+
+
+# --- issue 13: the Guided panel and the Randomise slider -----------------------------------
+
+
+def guided_png(gradients) -> bytes:
+    return render.encode_png(render.saliency_image(gradients))
+
+
+def test_the_guided_panel_costs_one_pass_when_switched_on_and_none_after(model, image):
+    ex = gw.CamExplorer(model, image, class_names=CLASS_NAMES)
+    guided_box, panel = ex._boxes["guided"], ex._panels["guided"]
+    assert (
+        "gw-panel-guided" in panel._dom_classes
+        and "gw-guided" in ex._controls["guided"]._dom_classes
+    )
+    assert ex.guided == "off" and panel.layout.display == guided_box.layout.display == "none"
+    assert bytes(ex.panel_png("guided")) == b""
+    ex.capture.gradients("conv1")  # every layer held: later layer changes need no fill-in
+    passes = ex.model_passes
+    ex.guided = "guided_backprop"
+    assert ex.model_passes == passes + 1  # the guided pass to the input, once
+    assert panel.layout.display is None and guided_box.layout.display is None
+    cap = ex.capture
+    assert ex.panel_png("guided") == guided_png(cap.saliency("guided"))
+    assert "Guided Backprop 32×32" in ex._titles["guided"].value
+    assert "input gradients (32, 32, 3)" in ex.readout.value and "(just now)" in ex.readout.value
+    shown = ex.panel_png("guided")
+    for name, value in (
+        ("pooling", "max"),
+        ("channels", "top"),
+        ("order", "resize_first"),
+        ("layer", "conv1"),
+        ("colormap", "viridis"),
+        ("method", "layercam"),
+    ):
+        setattr(ex, name, value)
+        assert ex.error is None and ex.panel_png("guided") == shown  # guided backprop alone
+    assert ex.model_passes == passes + 1
+    ex.guided = "guided_gradcam"
+    for name, value in (("layer", "conv2"), ("method", "gradcam"), ("pooling", "mean")):
+        setattr(ex, name, value)
+        expected = cap.saliency("guided") * ex.result.heatmap[..., None]
+        assert ex.panel_png("guided") == guided_png(expected)  # follows the heatmap
+    assert "× heatmap of conv2" in ex._titles["guided"].value
+    assert ex.model_passes == passes + 1  # Guided Grad-CAM: numpy over the cached map
+    ex.guided = "off"
+    assert panel.layout.display == "none" and bytes(ex.panel_png("guided")) == b""
+    ex.guided = "guided_backprop"  # on again: cached on the capture
+    assert ex.model_passes == passes + 1 and panel.layout.display is None
+    assert "(once, cached)" in ex.readout.value
+    other = next(k for k in range(len(CLASS_NAMES)) if k != ex.class_index)
+    ex.class_index = other  # the class's capture pass, then its guided pass
+    assert ex.model_passes == passes + 3 and ex.capture is not cap
+    assert ex.panel_png("guided") == guided_png(ex.capture.saliency("guided"))
+    ex.guided = "smoothgrad"  # the noisy copies: one batched pass
+    assert ex.model_passes == passes + 4
+    assert ex.panel_png("guided") == guided_png(ex.capture.saliency("guided", smooth=16))
+    ex.set_image(np.random.default_rng(7).integers(0, 256, (32, 32, 3)).astype(np.uint8))
+    assert ex.model_passes == passes + 6  # a new image: its pass, then its guided pass
+
+
+def test_the_guided_saliency_is_counted_in_the_byte_budget(model, image):
+    one = gw.CamExplorer(model, image).capture.nbytes  # a capture of one layer
+    ex = gw.CamExplorer(model, image, cache_bytes=2 * one + one // 4, cache_size=100)
+    first = ex.class_index
+    ex.class_index = (first + 1) % len(CLASS_NAMES)
+    assert len(ex._session.captures) == 2  # two one-layer captures fit
+    held = ex.cached_bytes
+    ex.guided = "guided_backprop"
+    (gradients,) = ex.capture._saliencies.values()  # computed by the explorer, on its capture
+    assert ex.capture.nbytes == one + gradients.nbytes
+    assert list(ex._session.captures) == [ex._session.key(ex.capture)]  # the older one left
+    assert ex.cached_bytes == ex.capture.nbytes + ex._session.results.nbytes < held + one
+
+
+def test_guided_on_a_gelu_network_is_refused_and_the_explorer_keeps_working(image):
+    keras.utils.set_random_seed(41)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="gelu", name="c1")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2")(x)
+    net = keras.Model(inputs, keras.layers.Dense(3, name="head")(
+        keras.layers.Flatten()(keras.layers.MaxPooling2D()(x))))  # fmt: skip
+    ex = gw.CamExplorer(net, image)
+    before, passes = snapshot(ex), ex.model_passes
+    with pytest.raises(ValueError, match="defined for ReLU networks; layer c1 uses 'gelu'"):
+        ex.guided = "guided_backprop"
+    assert "defined for ReLU networks" in ex.status.value
+    assert ex.guided == "off" and ex._panels["guided"].layout.display == "none"
+    ex._controls["guided"].value = "smoothgrad"  # the browser path: never raises
+    status = html.unescape(ex.status.value)
+    assert "guided backpropagation is defined for ReLU networks; layer c1 uses 'gelu'" in status
+    assert "<br>" not in ex.status.value  # one line
+    assert ex.guided == "off" and ex._controls["guided"].value == "off"
+    assert ex._panels["guided"].layout.display == "none"
+    assert snapshot(ex) == before and ex.model_passes == passes
+    ex.pooling = "max"  # the rest keeps working
+    assert ex.result.pooling == "max" and "ready" in ex.status.value and ex.error is None
+
+
+def test_the_randomise_slider_shows_the_view_of_a_copy_and_restores_the_model(make_cnn, image):
+    net = make_cnn(seed=12, classes=5, head="flatten")
+    weights = [array.copy() for array in net.get_weights()]
+    batch = image[None].astype(np.float32)
+    outputs = net(batch).numpy()
+    ex = gw.CamExplorer(net, image)
+    slider = ex._controls["randomize"]
+    assert "gw-randomize" in slider._dom_classes and (slider.min, slider.max) == (0, 3)
+    ex.layer, ex.pooling = "conv1", "max"
+    ex.guided = "guided_backprop"
+    before, result, guided = snapshot(ex), ex.result, ex.panel_png("guided")
+    shown_class, cap = ex.class_index, ex.capture
+    ex.randomize = 1
+    assert ex.error is None and ex.capture is not cap
+    assert ex.capture._source.model is not net  # a copy, never the model
+    assert ex.capture.class_index == shown_class and ex.result.layer == "conv1"
+    assert (ex.result.pooling, ex.class_index, ex.layer) == ("max", shown_class, "conv1")
+    assert "randomised</b>: the top 1 block (head)" in ex.readout.value
+    assert not np.array_equal(ex.result.raw, result.raw)
+    assert changed_panels(before, snapshot(ex)) == {"raw map", "heatmap", "overlay"}
+    assert ex.panel_png("guided") != guided  # the guided map of the copy
+    ex.randomize = 3
+    assert "the top 3 blocks (head, conv2, conv1)" in ex.readout.value
+    ex.pooling = "mean"
+    ex.pooling = "max"
+    ex.randomize = 0
+    assert ex.error is None and "randomised" not in ex.readout.value
+    assert snapshot(ex) == before and ex.panel_png("guided") == guided  # exactly
+    np.testing.assert_array_equal(ex.result.raw, result.raw)
+    assert len(ex._session.clones) == 0
+    assert all(key[3] == 0 for key in ex._session.captures)
+    for kept, now in zip(weights, net.get_weights(), strict=True):
+        assert kept.tobytes() == now.tobytes()  # bitwise
+    assert net(batch).numpy().tobytes() == outputs.tobytes()
+
+
+def test_randomised_copies_are_freed_at_zero_and_on_close(make_cnn, image):
+    import gc
+    import weakref
+
+    net = make_cnn(seed=13, classes=5)
+    ex = gw.CamExplorer(net, image)
+    ex.randomize = 2
+    ex.guided = "guided_gradcam"
+    copy = weakref.ref(ex._session._copies[2].keras_model)
+    ex.randomize = 0
+    gc.collect()
+    assert copy() is None
+    ex.randomize = 1
+    copy = weakref.ref(ex._session._copies[1].keras_model)
+    assert ex.cached_bytes > ex._session.captures.nbytes + ex._session.results.nbytes
+    ex.close()
+    gc.collect()
+    assert copy() is None and ex.cached_bytes == 0
+
+
+def test_randomize_refuses_a_count_outside_the_blocks(explorer):
+    before = snapshot(explorer)
+    for bad in (4, -1, 1.0, True, "1"):
+        with pytest.raises(ValueError, match=r"randomize must be an int in 0\.\.3"):
+            explorer.randomize = bad
+        assert explorer.randomize == 0 and snapshot(explorer) == before
+    assert "head, conv2, conv1" in html.unescape(explorer.status.value)
