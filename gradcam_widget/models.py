@@ -31,11 +31,20 @@ from gradcam_widget import captures, data, inputs
 from gradcam_widget._tf import keras, tf
 from gradcam_widget.engine import model_errors
 
-MODEL_NAMES: tuple[str, ...] = ("shapes", "vgg16", "resnet50", "mobilenet_v2")
+MODEL_NAMES: tuple[str, ...] = ("shapes", "shapes_permuted", "vgg16", "resnet50", "mobilenet_v2")
 """Names accepted by :func:`load`."""
 
 SHAPES_ASSET = "shapes.keras"
 """File name of the shipped shapes model inside ``gradcam_widget/assets``."""
+
+SHAPES_PERMUTED_ASSET = "shapes_permuted.keras"
+"""File name of the shapes model trained on permuted labels, inside ``gradcam_widget/assets``."""
+
+_SHIPPED_ASSETS = {"shapes": SHAPES_ASSET, "shapes_permuted": SHAPES_PERMUTED_ASSET}
+_SHIPPED_SCRIPTS = {
+    "shapes": "scripts/train_shapes.py",
+    "shapes_permuted": "scripts/train_shapes.py --permute-labels",
+}
 
 _APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _CLASS_INDEX_URL = (
@@ -103,8 +112,8 @@ class ModelEntry:
     Attributes:
         name: the name given to :func:`load`.
         model: the ``keras.Model``; input ``(N, H, W, 3)`` float32, output
-            ``(N, len(class_names))`` scores (logits for ``"shapes"``, softmax
-            probabilities for the ImageNet models).
+            ``(N, len(class_names))`` scores (logits for ``"shapes"`` and
+            ``"shapes_permuted"``, softmax probabilities for the ImageNet models).
         preprocess: maps an ``(N, H, W, 3)`` float32 RGB batch in 0..255 to the model input
             (never modifies its argument), or ``None`` when the model takes 0..255 as is.
         class_names: one name per output, in output order.
@@ -188,9 +197,14 @@ def load(name: str, progress: bool = False) -> ModelEntry:
 
     ``"shapes"`` is the small VGG-style classifier shipped with the package (classes
     :data:`gradcam_widget.data.CLASS_NAMES`, last conv ``block5_conv3`` at 14 x 14, no
-    network needed). ``"vgg16"``, ``"resnet50"`` and ``"mobilenet_v2"`` are
-    ``keras.applications`` models with ImageNet weights, downloaded once into
-    ``$KERAS_HOME/models`` (default ``~/.keras/models``).
+    network needed). ``"shapes_permuted"`` is the same network trained by the same script
+    on permuted labels (each training scene labelled with another scene's classes), also
+    shipped: it memorised its training scenes and knows nothing about shapes (held-out
+    accuracy at chance), for the data randomisation test of Adebayo et al. (2018), "Sanity
+    Checks for Saliency Maps": a saliency method whose maps for it look like those for
+    ``"shapes"`` does not show what a model learned. ``"vgg16"``, ``"resnet50"`` and
+    ``"mobilenet_v2"`` are ``keras.applications`` models with ImageNet weights, downloaded
+    once into ``$KERAS_HOME/models`` (default ``~/.keras/models``).
 
     Args:
         name: one of :data:`MODEL_NAMES`.
@@ -203,12 +217,12 @@ def load(name: str, progress: bool = False) -> ModelEntry:
     Raises:
         ValueError: if ``name`` is unknown (the message lists :data:`MODEL_NAMES`).
         WeightsUnavailableError: if ImageNet weights are not cached and cannot be downloaded.
-        FileNotFoundError: if the shipped shapes model is missing from the installation.
+        FileNotFoundError: if a shipped shapes model is missing from the installation.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid names: {MODEL_NAMES}")
-    if name == "shapes":
-        return _load_shapes()
+    if name in _SHIPPED_ASSETS:
+        return _load_shapes(name)
     key = (name, str(keras_cache_dir()))
     if key not in _LOADED_IMAGENET:
         _LOADED_IMAGENET[key] = _load_imagenet(*key, progress=progress)
@@ -223,7 +237,7 @@ def weights_cached(name: str) -> bool:
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid names: {MODEL_NAMES}")
-    if name == "shapes":
+    if name in _SHIPPED_ASSETS:
         return True
     return (keras_cache_dir() / "models" / _IMAGENET_SPECS[name].weights_file).is_file()
 
@@ -244,17 +258,19 @@ def keras_cache_dir() -> Path:
 
 
 @functools.cache
-def _load_shapes() -> ModelEntry:
-    asset = importlib.resources.files("gradcam_widget").joinpath("assets", SHAPES_ASSET)
+def _load_shapes(name: str) -> ModelEntry:
+    """The shipped model ``name`` (a key of ``_SHIPPED_ASSETS``), built once per process."""
+    file_name = _SHIPPED_ASSETS[name]
+    asset = importlib.resources.files("gradcam_widget").joinpath("assets", file_name)
     if not asset.is_file():
         raise FileNotFoundError(
-            f"the shipped model gradcam_widget/assets/{SHAPES_ASSET} is missing; reinstall "
-            "gradcam_widget or rebuild it with scripts/train_shapes.py"
+            f"the shipped model gradcam_widget/assets/{file_name} is missing; reinstall "
+            f"gradcam_widget or rebuild it with {_SHIPPED_SCRIPTS[name]}"
         )
     with importlib.resources.as_file(asset) as path:
         model = keras.models.load_model(path, compile=False)
     return ModelEntry(
-        name="shapes",
+        name=name,
         model=model,
         preprocess=None,
         class_names=data.CLASS_NAMES,

@@ -264,3 +264,80 @@ def test_offline_error_renders_as_a_plain_message_in_notebooks():
     assert error._render_traceback_() == [
         "WeightsUnavailableError: vgg16_weights.h5 is not in the Keras cache"
     ]
+
+
+# --- the shapes model trained on permuted labels (data randomisation test) -------------------
+
+PERMUTED_CHECK_SEEDS = range(1_000_000, 1_000_100)  # held out from both models' training
+
+
+@pytest.fixture(scope="module")
+def shapes_permuted():
+    return gw.models.load("shapes_permuted")
+
+
+@pytest.fixture(scope="module")
+def check_scenes():
+    scenes = [data.scene(seed, n_objects=1 + seed % 2) for seed in PERMUTED_CHECK_SEEDS]
+    return np.stack([item.image for item in scenes]), np.stack([item.target for item in scenes])
+
+
+def _true_label_agreement(entry, images, targets):
+    """Presence accuracy against the true labels, its chance level and top-1 hits.
+
+    Chance is the accuracy of a predictor that ignores the image and says "present" for each
+    class as often as the model does: ``p q + (1 - p)(1 - q)``, averaged over classes.
+    """
+    logits = np.concatenate([entry.predict(images[i : i + 50]) for i in range(0, len(images), 50)])
+    present, predicted = targets > 0.5, logits > 0
+    frequency, rate = present.mean(axis=0), predicted.mean(axis=0)
+    chance = (frequency * rate + (1 - frequency) * (1 - rate)).mean()
+    top1 = present[np.arange(len(logits)), logits.argmax(axis=1)].mean()
+    return (predicted == present).mean(), chance, top1
+
+
+def test_shapes_permuted_entry_loads_offline(monkeypatch, shapes, shapes_permuted):
+    assert "shapes_permuted" in models.MODEL_NAMES
+    assert models.weights_cached("shapes_permuted")
+    for field in ("preprocess", "class_names", "input_size", "multi_label"):
+        assert getattr(shapes_permuted, field) == getattr(shapes, field), field
+    assert shapes_permuted.name == "shapes_permuted"
+    assert models.load("shapes_permuted") is shapes_permuted  # built once per process
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    fresh = models._load_shapes.__wrapped__("shapes_permuted")  # the real path, uncached
+    assert fresh.model.name == "shapes_vgg" and fresh.input_size == (224, 224)
+    path = ASSETS / models.SHAPES_PERMUTED_ASSET
+    assert path.stat().st_size <= 5 * 1024 * 1024
+    record = json.loads((ASSETS / "shapes_permuted.json").read_text())
+    assert tuple(record["class_names"]) == data.CLASS_NAMES
+    assert record["train_seeds"][1] < PERMUTED_CHECK_SEEDS.start
+    assert "permutation_seed" in record["permuted_labels"]
+
+
+def test_shapes_permuted_is_the_same_network_with_other_weights(shapes, shapes_permuted):
+    learned, memorised = shapes.model, shapes_permuted.model
+    assert [layer.name for layer in memorised.layers] == [layer.name for layer in learned.layers]
+    assert [tuple(layer.output.shape) for layer in memorised.layers] == [
+        tuple(layer.output.shape) for layer in learned.layers
+    ]
+    assert [weight.shape for weight in memorised.weights] == [
+        weight.shape for weight in learned.weights
+    ]
+    for mine, theirs in zip(memorised.get_weights(), learned.get_weights(), strict=True):
+        assert not np.allclose(mine, theirs, atol=1e-3)
+
+
+def test_shapes_permuted_is_at_chance_on_true_labels(shapes, shapes_permuted, check_scenes):
+    """Held-out scenes, true labels: "shapes" learned the classes, "shapes_permuted" did not."""
+    images, targets = check_scenes
+    accuracy, _, top1 = _true_label_agreement(shapes, images, targets)
+    assert accuracy >= 0.97 and top1 >= 0.97, (accuracy, top1)
+    accuracy, chance, top1 = _true_label_agreement(shapes_permuted, images, targets)
+    assert abs(accuracy - chance) <= 0.08, (accuracy, chance)
+    assert accuracy <= 0.8, accuracy
+    assert top1 <= 0.5, top1  # chance: 1.5 objects per scene / 5 classes = 0.3
