@@ -25,7 +25,7 @@ from gradcam_widget.explanations import Explanations, explain, iter_explain
 
 __version__ = "0.1.0"
 
-_LAZY = {"data", "models", "render", "widget", "methods", "metrics"}
+_LAZY = {"data", "models", "render", "widget", "methods", "metrics", "sanity"}
 
 
 def __getattr__(name):
