@@ -79,6 +79,7 @@ __all__ = [
     "model_randomization",
     "rank",
     "randomized",
+    "randomized_copy",
     "spearman",
     "ssim",
 ]
@@ -440,6 +441,42 @@ def _clone(keras_model):
     except (ValueError, TypeError):
         return None
     return clone
+
+
+def randomized_copy(model, blocks: int, seed: int = 0):
+    """A copy of ``model`` with its top ``blocks`` blocks re-initialised; never in place.
+
+    The model is only read: it is cloned (nested models too), its weights copied into the
+    clone, and a clone that would share a variable with it is refused. A block's new values
+    depend only on ``seed``, its layers' paths and weight names: the same whatever ``blocks``
+    is (a cascade). This is what the widget's Randomise slider shows.
+
+    Args:
+        model: a ``keras.Model`` or an entry from :func:`gradcam_widget.models.load`.
+        blocks: how many blocks of :func:`blocks`, from the top.
+        seed: the seed of the new values.
+
+    Returns:
+        ``(copy, names)``: the ``keras.Model`` copy and the names of the re-initialised blocks.
+
+    Raises:
+        ValueError: when the model cannot be copied (a subclassed model, a layer without a
+            config, a clone sharing weights with it), saying the model is left as it is.
+    """
+    keras_model = unwrap(model)[0]
+    clone = _clone(keras_model)
+    originals = {id(variable) for variable in keras_model.weights}
+    if clone is None or any(id(variable) in originals for variable in clone.weights):
+        raise ValueError(
+            "cannot randomise a copy of this model (a subclassed model, or one whose layers "
+            "cannot be cloned); the model itself is never changed"
+        )
+    chosen = _weighted_blocks(clone)[:blocks]
+    for _, members in chosen:
+        for path, layer in members:
+            for variable in layer.weights:
+                variable.assign(_fresh_values(layer, path, variable, seed))
+    return clone, tuple(name for name, _ in chosen)
 
 
 def _rewrap(given, keras_model):

@@ -25,17 +25,15 @@ This module imports no widget library: numpy and the package's capture machinery
 from __future__ import annotations
 
 import types
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from gradcam_widget import core, methods, targets
-from gradcam_widget._tf import keras
+from gradcam_widget import core, methods, sanity, targets
 from gradcam_widget.cache import ByteLRU
 from gradcam_widget.captures import Capture, capture
 from gradcam_widget.engine import engine_for, unwrap
-from gradcam_widget.tapping import guided_replacements, leaf_layers
+from gradcam_widget.tapping import guided_replacements
 
 FUSED = "fused"  # the layer entry for multi-layer fusion (Capture.fuse)
 RESULT_BYTES = 32 * 2**20  # maps kept per session (Score-CAM's forward passes are costly)
@@ -135,116 +133,6 @@ def saliency_options(mode: str) -> dict | None:
         return None
     options = {"kind": "guided", "smooth": 0, "sigma": SMOOTHGRAD["sigma"], "seed": 0}
     return {**options, **SMOOTHGRAD} if mode == "smoothgrad" else options
-
-
-# --- the randomised copies of the model (a stand-in for gradcam_widget.sanity) ------------
-
-
-def _block_key(path: str) -> str:
-    """The block of the layer at ``path``: its name up to the first ``"_"`` (and the number
-    after it, as in ``block_1_expand``), inside the same nested model."""
-    parent, _, name = path.rpartition("/")
-    parts = name.split("_")
-    key = parts[0] or name
-    if len(parts) > 1 and parts[1].isdigit():
-        key = f"{key}_{parts[1]}"
-    return f"{parent}/{key}" if parent else key
-
-
-def _weighted_blocks(keras_model) -> list[tuple[str, list[tuple[str, object]]]]:
-    """The layers that hold weights, grouped into blocks (:func:`_block_key`), top first.
-
-    Args:
-        keras_model: a ``keras.Model``.
-
-    Returns:
-        ``[(block name, [(layer path, layer), ...]), ...]``, ordered by each block's topmost
-        layer, the block nearest the output first.
-    """
-    groups: dict[str, list] = {}
-    top: dict[str, int] = {}
-    seen: set[int] = set()
-    for position, (path, layer) in enumerate(leaf_layers(keras_model)):
-        if id(layer) in seen or not layer.weights:
-            continue
-        seen.add(id(layer))
-        block = _block_key(path)
-        groups.setdefault(block, []).append((path, layer))
-        top[block] = position
-    return sorted(groups.items(), key=lambda item: -top[item[0]])
-
-
-def _fresh_values(layer, path: str, variable, seed: int) -> np.ndarray:
-    """New values for ``variable`` of the layer at ``path``: the layer's own initializer for
-    it, seeded by ``seed``, the path and the weight's name; else a seeded normal with the
-    current values' standard deviation."""
-    weight = str(variable.name).rsplit("/", 1)[-1]
-    shape = tuple(int(size) for size in variable.shape)
-    dtype = np.dtype(keras.backend.standardize_dtype(variable.dtype))
-    own_seed = zlib.crc32(f"{int(seed)}/{path}/{weight}".encode()) & 0x7FFFFFFF
-    names = [f"{weight}_initializer"]
-    if weight.endswith("_kernel"):
-        names.append(f"{weight.removesuffix('_kernel')}_initializer")
-    if weight == "kernel":
-        names.append("depthwise_initializer")
-    initializer = next((getattr(layer, n) for n in names if getattr(layer, n, None)), None)
-    if initializer is not None:
-        try:
-            initializer = keras.initializers.get(initializer)
-            config = initializer.get_config()
-            if "seed" in config:
-                initializer = type(initializer).from_config({**config, "seed": own_seed})
-            values = keras.ops.convert_to_numpy(initializer(shape, dtype=str(dtype)))
-            return np.asarray(values, dtype=dtype).reshape(shape)
-        except (TypeError, ValueError, AttributeError, NotImplementedError):
-            pass
-    current = np.asarray(variable.numpy(), dtype=np.float64)
-    spread = float(current.std()) if current.size else 0.0
-    return np.random.default_rng(own_seed).normal(0.0, spread, shape).astype(dtype)
-
-
-def _randomized_copy(keras_model, blocks: int, seed: int = RANDOM_SEED):
-    """A copy of ``keras_model`` with its top ``blocks`` blocks re-initialised.
-
-    The model itself is only read: it is cloned (nested models too) and its weights are
-    copied into the clone; a clone that would share a variable with the model is refused.
-    The new values of a weight depend only on ``seed``, its layer's path and its name: a
-    block gets the same values whatever ``blocks`` is (a cascade).
-
-    Args:
-        keras_model: the model to copy.
-        blocks: how many blocks of :func:`_weighted_blocks`, from the top.
-        seed: the seed of the new values.
-
-    Returns:
-        ``(copy, names)``: the ``keras.Model`` copy and the names of the blocks re-initialised.
-
-    Raises:
-        ValueError: when the model cannot be copied (a subclassed model, a layer without a
-            config, a clone that shares weights with it).
-    """
-    try:
-        clone = keras.models.clone_model(keras_model, recursive=True)
-        source, copy = leaf_layers(keras_model), leaf_layers(clone)
-        if [path for path, _ in source] != [path for path, _ in copy]:
-            raise ValueError("the copy's layers differ from the model's")
-        originals = {id(variable) for variable in keras_model.weights}
-        if any(id(variable) in originals for variable in clone.weights):
-            raise ValueError("the copy shares weights with the model")
-        for (_, original), (_, cloned) in zip(source, copy, strict=True):
-            for mine, theirs in zip(cloned.weights, original.weights, strict=True):
-                mine.assign(theirs.numpy())
-    except Exception as error:
-        raise ValueError(
-            "cannot randomise a copy of this model (the model itself is never changed): "
-            f"{type(error).__name__}: {error}"
-        ) from error
-    chosen = _weighted_blocks(clone)[:blocks]
-    for _, members in chosen:
-        for path, layer in members:
-            for variable in layer.weights:
-                variable.assign(_fresh_values(layer, path, variable, seed))
-    return clone, tuple(name for name, _ in chosen)
 
 
 class _Randomized:
@@ -590,7 +478,7 @@ class ExplorerSession:
         """
         self._check_open()
         if self._block_names is None:
-            names = [name for name, _ in _weighted_blocks(unwrap(self.model)[0])]
+            names = list(sanity.blocks(self.model))
             self._block_names = tuple(names)
         return self._block_names
 
@@ -632,7 +520,7 @@ class ExplorerSession:
         clone = self.clones.get(blocks)
         if clone is None:
             keras_model, preprocess, class_names, multi_label = unwrap(self.model)
-            copy, names = _randomized_copy(keras_model, blocks)
+            copy, names = sanity.randomized_copy(keras_model, blocks, RANDOM_SEED)
             model = copy
             if keras_model is not self.model:  # an entry: the copy with its preprocess
                 model = types.SimpleNamespace(
