@@ -13,7 +13,11 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-EXECUTED = ["01_quickstart.ipynb", "02_reading_gradcam.ipynb"]
+EXECUTED = [
+    "01_quickstart.ipynb",
+    "02_reading_gradcam.ipynb",
+    "04_can_you_trust_the_map.ipynb",
+]
 NEEDS_DOWNLOAD = ["03_imagenet_vgg16.ipynb"]  # committed executed, or without any outputs
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

@@ -139,9 +139,10 @@ class ExplorerPage:
     def readout_text(self) -> str:
         return self.page.locator(".gw-readout").first.text_content() or ""
 
-    def panels(self) -> dict[str, PanelImage | None]:
-        """Every panel image's state, ``None`` for a panel that is not in the page."""
-        states = self.page.evaluate(_PANELS_SCRIPT, list(PANELS))
+    def panels(self, names=PANELS) -> dict[str, PanelImage | None]:
+        """Every panel image's state (the four panels, or ``names``), ``None`` for a panel
+        that is not in the page."""
+        states = self.page.evaluate(_PANELS_SCRIPT, list(names))
         return {
             name: None
             if state is None
@@ -150,6 +151,17 @@ class ExplorerPage:
             )
             for name, state in states.items()
         }
+
+    def panels_hidden(self, name: str) -> bool:
+        """True when panel ``name``'s image is not displayed (it, or a parent, has
+        ``display: none``)."""
+        return self.page.evaluate(
+            """(name) => {
+                const image = document.querySelector(`img.gw-panel-${name}`);
+                return image === null || image.offsetParent === null;
+            }""",
+            name,
+        )
 
     def options(self, control: str) -> tuple[list[str], str]:
         """``(option labels, selected label)`` of the ``<select>`` inside ``.gw-<control>``."""
@@ -221,14 +233,14 @@ class ExplorerPage:
                 _PANEL_CHANGED_SCRIPT, arg=[panel, old_src, natural_width], timeout=timeout_s * 1000
             )
         except PlaywrightTimeout:
-            now = self.panels()[panel]
+            now = self.panels([panel])[panel]
             expected = "" if natural_width is None else f" {natural_width} px wide"
             raise AssertionError(
                 f"the {panel} panel did not change to a new picture{expected} within "
                 f"{timeout_s:.0f} s (same src: {now is not None and now.src == old_src}; "
                 f"now {now}){self.diagnostics()}"
             ) from None
-        return self.panels()[panel]
+        return self.panels([panel])[panel]
 
     def wait_for_text(self, selector: str, text: str, timeout_s: float):
         """Wait until the first element matching ``selector`` contains ``text``.

@@ -161,25 +161,33 @@ def run_all_cells(page):
     )
 
 
+def open_in_lab(jupyter_lab, page, path: str, timeout_s: float, failure_shot) -> ExplorerPage:
+    """Open notebook ``path`` in JupyterLab, Run All, and wait for a healthy explorer (on
+    failure: a screenshot at ``failure_shot`` and the server log in the message)."""
+    explorer = ExplorerPage(page)
+    page.goto(
+        jupyter_lab.url(f"/lab/tree/{path}"),
+        wait_until="domcontentloaded",
+        timeout=PAGE_LOAD_TIMEOUT_MS,
+    )
+    run_all_cells(page)
+    try:
+        explorer.wait_until_ready(timeout_s, LAB_FINISHED)
+    except AssertionError as error:
+        shot = explorer.screenshot_failure(failure_shot)
+        raise AssertionError(f"{error} {shot}\nserver log:\n{jupyter_lab.log_tail()}") from None
+    explorer.assert_healthy()
+    return explorer
+
+
 def test_jupyterlab_shows_the_explorer_and_it_follows_the_controls(
     jupyter_lab, page, notebook, screenshot_dir, tmp_path
 ):
     """Open the notebook in JupyterLab, Run All, check the explorer, change layer and
     pooling in the browser, and check that the pictures follow."""
     started = time.monotonic()
-    explorer = ExplorerPage(page)
-    page.goto(
-        jupyter_lab.url(f"/lab/tree/{notebook.as_posix()}"),
-        wait_until="domcontentloaded",
-        timeout=PAGE_LOAD_TIMEOUT_MS,
-    )
-    run_all_cells(page)
-    try:
-        explorer.wait_until_ready(EXPLORER_TIMEOUT_S, LAB_FINISHED)
-    except AssertionError as error:
-        shot = explorer.screenshot_failure(tmp_path / "jupyterlab_failure.png")
-        raise AssertionError(f"{error} {shot}\nserver log:\n{jupyter_lab.log_tail()}") from None
-    explorer.assert_healthy()
+    explorer = open_in_lab(jupyter_lab, page, notebook.as_posix(), EXPLORER_TIMEOUT_S,
+                           tmp_path / "jupyterlab_failure.png")  # fmt: skip
     explorer.screenshot(screenshot_dir / "jupyterlab_before.png")
 
     change_layer(explorer)
@@ -207,3 +215,30 @@ def test_voila_shows_the_explorer_and_it_follows_the_controls(
     change_pooling(explorer)
     explorer.screenshot(screenshot_dir / "voila.png")
     print(f"Voila: explorer checked in {time.monotonic() - started:.1f} s")
+
+
+TRUST_NOTEBOOK = "notebooks/04_can_you_trust_the_map.ipynb"
+# Notebook 04 runs the sanity checks before its explorer: more cells before the first view.
+TRUST_TIMEOUT_S = 2 * EXPLORER_TIMEOUT_S
+
+
+def test_jupyterlab_the_guided_panel_of_notebook_04(jupyter_lab, page, tmp_path):
+    """Open notebook 04 in JupyterLab, Run All, switch the explorer's Guided panel on in the
+    browser: the fifth panel must show a decoded picture and the readout name the map."""
+    started = time.monotonic()
+    explorer = open_in_lab(jupyter_lab, page, TRUST_NOTEBOOK, TRUST_TIMEOUT_S,
+                           tmp_path / "notebook04_failure.png")  # fmt: skip
+    assert explorer.panels_hidden("guided"), "the Guided panel shows while Guided is off"
+
+    labels, selected = explorer.options("guided")
+    assert selected.lower() == "off", f"Guided starts at {selected!r}, expected off"
+    # ipywidgets draws the spaces of option labels as no-break spaces
+    choice = next((label for label in labels if label.replace("\xa0", " ") == "Guided Grad-CAM"),
+                  None)  # fmt: skip
+    assert choice is not None, f"the Guided menu offers {labels}"
+    explorer.choose("guided", choice)
+    picture = explorer.wait_for_new_picture("guided", "", UPDATE_TIMEOUT_S)
+    assert picture.rendered and not explorer.panels_hidden("guided")
+    explorer.wait_for_text(".gw-readout", "Guided Grad-CAM", UPDATE_TIMEOUT_S)
+    explorer.assert_no_errors()
+    print(f"notebook 04: Guided panel checked in {time.monotonic() - started:.1f} s")
