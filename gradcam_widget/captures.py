@@ -32,6 +32,7 @@ from gradcam_widget.engine import (
 __all__ = ["Capture", "capture", "class_scores", "grad_cam", "guided_grad_cam", "saliency"]
 
 SALIENCY_KINDS = ("guided", "vanilla")
+SALIENCY_CACHE = 4  # input-gradient maps kept per capture, oldest dropped first
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,8 @@ class Capture:
         gradients = result.input_gradients.mean(axis=0).astype(np.float32)
         gradients.flags.writeable = False
         self._saliencies[key] = gradients
+        while len(self._saliencies) > SALIENCY_CACHE:  # a sweep over seeds stays bounded
+            self._saliencies.pop(next(iter(self._saliencies)))
         return gradients
 
     def guided_grad_cam(self, layer: str | None = None, **cam_options) -> np.ndarray:

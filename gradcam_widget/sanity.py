@@ -320,7 +320,8 @@ def compare(reference: tuple, other: tuple) -> dict[str, float]:
 
     Returns:
         ``{"spearman_abs", "spearman_signed", "ssim", "hog": float}``; SSIM and HOG compare
-        the absolute maps divided by their maxima (SSIM with ``data_range=1``).
+        the absolute maps divided by their maxima (SSIM with ``data_range=1``). Where an
+        absolute map is constant every metric but the signed rank correlation is NaN.
 
     Raises:
         ValueError: for maps of different shapes or non-finite maps.
@@ -328,10 +329,13 @@ def compare(reference: tuple, other: tuple) -> dict[str, float]:
     ref_abs, ref_signed = (np.asarray(x, dtype=np.float64) for x in reference)
     abs_, signed = (np.asarray(x, dtype=np.float64) for x in other)
     unit_ref, unit = _unit(np.abs(ref_abs)), _unit(np.abs(abs_))
+    constant = np.ptp(unit_ref) == 0 or np.ptp(unit) == 0
     return {
         "spearman_abs": spearman(ref_abs, abs_),
         "spearman_signed": spearman(ref_signed, signed),
-        "ssim": ssim(unit_ref, unit, data_range=1.0),
+        # undefined, like the rank and HOG correlations, where a map is constant (a dead
+        # class's all-zero map would otherwise score 1 against another all-zero map)
+        "ssim": float("nan") if constant else ssim(unit_ref, unit, data_range=1.0),
         "hog": hog_similarity(unit_ref, unit),
     }
 

@@ -285,3 +285,15 @@ def test_saliency_in_batches_equals_one_image_at_a_time():
     assert gw.explain(model, images, targets=1).saliency is None
     with pytest.raises(ValueError, match="saliency must be one of"):
         gw.explain(model, images, saliency="deconv")
+
+
+def test_the_saliency_cache_of_a_capture_is_bounded():
+    from gradcam_widget.captures import SALIENCY_CACHE
+
+    model, _ = _plain()
+    cap = gw.capture(model, _image(8))
+    before = cap.nbytes
+    for seed in range(SALIENCY_CACHE + 5):
+        cap.saliency("vanilla", smooth=2, seed=seed)
+    assert len(cap._saliencies) == SALIENCY_CACHE
+    assert cap.nbytes == before + SALIENCY_CACHE * SIZE * SIZE * 3 * 4

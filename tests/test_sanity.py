@@ -345,3 +345,16 @@ def test_data_randomization_of_the_shipped_models(shapes):
     )
     assert result.maps.shape == (2, 2, 224, 224)
     assert np.isfinite(result.scores["ssim"]).all()
+
+
+def test_every_metric_but_the_signed_rank_is_undefined_for_a_constant_map():
+    import numpy as np
+
+    from gradcam_widget import sanity
+
+    zeros = np.zeros((32, 32))
+    noise = np.random.default_rng(0).uniform(0, 1, (32, 32))
+    for pair in (((zeros, zeros), (zeros, zeros)), ((noise, noise - 0.5), (zeros, zeros))):
+        scores = sanity.compare(*pair)
+        assert np.isnan(scores["spearman_abs"]) and np.isnan(scores["ssim"])
+        assert np.isnan(scores["hog"])
