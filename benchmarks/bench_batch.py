@@ -52,29 +52,10 @@ import time
 import warnings
 
 import numpy as np
+from rss import MB, reset_peak, status
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-MB = 2**20
 LAYER = "block5_conv3"
-
-
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` field in bytes (VmRSS: now; VmHWM: the peak so far)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark of this process (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-            refs.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -95,8 +76,8 @@ def stream(count: int, batch_size: int) -> dict:
     for part in gw.iter_explain(entry, scenes(10**6, batch_size), batch_size=batch_size):
         assert len(part.heatmaps)  # warm-up: tracing, first allocations
     gc.collect()
-    rss_warm, peak_warm = _status("VmRSS"), _status("VmHWM")
-    known = _reset_peak()
+    rss_warm, peak_warm = status("VmRSS"), status("VmHWM")
+    known = reset_peak()
     peaks, rss_batches = [], []
     started = time.perf_counter()
     for part in gw.iter_explain(entry, scenes(0, count), batch_size=batch_size):
@@ -105,10 +86,10 @@ def stream(count: int, batch_size: int) -> dict:
         where = np.unravel_index(maps.reshape(len(maps), -1).argmax(axis=1), maps.shape[1:])
         for index, (row, col) in enumerate(zip(*where, strict=True)):
             peaks.append(None if flat[index] else (int(row), int(col)))
-        rss_batches.append(_status("VmRSS"))
+        rss_batches.append(status("VmRSS"))
     seconds = time.perf_counter() - started
     assert len(peaks) == count, (len(peaks), count)
-    stream_peak = _status("VmHWM") if known else float("nan")
+    stream_peak = status("VmHWM") if known else float("nan")
     return {
         "images": count,
         "batches": len(rss_batches),
@@ -120,7 +101,7 @@ def stream(count: int, batch_size: int) -> dict:
         "process_peak_rss_mb": max(peak_warm, stream_peak) / MB,
         "rss_after_first_batch_mb": rss_batches[0] / MB,
         "rss_after_last_batch_mb": rss_batches[-1] / MB,
-        "anonymous_rss_at_end_mb": _status("RssAnon") / MB,
+        "anonymous_rss_at_end_mb": status("RssAnon") / MB,
         "maps_with_a_peak": sum(peak is not None for peak in peaks),
     }
 
@@ -281,7 +262,7 @@ def speed(args) -> tuple[dict, dict, dict, list[str]]:
         "explain vs tf-keras-vis correlation, median": float(np.nanmedian(vis_corr)),
         "explain vs keras.io recipe correlation, min": float(np.nanmin(recipe_corr)),
         "maps all zero (explain; left out of the correlations)": zero_maps,
-        "main process peak RSS MB (VmHWM, all of the above)": _status("VmHWM") / MB,
+        "main process peak RSS MB (VmHWM, all of the above)": status("VmHWM") / MB,
     }
 
     def paired(top, bottom):  # per-round ratio of seconds per image, then the median

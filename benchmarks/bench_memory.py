@@ -26,27 +26,9 @@ import subprocess
 import sys
 import time
 
+from rss import MB, reset_peak, status
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-MB = 2**20
-
-
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` field in bytes (VmRSS: now; VmHWM: the peak so far)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark of this process (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-            refs.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def session(changes: int, cache_bytes: int | None) -> dict:
@@ -58,8 +40,8 @@ def session(changes: int, cache_bytes: int | None) -> dict:
     model = keras.applications.VGG16(weights=None)
     image = gw.data.sample("grace_hopper")
     gc.collect()
-    rss_model, peak_model = _status("VmRSS"), _status("VmHWM")
-    session_peak_known = _reset_peak()
+    rss_model, peak_model = status("VmRSS"), status("VmHWM")
+    session_peak_known = reset_peak()
     options = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
     started = time.perf_counter()
     explorer = gw.CamExplorer(model, image, **options)
@@ -70,14 +52,14 @@ def session(changes: int, cache_bytes: int | None) -> dict:
         explorer.class_index = class_index
         assert explorer.error is None, explorer.error
         gc.collect()
-        rss_after.append(_status("VmRSS"))
+        rss_after.append(status("VmRSS"))
     for layer in explorer.capture.layers:
         explorer.layer = layer
         assert explorer.error is None, explorer.error
     gc.collect()
     seconds = time.perf_counter() - started
     tenth = rss_after[min(9, len(rss_after) - 1)]
-    session_peak = _status("VmHWM") if session_peak_known else float("nan")
+    session_peak = status("VmHWM") if session_peak_known else float("nan")
     return {
         "changes": len(classes),
         "layers_shown": len(explorer.capture.layers),
@@ -88,8 +70,8 @@ def session(changes: int, cache_bytes: int | None) -> dict:
         "rss_after_change_10_mb": tenth / MB,
         "rss_after_last_change_mb": rss_after[-1] / MB,
         "growth_10_to_last_mb": (rss_after[-1] - tenth) / MB,
-        "rss_at_end_mb": _status("VmRSS") / MB,
-        "anonymous_rss_at_end_mb": _status("RssAnon") / MB,
+        "rss_at_end_mb": status("VmRSS") / MB,
+        "anonymous_rss_at_end_mb": status("RssAnon") / MB,
         "cached_bytes_mb": explorer.cached_bytes / MB,
         "captures_cached": len(explorer._captures),
         "session_seconds": seconds,
