@@ -49,11 +49,12 @@ def _output(out: str):
     return None, render.figure_path(out)  # the str: a trailing "/" names a missing folder
 
 
-def _demo(args) -> int:
+def _captured(args):
+    """The checks that need no model (errors come before a slow load), then the model and
+    one capture of the image: ``(capture, image label, output folder or None, output file)``."""
     import gradcam_widget as gw
     from gradcam_widget import images, models, render
 
-    # Everything that needs no model is checked first: errors come before a slow load.
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must be in 0..1; got {args.opacity:g}")
     render.lookup_table(args.colormap)
@@ -65,11 +66,23 @@ def _demo(args) -> int:
     entry = models.load(args.model)
     # uint8 for the capture: exactly the pixels read, whatever rules it has for floats.
     cap = gw.capture(entry, images.shown_image(rgb), class_index=args.class_index, score=args.score)
+    return cap, label, folder, out
+
+
+def _named_file(folder: Path, kind: str, args, label: str, cap) -> Path:
+    """``<kind>_<model>_<image>_<class>-<name>.png`` in ``folder``."""
+    parts = f"{_slug(args.model)}_{_slug(label)}_{cap.class_index}-{_slug(cap.class_name())}"
+    return folder / f"{kind}_{parts}.png"
+
+
+def _demo(args) -> int:
+    from gradcam_widget import render
+
+    cap, label, folder, out = _captured(args)
     result = cap.cam(args.layer, pooling=args.pooling, channels=args.channels, order=args.order)
     name = cap.class_name()
     if folder is not None:
-        file_name = f"gradcam_{_slug(args.model)}_{_slug(label)}_{cap.class_index}-{_slug(name)}"
-        out = folder / f"{file_name}.png"
+        out = _named_file(folder, "gradcam", args, label, cap)
     title = (
         f"{args.model} · {label} · class {cap.class_index} '{name}' ({cap.score} "
         f"{cap.scores[cap.class_index]:.3g}) · {result.layer} · pooling {result.pooling} · "
@@ -86,26 +99,14 @@ def _demo(args) -> int:
 
 
 def _saliency(args) -> int:
-    import gradcam_widget as gw
-    from gradcam_widget import images, models, render
+    from gradcam_widget import render
 
-    # Everything that needs no model is checked first: errors come before a slow load.
-    if not 0.0 <= args.opacity <= 1.0:
-        raise ValueError(f"--opacity must be in 0..1; got {args.opacity:g}")
-    render.lookup_table(args.colormap)
-    folder, out = _output(args.out)
-    rgb = images.as_rgb_image(args.image)
-    source = Path(args.image).expanduser()
-    label = source.stem if source.is_file() else args.image
-
-    entry = models.load(args.model)
-    cap = gw.capture(entry, images.shown_image(rgb), class_index=args.class_index, score=args.score)
+    cap, label, folder, out = _captured(args)
     layer = cap.resolve(args.layer)  # a bad layer fails before the guided pass
     top, how = render.top_probabilities(cap, 5)
     name = cap.class_name()
     if folder is not None:
-        file_name = f"saliency_{_slug(args.model)}_{_slug(label)}_{cap.class_index}-{_slug(name)}"
-        out = folder / f"{file_name}.png"
+        out = _named_file(folder, "saliency", args, label, cap)
     written = render.save_saliency(
         out, cap, layer, args.colormap, args.opacity, style=args.style, separate=args.separate
     )
@@ -133,56 +134,24 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m gradcam_widget")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="render the four panels to an image file")
-    demo.add_argument(
-        "--out",
-        default="demo.png",
-        help="output file (.png, .pdf, .svg, ...; default demo.png), or an existing folder "
-        "to write gradcam_<model>_<image>_<class>.png into",
-    )
-    demo.add_argument("--model", default="shapes", help="shapes (offline) | vgg16 | ...")
-    demo.add_argument(
-        "--image",
-        default="two_shapes",
-        help=f"an image file (PNG, JPEG, ...) or a sample: {', '.join(SAMPLES)} "
-        "(default two_shapes)",
-    )
-    demo.add_argument("--class", dest="class_index", type=int, default=None)
+    _common_arguments(demo, "demo.png", "gradcam", SAMPLES)
     demo.add_argument("--layer", default=None)
-    demo.add_argument("--score", default="logit", choices=["logit", "probability"])
     demo.add_argument("--pooling", default="mean", choices=["mean", "max"])
     demo.add_argument("--channels", default="weighted", choices=["weighted", "top"])
     demo.add_argument("--order", default="relu_first", choices=["relu_first", "resize_first"])
-    demo.add_argument("--colormap", default="jet")
-    demo.add_argument("--opacity", type=float, default=0.5, help="overlay opacity, 0..1")
     saliency = commands.add_parser(
         "saliency",
         help="print the top-5 classes, then write Grad-CAM, Guided Backpropagation and "
         "Guided Grad-CAM (the seed's three maps)",
     )
-    saliency.add_argument(
-        "--out",
-        default="saliency.png",
-        help="output file (.png, .pdf, .svg, ...; default saliency.png), or an existing "
-        "folder to write saliency_<model>_<image>_<class>.png into",
-    )
-    saliency.add_argument("--model", default="shapes", help="shapes (offline) | vgg16 | ...")
-    saliency.add_argument(
-        "--image",
-        default="two_shapes",
-        help=f"an image file (PNG, JPEG, ...) or a sample: {', '.join(SAMPLES)} "
-        "(default two_shapes)",
-    )
-    saliency.add_argument("--class", dest="class_index", type=int, default=None)
+    _common_arguments(saliency, "saliency.png", "saliency", SAMPLES)
     saliency.add_argument("--layer", default=None, help="the Grad-CAM layer")
-    saliency.add_argument("--score", default="logit", choices=["logit", "probability"])
     saliency.add_argument(
         "--style",
         default="seed",
         choices=["seed", "abs"],
         help="guided maps: seed (centred, std 0.1 around grey; default) | abs (grey magnitude)",
     )
-    saliency.add_argument("--colormap", default="jet")
-    saliency.add_argument("--opacity", type=float, default=0.5, help="overlay opacity, 0..1")
     saliency.add_argument(
         "--separate",
         action="store_true",
@@ -192,6 +161,28 @@ def _parser() -> argparse.ArgumentParser:
     fetch = commands.add_parser("fetch", help="download pretrained weights into the Keras cache")
     fetch.add_argument("names", nargs="+", help="vgg16 | resnet50 | mobilenet_v2")
     return parser
+
+
+def _common_arguments(command, default_out: str, kind: str, samples) -> None:
+    """The arguments every rendering subcommand takes: output, model, image, class, score,
+    colormap, opacity."""
+    command.add_argument(
+        "--out",
+        default=default_out,
+        help=f"output file (.png, .pdf, .svg, ...; default {default_out}), or an existing "
+        f"folder to write {kind}_<model>_<image>_<class>.png into",
+    )
+    command.add_argument("--model", default="shapes", help="shapes (offline) | vgg16 | ...")
+    command.add_argument(
+        "--image",
+        default="two_shapes",
+        help=f"an image file (PNG, JPEG, ...) or a sample: {', '.join(samples)} "
+        "(default two_shapes)",
+    )
+    command.add_argument("--class", dest="class_index", type=int, default=None)
+    command.add_argument("--score", default="logit", choices=["logit", "probability"])
+    command.add_argument("--colormap", default="jet")
+    command.add_argument("--opacity", type=float, default=0.5, help="overlay opacity, 0..1")
 
 
 def _one_line(error: BaseException) -> str:
