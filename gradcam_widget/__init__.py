@@ -25,7 +25,13 @@ from gradcam_widget.explanations import Explanations, explain, iter_explain
 
 __version__ = "0.1.0"
 
-_LAZY = {"data", "models", "render", "widget", "methods", "metrics", "sanity"}
+_LAZY = {"data", "models", "render", "widget", "methods", "metrics", "sanity", "sources", "store"}
+_LAZY_NAMES = {
+    "CamExplorer": "widget",
+    "CamGallery": "gallery",
+    "audit": "auditing",
+    "AuditResults": "store",
+}
 
 
 def __getattr__(name):
@@ -33,16 +39,19 @@ def __getattr__(name):
 
     if name in _LAZY:
         return importlib.import_module(f"gradcam_widget.{name}")
-    if name == "CamExplorer":
-        return importlib.import_module("gradcam_widget.widget").CamExplorer
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"gradcam_widget.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'gradcam_widget' has no attribute {name!r}")
 
 
 __all__ = [
+    "AuditResults",
     "CamExplorer",
+    "CamGallery",
     "CamResult",
     "Capture",
     "Explanations",
+    "audit",
     "capture",
     "class_scores",
     "core",

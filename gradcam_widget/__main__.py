@@ -4,7 +4,8 @@
 file of your own (PNG, JPEG, ...) or a sample name. ``saliency`` does what the seed's
 ``compute_saliency`` did: prints the top-5 classes with their probabilities, then writes the
 Grad-CAM overlay, Guided Backpropagation and Guided Grad-CAM in one figure (``--separate``:
-also as three PNGs). ``fetch`` downloads pretrained weights.
+also as three PNGs). ``fetch`` downloads pretrained weights. ``audit`` explains a whole data
+set into a results folder (resumable; see :func:`gradcam_widget.audit`).
 
 Every error is one line on stderr, ``error: ...``, with exit status 2 (argument errors
 included); warnings are one line each, ``warning: ...``. Ctrl-C keeps its traceback.
@@ -128,6 +129,49 @@ def _fetch(args) -> int:
     return 0
 
 
+def _audit(args) -> int:
+    from gradcam_widget import auditing
+
+    ray = None
+    if args.ray is not None:
+        ray = True if args.ray == "local" else args.ray
+    cam_options = {}
+    for option in ("pooling", "channels", "order"):
+        if getattr(args, option) is not None:
+            cam_options[option] = getattr(args, option)
+    targets = args.targets
+    if targets.lstrip("-").isdigit():
+        targets = int(targets)
+    results = auditing.audit(
+        args.model,
+        args.source,
+        out=args.out,
+        layer=args.layer,
+        method=args.method,
+        targets=targets,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        score=args.score,
+        labels=args.labels,
+        progress=not args.quiet,
+        ray=ray,
+        **cam_options,
+    )
+    if results.computed_shards:
+        table = results.table
+        correct = table["correct"].dropna()
+        accuracy = f", accuracy {correct.mean():.1%}" if len(correct) else ""
+        print(
+            f"wrote {results.folder}: {len(table)} images{accuracy}, "
+            f"{len(results.skipped)} skipped; explanations.parquet, maps/, thumbs/, manifest.json"
+        )
+    for entry in results.skipped[:10]:
+        print(f"skipped {entry['id']}: {entry['error']}")
+    if len(results.skipped) > 10:
+        print(f"... {len(results.skipped) - 10} more skipped images listed in manifest.json")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from gradcam_widget.data import SAMPLES
 
@@ -158,6 +202,47 @@ def _parser() -> argparse.ArgumentParser:
         help="also write the three pictures as <stem>_gradcam.png, <stem>_guided_backprop.png "
         "and <stem>_guided_gradcam.png next to the figure",
     )
+    audit = commands.add_parser(
+        "audit",
+        help="explain every image of a data set into a results folder (resumable)",
+        description="Explain every image of SOURCE and write explanations.parquet (one row "
+        "per image), the maps, overlay thumbnails and manifest.json to --out. Killed and run "
+        "again, it resumes; run on finished results, it does nothing.",
+    )
+    audit.add_argument(
+        "source",
+        help="a folder of images (recursive), or generated scenes: scenes:START-STOP | "
+        "shortcut:START-STOP (e.g. scenes:1000000-1000500)",
+    )
+    audit.add_argument("--model", default="shapes", help="a model name (shapes, "
+                       "shapes_shortcut, vgg16, ...) or a .keras file")  # fmt: skip
+    audit.add_argument("--out", default="results", help="results folder (default results/)")
+    audit.add_argument("--layer", default=None)
+    audit.add_argument("--method", default="gradcam")
+    audit.add_argument(
+        "--targets",
+        default="predicted",
+        help="predicted (default: each image's top class) | true (its labelled class) | a "
+        "class index or name",
+    )
+    audit.add_argument("--labels", default=None, choices=["folders"],
+                       help="take each image's true class from its sub-folder's name")  # fmt: skip
+    audit.add_argument("--batch-size", type=int, default=32)
+    audit.add_argument("--shard-size", type=int, default=256, help="images per saved shard")
+    audit.add_argument("--score", default="logit", choices=["logit", "probability"])
+    audit.add_argument("--pooling", default=None, choices=["mean", "max"])
+    audit.add_argument("--channels", default=None, choices=["weighted", "top"])
+    audit.add_argument("--order", default=None, choices=["relu_first", "resize_first"])
+    audit.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the shards on Ray Data actors: a local Ray (no ADDRESS), or a cluster "
+        "(auto, ray://HOST:10001); needs pip install 'gradcam_widget[ray]'",
+    )
+    audit.add_argument("--quiet", action="store_true", help="no progress bar")
     fetch = commands.add_parser("fetch", help="download pretrained weights into the Keras cache")
     fetch.add_argument("names", nargs="+", help="vgg16 | resnet50 | mobilenet_v2")
     return parser
@@ -212,7 +297,7 @@ def main(argv=None) -> int:
         warnings.showwarning = _show_warning
         try:
             args = _parser().parse_args(argv)
-            commands = {"demo": _demo, "saliency": _saliency, "fetch": _fetch}
+            commands = {"demo": _demo, "saliency": _saliency, "fetch": _fetch, "audit": _audit}
             return commands[args.command](args)
         except Exception as error:  # not KeyboardInterrupt / SystemExit: those propagate
             print(f"error: {_one_line(error)}", file=sys.stderr)

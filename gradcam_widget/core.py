@@ -245,6 +245,27 @@ def heatmap_peak(heatmap: np.ndarray) -> tuple[int, int] | None:
     return int(row), int(col)
 
 
+def probabilities(scores: np.ndarray, squash: str | None) -> np.ndarray:
+    """Scores as probabilities, along the last axis.
+
+    Args:
+        scores: ``(..., K)`` logits (or probabilities, with ``squash=None``).
+        squash: ``"sigmoid"`` (each class on its own: multi-label), ``"softmax"`` (classes
+            compete; each row sums to 1) or ``None`` (already probabilities: as they are).
+
+    Returns:
+        float64 array of ``scores``' shape.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if squash is None:
+        return scores
+    check_option("squash", squash, ("sigmoid", "softmax"))
+    if squash == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * scores))  # 1 / (1 + e^-x), no overflow
+    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
 def to_heatmap(
     raw: np.ndarray,
     size: tuple[int, int],

@@ -346,11 +346,7 @@ def top_probabilities(cap, k: int = 5, squash: str = "auto") -> tuple[list, str]
         if squash == "auto":
             multi_label = bool(getattr(cap._source, "multi_label", False))
             squash = "sigmoid" if multi_label or scores.size == 1 else "softmax"
-        if squash == "sigmoid":
-            probabilities = 0.5 * (1.0 + np.tanh(0.5 * scores))  # 1 / (1 + e^-x), no overflow
-        else:
-            shifted = np.exp(scores - scores.max())
-            probabilities = shifted / shifted.sum()
+        probabilities = core.probabilities(scores, squash)
         how = f"{squash} of the logits"
     order = np.argsort(-probabilities, kind="stable")[:k]
     top = [(int(i), cap.class_name(int(i)), float(probabilities[i])) for i in order]

@@ -1,0 +1,565 @@
+"""Audit a whole data set: explain every image, measure every map, keep it all on disk.
+
+>>> results = gw.audit("shapes", "scenes:1000000-1000500", out="results/")
+>>> results.table.sort_values("object_share").head(50)   # where the model looks away
+
+:func:`audit` cuts the source into shards of consecutive images, explains each shard with
+:func:`gradcam_widget.iter_explain` (one compiled pass per batch), measures each map
+(:func:`map_statistics`, and against the object's mask when the source has masks) and
+commits the shard to the store (:mod:`gradcam_widget.store`): a row per image, the raw maps,
+overlay thumbnails. Killed at any moment and run again with the same arguments, it resumes
+at the first unfinished shard; run on a finished store it does nothing and says so; run with
+another model, source or option against the same folder it refuses.
+
+The same :class:`ShardWorker` runs locally or inside Ray Data actors
+(:mod:`gradcam_widget.distributed`): the results are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gradcam_widget import core, data, images, render, sources, store
+
+DEFAULT_SHARD_SIZE = 256
+"""Images per shard: the unit of work that is committed, and redone after a kill."""
+
+THUMBNAIL_SIDE = 96
+"""Longer side of an overlay thumbnail, in pixels."""
+
+THUMBNAIL_QUALITY = 85
+"""JPEG quality of the thumbnails."""
+
+DEFAULT_IMAGE_SIZE = (224, 224)
+"""The size images are fitted to when the model takes any size (all maps of an audit share
+one grid)."""
+
+TARGETS = ("predicted", "true")
+"""Named targets: each image's top class, or its true class (the source must know it)."""
+
+_UNBYPASSED = "could not be bypassed"  # a capture's note when the logit was out of reach
+
+
+class AuditError(ValueError):
+    """An audit that cannot run as asked (another job's folder, a target without labels)."""
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def load_model(model):
+    """A model argument as ``(model or entry, load spec)``.
+
+    ``model`` may be a name of :data:`gradcam_widget.models.MODEL_NAMES`, a path to a
+    ``.keras`` file, a :class:`gradcam_widget.models.ModelEntry` or a ``keras.Model``. The load
+    spec is what reloads it in another process (the name or the absolute path), or ``None``
+    for a model that exists only in memory.
+    """
+    from gradcam_widget import models
+
+    if isinstance(model, (str, os.PathLike)):
+        text = os.fspath(model)
+        if text in models.MODEL_NAMES:
+            return models.load(text), text
+        path = Path(os.path.expanduser(text))
+        if path.is_file() and path.suffix in (".keras", ".h5"):
+            from gradcam_widget._tf import keras
+
+            return keras.models.load_model(path, compile=False), str(path.resolve())
+        raise AuditError(
+            f"model {text!r} is neither a model name {models.MODEL_NAMES} nor a .keras file"
+        )
+    spec = getattr(model, "name", None) if hasattr(model, "model") else None
+    return model, spec if spec in models.MODEL_NAMES else None
+
+
+def model_identity(model) -> dict:
+    """``{"name", "hash"}``: the model's name and a hash of its architecture and weights."""
+    from gradcam_widget.engine import unwrap
+
+    keras_model, _, _, _ = unwrap(model)
+    digest = hashlib.sha256()
+    for weight in keras_model.weights:
+        array = np.asarray(weight.numpy())
+        digest.update(f"{weight.path}{array.shape}{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    name = getattr(model, "name", None) if hasattr(model, "model") else keras_model.name
+    return {"name": str(name), "hash": digest.hexdigest()[:24]}
+
+
+# --- measuring one map ----------------------------------------------------------------------
+
+
+def map_statistics(heatmap: np.ndarray, raw: np.ndarray) -> dict:
+    """Where a map points and how it spreads.
+
+    Args:
+        heatmap: ``(H, W)`` in ``[0, 1]``.
+        raw: ``(h, w)`` the signed raw map.
+
+    Returns:
+        ``peak_y``, ``peak_x`` (the heatmap's maximum as fractions of the height and width),
+        ``raw_max``, ``entropy`` (of the heatmap as a distribution over pixels, divided by
+        ``log(H W)``) and ``centre_share`` (mass in the middle half of each side); NaN for
+        all but ``raw_max`` when the heatmap is flat (it points nowhere).
+    """
+    height, width = heatmap.shape
+    statistics = {"raw_max": float(np.max(raw))}
+    peak = core.heatmap_peak(heatmap)
+    mass = np.maximum(heatmap.astype(np.float64), 0.0)
+    total = mass.sum()
+    if peak is None or total <= 0:
+        nan = float("nan")
+        return statistics | {"peak_y": nan, "peak_x": nan, "entropy": nan, "centre_share": nan}
+    share = mass / total
+    nonzero = share[share > 0]
+    entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(height * width))
+    top, left = height // 4, width // 4
+    centre = float(share[top : height - top, left : width - left].sum())
+    return statistics | {
+        "peak_y": (peak[0] + 0.5) / height,
+        "peak_x": (peak[1] + 0.5) / width,
+        "entropy": entropy,
+        "centre_share": centre,
+    }
+
+
+def mask_statistics(heatmap: np.ndarray, mask: np.ndarray) -> dict:
+    """``pointing_hit`` and ``object_share`` of a heatmap against an object mask (resized to
+    the heatmap's size, nearest neighbour, when the image was fitted)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != heatmap.shape:
+        mask = cv2.resize(mask.astype(np.uint8), heatmap.shape[::-1],
+                          interpolation=cv2.INTER_NEAREST).astype(bool)  # fmt: skip
+    mass = np.maximum(heatmap.astype(np.float64), 0.0)
+    total = mass.sum()
+    return {
+        "pointing_hit": data.pointing_hit(heatmap, mask),
+        "object_share": float(mass[mask].sum() / total) if total > 0 else 0.0,
+    }
+
+
+def thumbnail(image: np.ndarray, heatmap: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
+    """The heatmap over the image, its longer side ``side`` pixels, as JPEG bytes."""
+    picture = render.overlay(image, heatmap)
+    height, width = picture.shape[:2]
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(
+        ".jpg",
+        cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
+        [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY],
+    )
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise RuntimeError("could not encode a thumbnail")
+    return encoded.tobytes()
+
+
+# --- the job --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    """What decides an audit's results (besides the model and the source)."""
+
+    layer: str | None = None
+    method: str = "gradcam"
+    targets: str | int = "predicted"
+    score: str = "logit"
+    shard_size: int = DEFAULT_SHARD_SIZE
+    image_size: tuple[int, int] | None = None
+    cam_options: tuple = ()
+
+    def as_dict(self) -> dict:
+        return {
+            "layer": self.layer,
+            "method": self.method,
+            "targets": self.targets,
+            "score": self.score,
+            "shard_size": self.shard_size,
+            "image_size": None if self.image_size is None else list(self.image_size),
+            "cam_options": dict(self.cam_options),
+            "thumbnail_side": THUMBNAIL_SIDE,
+        }
+
+
+class ShardWorker:
+    """Explains shards of a source: model, options and compiled engine kept between shards.
+
+    Args:
+        model: a ``keras.Model`` or :class:`~gradcam_widget.models.ModelEntry`.
+        options: the :class:`Options`.
+        batch_size: images per compiled pass.
+        preprocess: as :func:`gradcam_widget.explain`.
+    """
+
+    def __init__(self, model, options: Options, batch_size: int = 32, preprocess=None):
+        from gradcam_widget.engine import unwrap
+
+        self.model, self.options = model, options
+        self.batch_size, self.preprocess = batch_size, preprocess
+        _, _, class_names, multi_label = unwrap(model)
+        self.class_names = None if class_names is None else tuple(class_names)
+        self.multi_label = multi_label
+        self.size = _input_size(model, options)
+
+    def label(self, class_index: int) -> str:
+        if self.class_names and 0 <= class_index < len(self.class_names):
+            return self.class_names[class_index]
+        return str(class_index)
+
+    def _squash(self, width: int, notes) -> str | None:
+        if self.options.score == "probability" or any(_UNBYPASSED in n for n in notes):
+            return None
+        return "sigmoid" if self.multi_label or width == 1 else "softmax"
+
+    def _targets(self, items: list[sources.Item]):
+        chosen = self.options.targets
+        if chosen == "predicted":
+            return None
+        if chosen == "true":
+            return [item.true_class for item in items]
+        return chosen
+
+    def __call__(self, shard: int, items: list[sources.Item]) -> store.ShardResult:
+        """Explain the readable items of one shard; list the others as skipped."""
+        from gradcam_widget.explanations import iter_explain
+
+        skipped, good = [], []
+        for item in items:
+            error = item.error
+            if error is None and self.options.targets == "true" and item.true_class is None:
+                error = "no true class (targets='true')"
+            if error is None and not np.isfinite(item.image).all():
+                error = "the image contains NaN or infinite values"
+            if error is None:
+                good.append(item)
+            else:
+                skipped.append({"index": item.index, "id": item.id, "error": error})
+        if not good:
+            return store.ShardResult(shard, [], np.zeros((0, 0, 0), np.float16), [], skipped)
+        height, width = self.size
+        fitted = np.stack([images.fit(item.image, height, width) for item in good])
+        rows, raws, thumbs, layer = [], [], [], None
+        stream = iter_explain(
+            self.model,
+            fitted,
+            targets=self._targets(good),
+            layer=self.options.layer,
+            method=self.options.method,
+            batch_size=self.batch_size,
+            score=self.options.score,
+            preprocess=self.preprocess,
+            **dict(self.options.cam_options),
+        )
+        for explanations in stream:
+            layer = explanations.layer
+            squash = self._squash(explanations.scores.shape[-1], explanations.warnings)
+            probabilities = core.probabilities(explanations.scores, squash)
+            for offset, result in enumerate(explanations):
+                position = explanations.start + offset
+                item = good[position]
+                shown = images.shown_image(fitted[position])
+                rows.append(self._row(item, result, probabilities[offset]))
+                raws.append(result.raw)
+                thumbs.append(thumbnail(shown, result.heatmap))
+        return store.ShardResult(shard, rows, np.stack(raws).astype(np.float16), thumbs,
+                                 skipped, layer)  # fmt: skip
+
+    def _row(self, item: sources.Item, result, probabilities: np.ndarray) -> dict:
+        predicted = int(np.argmax(probabilities))
+        explained = int(result.class_index)
+        present = None
+        if item.true_class is not None:
+            present = {item.true_class}
+        elif item.masks:
+            present = set(item.masks)
+        row = {
+            "index": item.index,
+            "id": item.id,
+            "true_class": item.true_class,
+            "true_label": item.true_label,
+            "predicted_class": predicted,
+            "predicted_label": self.label(predicted),
+            "predicted_score": float(probabilities[predicted]),
+            "explained_class": explained,
+            "explained_label": self.label(explained),
+            "explained_score": float(probabilities[explained]),
+            "correct": None if present is None else predicted in present,
+            "pointing_hit": None,
+            "object_share": float("nan"),
+            "tagged": item.tagged,
+        }
+        row |= map_statistics(result.heatmap, result.raw)
+        if item.masks and explained in item.masks:
+            row |= mask_statistics(result.heatmap, item.masks[explained])
+        return row
+
+
+def _check_targets(targets, source: sources.Source, class_names) -> str | int:
+    if isinstance(targets, str) and targets in TARGETS:
+        if targets == "true" and not source.has_labels:
+            raise AuditError(
+                "targets='true' needs the true classes: this source has none (a folder "
+                "gives them with labels='folders', arrays and paths with labels=[...])"
+            )
+        return targets
+    if isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
+        return int(targets)
+    if isinstance(targets, str) and class_names and targets in class_names:
+        return list(class_names).index(targets)
+    raise AuditError(
+        f"targets must be 'predicted', 'true', a class index or a class name; got {targets!r}"
+    )
+
+
+def _job(model_id: dict, load: str | None, source: sources.Source, options: Options) -> dict:
+    return {
+        "model": model_id | {"load": load},
+        "source": {
+            "description": source.description,
+            "fingerprint": source.fingerprint(),
+            "reopen": reopen_spec(source),
+        },
+        "options": options.as_dict(),
+    }
+
+
+def reopen_spec(source: sources.Source) -> dict | None:
+    """How to open ``source`` again (for the gallery), or ``None`` (arrays, datasets)."""
+    if isinstance(source, sources.Scenes):
+        return {"kind": "scenes", "spec": f"{source.kind}:{source.start}-{source.stop}",
+                "n_objects": source.n_objects}  # fmt: skip
+    if isinstance(source, sources.Folder):
+        labels = "folders" if source.has_labels else None
+        return {"kind": "folder", "path": str(source.root.resolve()), "labels": labels}
+    if isinstance(source, sources.Paths):
+        return {"kind": "paths"}
+    return None
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            lines += _differences(before, after, f"{prefix}{key}.")
+        elif before != after and key not in ("description", "reopen", "load"):
+            lines.append(f"{prefix}{key}: stored {before!r}, now {after!r}")
+    return lines
+
+
+def _say(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, flush=True)
+
+
+def _progress_bar(total: int | None, done: int, quiet: bool):
+    """A bar with images/s and ETA: tqdm's notebook bar in a notebook, else the console's."""
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="img", desc="audit", dynamic_ncols=True,
+                smoothing=0.1)  # fmt: skip
+
+
+def audit(
+    model,
+    source,
+    out="results",
+    *,
+    layer: str | None = None,
+    method: str = "gradcam",
+    targets: str | int = "predicted",
+    batch_size: int = 32,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    score: str = "logit",
+    labels=None,
+    preprocess: Callable | None = None,
+    image_size: tuple[int, int] | None = None,
+    progress: bool = True,
+    ray=None,
+    **cam_options,
+) -> store.AuditResults:
+    """Explain every image of ``source`` and write the results to ``out``, resumably.
+
+    Args:
+        model: a model name (``"shapes"``), a ``.keras`` path, a
+            :class:`~gradcam_widget.models.ModelEntry` or a ``keras.Model``.
+        source: a folder of images (recursive), a list of image paths, an ``(N, H, W, C)``
+            array or list of arrays, a ``tf.data.Dataset`` (of images, ``(image, label)``
+            pairs or batches), shape scenes ``"scenes:START-STOP"`` /
+            ``"shortcut:START-STOP"``, or a :class:`gradcam_widget.sources.Source`.
+        out: the results folder (see :mod:`gradcam_widget.store`).
+        layer, method, score, preprocess, **cam_options: as :func:`gradcam_widget.explain`.
+        targets: ``"predicted"`` (each image's top class), ``"true"`` (its true class), a
+            class index or a class name (the same class for all).
+        batch_size: images per compiled pass.
+        shard_size: images per committed shard.
+        labels: the source's labels (``"folders"`` for a folder; a list for paths or arrays;
+            ``True`` for a dataset of ``(image, label)`` pairs).
+        image_size: ``(H, W)`` to fit images to when the model takes any size (default
+            224 x 224).
+        progress: a progress bar with images/s and ETA, and a line when there is nothing to
+            do (``False``: silent).
+        ray: ``None`` runs here; ``True`` (a local Ray, or the cluster ``RAY_ADDRESS`` names)
+            or an address runs the shards on Ray Data actors (``pip install
+            'gradcam_widget[ray]'``).
+
+    Returns:
+        The :class:`~gradcam_widget.store.AuditResults` of ``out``.
+
+    Raises:
+        AuditError: if ``out`` holds another job's results (the message lists what differs),
+            or for targets the source cannot give.
+        ValueError: for a bad source, model, layer, method or option, before any work.
+    """
+    from gradcam_widget import __version__, methods
+
+    started = time.time()
+    batch_size = core.check_int("batch_size", batch_size)
+    shard_size = core.check_int("shard_size", shard_size)
+    core.check_option("score", score, core.SCORES)
+    methods.get(method)
+    source = sources.as_source(source, labels)
+    model, load = load_model(model)
+    from gradcam_widget.engine import unwrap
+
+    _, _, class_names, _ = unwrap(model)
+    source.set_class_names(class_names)
+    options = Options(
+        layer=layer,
+        method=method,
+        targets=_check_targets(targets, source, class_names),
+        score=score,
+        shard_size=shard_size,
+        image_size=None if image_size is None else tuple(int(side) for side in image_size),
+        cam_options=tuple(sorted(cam_options.items())),
+    )
+    job = json.loads(json.dumps(_job(model_identity(model), load, source, options)))
+    folder = Path(os.path.expanduser(os.fspath(out)))
+    manifest = store.read_manifest(folder)
+    if manifest is None and folder.is_dir() and any(folder.iterdir()):
+        raise AuditError(f"{folder} is not empty and holds no audit: choose another out=")
+    if manifest is not None:
+        differences = _differences(manifest.get("job", {}), job)
+        if differences:
+            raise AuditError(
+                f"{folder} holds another audit ({'; '.join(differences)}): pass another out= "
+                "or delete that folder"
+            )
+    total = _length(source)
+    shard_count = None if total is None else -(-total // shard_size)
+    done = store.done_shards(folder)
+    if (
+        manifest is not None
+        and manifest.get("status") == "complete"
+        and (shard_count is None or len(done) >= shard_count)
+    ):
+        _say(f"{folder} already holds this audit, complete: nothing to do", not progress)
+        return store.AuditResults(folder, computed_shards=0)
+
+    store.prepare(folder)
+    manifest = {
+        "format": store.FORMAT_VERSION,
+        "package": {"name": "gradcam_widget", "version": __version__},
+        "job": job,
+        "class_names": None if class_names is None else list(class_names),
+        "input_size": list(_input_size(model, options)),
+        "status": "running",
+        "images": total,
+        "shards": shard_count,
+        "run": {"batch_size": batch_size, "ray": None if ray is None else str(ray)},
+        "created": (manifest or {}).get("created", _now()),
+    }
+    store.write_json(folder, store.MANIFEST, manifest)
+    if done:
+        _say(f"{folder}: resuming, {len(done)} of {shard_count or '?'} shards done", not progress)
+
+    bar = _progress_bar(total, _rows_done(folder, done, shard_size, total), not progress)
+    computed = 0
+    layer_found = None
+    try:
+        if ray is None:
+            worker = ShardWorker(model, options, batch_size=batch_size, preprocess=preprocess)
+            for shard, items in source.shards(shard_size, skip=done):
+                result = worker(shard, items)
+                store.commit(folder, result)
+                computed += 1
+                layer_found = layer_found or result.layer
+                if bar is not None:
+                    bar.update(len(items))
+        else:
+            from gradcam_widget import distributed
+
+            for result, count in distributed.run_shards(
+                ray, model, load, options, source, shard_size, done, batch_size, preprocess
+            ):
+                store.commit(folder, result)
+                computed += 1
+                layer_found = layer_found or result.layer
+                if bar is not None:
+                    bar.update(count)
+    finally:
+        if bar is not None:
+            bar.close()
+    return _finish(folder, manifest, source, shard_size, computed, started, layer_found)
+
+
+def _input_size(model, options: Options) -> tuple[int, int]:
+    from gradcam_widget.engine import model_input_size, unwrap
+
+    height, width, _ = model_input_size(unwrap(model)[0])
+    fixed = options.image_size or DEFAULT_IMAGE_SIZE
+    return height or fixed[0], width or fixed[1]
+
+
+def _length(source: sources.Source) -> int | None:
+    if isinstance(source, sources.DatasetSource):
+        return source.length
+    return len(source)
+
+
+def _rows_done(folder: Path, done: set[int], shard_size: int, total: int | None) -> int:
+    if total is None:
+        return len(done) * shard_size
+    return sum(min(shard_size, total - shard * shard_size) for shard in done)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _finish(folder, manifest, source, shard_size, computed, started, layer) -> store.AuditResults:
+    total = _length(source)
+    done = store.done_shards(folder)
+    skipped, layers = [], set()
+    for shard in sorted(done):
+        metadata = store.part_metadata(folder, shard)
+        skipped += metadata.get("skipped", [])
+        if metadata.get("layer"):
+            layers.add(metadata["layer"])
+    table = store.read_table(folder)
+    manifest |= {
+        "status": "complete",
+        "images": total,
+        "shards": -(-total // shard_size),
+        "rows": len(table),
+        "skipped": skipped,
+        "layer": layer or (sorted(layers)[0] if layers else None),
+        "finished": _now(),
+        "seconds_this_run": round(time.time() - started, 1),
+    }
+    store.write_json(folder, store.MANIFEST, manifest)
+    return store.AuditResults(folder, computed_shards=computed)

@@ -1,0 +1,493 @@
+"""Where an audit's images come from: a folder, a list of paths, an array, a dataset, scenes.
+
+Every source numbers its images ``0, 1, 2 ...`` in a fixed order (a folder: its files sorted
+by path), so that an image's number names it across runs: an audit cut into shards of
+consecutive numbers can stop anywhere and resume where it stopped. A source also has a
+*fingerprint*: a short text that changes when its images change (a file added, an array
+edited), so that an audit never resumes on other images.
+
+An image that cannot be read (a corrupt file, a text file named ``.jpg``, NaN pixels) is an
+:class:`Item` with an ``error`` instead of an image: the audit lists it and goes on.
+
+Only numpy, OpenCV and Pillow are used here (a ``tf.data.Dataset`` is read as it comes);
+this module never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gradcam_widget import data, images
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+"""File name endings a :class:`Folder` reads (any case)."""
+
+SCENE_KINDS = ("scenes", "shortcut")
+"""Kinds of generated scenes: :func:`gradcam_widget.data.scene` (one object unless asked) and
+:func:`gradcam_widget.data.shortcut_scene` (one object; stars mostly tagged)."""
+
+_SCENE_SPEC = re.compile(r"^(?P<kind>[a-z]+):(?P<start>\d+)-(?P<stop>\d+)$")
+
+
+@dataclass(frozen=True, eq=False)
+class Item:
+    """One image of a source.
+
+    Attributes:
+        index: its number in the source.
+        id: a name for people: the path relative to the folder, ``scene-<seed>``, or the
+            number.
+        image: ``(H, W, 3)`` float32 RGB in 0..255, or ``None`` when it could not be read.
+        error: why it could not be read (one line), else ``None``.
+        true_class: the class index of the image's label, ``None`` if unknown (or several).
+        true_label: the label's name (several joined by ``+``), ``None`` if unknown.
+        masks: ``{class index: (H, W) bool}`` object masks when known (scenes), else ``None``.
+    """
+
+    index: int
+    id: str
+    image: np.ndarray | None = None
+    error: str | None = None
+    true_class: int | None = None
+    true_label: str | None = None
+    masks: Mapping[int, np.ndarray] | None = None
+    tagged: bool | None = None
+
+
+class Source:
+    """Numbered images; subclasses say how to read image ``i``.
+
+    Attributes:
+        description: what the images are, for the manifest and messages.
+        has_labels: True when items carry their true class.
+        has_masks: True when items carry object masks.
+    """
+
+    description: str = "images"
+    has_labels: bool = False
+    has_masks: bool = False
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A text that changes when the images change."""
+        raise NotImplementedError
+
+    def items(self, start: int, stop: int) -> Iterator[Item]:
+        """Items ``start ..< stop``, in order."""
+        raise NotImplementedError
+
+    def shards(self, shard_size: int, skip=frozenset()) -> Iterator[tuple[int, list[Item]]]:
+        """``(shard number, items)`` for every shard of ``shard_size`` consecutive images
+        whose number is not in ``skip``; the images of skipped shards are never read."""
+        count = len(self)
+        for shard in range(-(-count // shard_size)):
+            if shard in skip:
+                continue
+            start = shard * shard_size
+            yield shard, list(self.items(start, min(start + shard_size, count)))
+
+    def set_class_names(self, class_names: Sequence[str] | None) -> None:
+        """Map label names to the model's class indices (folders name their class)."""
+
+    @property
+    def distributable(self) -> bool:
+        """True when the source can be sent to other processes (Ray workers)."""
+        return True
+
+
+def _hash(*parts) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else str(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _read_file(index: int, path: Path, name: str, **labels) -> Item:
+    try:
+        rgb, _ = images.read_rgb(path)
+    except (ValueError, OSError) as error:
+        return Item(index=index, id=name, error=_one_line(error), **labels)
+    return Item(index=index, id=name, image=rgb, **labels)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
+def _read_array(index: int, image, name: str, **labels) -> Item:
+    try:
+        rgb, _ = images.read_rgb(image)
+    except ValueError as error:
+        return Item(index=index, id=name, error=_one_line(error), **labels)
+    return Item(index=index, id=name, image=rgb, **labels)
+
+
+class Paths(Source):
+    """Image files by path, in the order given.
+
+    Args:
+        paths: image file paths.
+        labels: optional true class per path (a class index or a class name).
+        root: paths are named relative to it (default: as given).
+    """
+
+    def __init__(self, paths: Sequence, labels: Sequence | None = None, root=None):
+        self.paths = [Path(os.path.expanduser(str(path))) for path in paths]
+        if not self.paths:
+            raise ValueError("there are no image paths to audit")
+        if labels is not None and len(labels) != len(self.paths):
+            raise ValueError(f"labels has {len(labels)} entries for {len(self.paths)} paths")
+        self.labels = None if labels is None else list(labels)
+        self.root = None if root is None else Path(root)
+        self.class_names: tuple[str, ...] | None = None
+        self.has_labels = labels is not None
+        self.description = f"{len(self.paths)} image files"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _name(self, path: Path) -> str:
+        if self.root is not None:
+            return path.relative_to(self.root).as_posix()
+        return str(path)
+
+    def fingerprint(self) -> str:
+        entries = []
+        for path in self.paths:
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = -1
+            entries.append(f"{self._name(path)}\t{size}")
+        return _hash("paths", *entries, *(self.labels or ()))
+
+    def set_class_names(self, class_names) -> None:
+        self.class_names = None if class_names is None else tuple(class_names)
+
+    def _label(self, index: int) -> dict:
+        if self.labels is None:
+            return {}
+        return _label_fields(self.labels[index], self.class_names)
+
+    def items(self, start: int, stop: int) -> Iterator[Item]:
+        for index in range(start, stop):
+            path = self.paths[index]
+            yield _read_file(index, path, self._name(path), **self._label(index))
+
+
+def _label_fields(label, class_names) -> dict:
+    """``true_class`` and ``true_label`` of one label (an index or a name)."""
+    if label is None:
+        return {}
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        name = class_names[label] if class_names and 0 <= label < len(class_names) else None
+        return {"true_class": int(label), "true_label": name or str(int(label))}
+    name = str(label)
+    if class_names and name in class_names:
+        return {"true_class": class_names.index(name), "true_label": name}
+    return {"true_label": name}
+
+
+class Folder(Paths):
+    """Every image file under a folder (recursive), sorted by path.
+
+    Args:
+        root: the folder.
+        labels: ``"folders"`` to take each image's class from the name of the sub-folder it
+            is in (``root/star/001.png`` is a ``star``), matched to the model's class names
+            (or, for a model without names, the sorted sub-folder names are classes
+            ``0, 1, ...`` as ``keras.utils.image_dataset_from_directory`` numbers them).
+            ``None``: no labels.
+
+    Files whose name ends otherwise than :data:`IMAGE_EXTENSIONS` are not images and are not
+    listed; hidden files and folders (a leading ``.``) are left out.
+    """
+
+    def __init__(self, root, labels: str | None = None):
+        root = Path(os.path.expanduser(str(root)))
+        if not root.is_dir():
+            raise ValueError(f"{root} is not a folder of images")
+        if labels not in (None, "folders"):
+            raise ValueError(f"labels must be None or 'folders'; got {labels!r}")
+        paths = sorted(
+            path
+            for path in root.rglob("*")
+            if path.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in path.relative_to(root).parts)
+            and path.is_file()
+        )
+        if not paths:
+            raise ValueError(
+                f"{root} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
+            )
+        folder_labels = None
+        if labels == "folders":
+            folder_labels = [path.relative_to(root).parts[0] for path in paths]
+            if any(len(path.relative_to(root).parts) < 2 for path in paths):
+                loose = next(p for p in paths if len(p.relative_to(root).parts) < 2)
+                raise ValueError(
+                    f"labels='folders' takes the class from the sub-folder, but "
+                    f"{loose.relative_to(root)} is not in a sub-folder of {root}"
+                )
+        super().__init__(paths, labels=folder_labels, root=root)
+        self.folder_names = sorted(set(folder_labels or ()))
+        self.description = f"{len(paths)} images under {root}" + (
+            " (classes from sub-folders)" if labels else ""
+        )
+
+    def set_class_names(self, class_names) -> None:
+        names = tuple(class_names) if class_names else tuple(self.folder_names)
+        self.class_names = names
+
+
+class Arrays(Source):
+    """Images in an ``(N, H, W, C)`` array (or a list of arrays), with optional labels.
+
+    Args:
+        images: the images (any dtype :func:`gradcam_widget.images.as_rgb_image` reads).
+        labels: optional ``(N,)`` class indices or names.
+        masks: optional per-image ``{class index: (H, W) bool}`` object masks.
+    """
+
+    def __init__(self, images_, labels=None, masks: Sequence[Mapping] | None = None):
+        if isinstance(images_, np.ndarray) and (
+            images_.ndim not in (3, 4) or (images_.ndim == 3 and images_.shape[-1] in (3, 4))
+        ):
+            raise ValueError(
+                "images must be an (N, H, W, 3) array or a list of images; got shape "
+                f"{images_.shape}"
+            )
+        self.images = images_
+        count = len(images_)
+        if count == 0:
+            raise ValueError("there are no images to audit")
+        for name, values in (("labels", labels), ("masks", masks)):
+            if values is not None and len(values) != count:
+                raise ValueError(f"{name} has {len(values)} entries for {count} images")
+        self.labels = None if labels is None else list(labels)
+        self.masks = masks
+        self.class_names = None
+        self.has_labels, self.has_masks = labels is not None, masks is not None
+        self.description = f"{count} images in an array"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.blake2b(digest_size=12)
+        for image in self.images:
+            array = np.ascontiguousarray(image)
+            digest.update(f"{array.shape}{array.dtype}".encode())
+            digest.update(array.tobytes())
+        digest.update(repr(self.labels).encode())
+        return digest.hexdigest()
+
+    def set_class_names(self, class_names) -> None:
+        self.class_names = None if class_names is None else tuple(class_names)
+
+    def items(self, start: int, stop: int) -> Iterator[Item]:
+        for index in range(start, stop):
+            fields = {} if self.labels is None else _label_fields(self.labels[index],
+                                                                  self.class_names)  # fmt: skip
+            if self.masks is not None:
+                fields["masks"] = self.masks[index]
+            yield _read_array(index, self.images[index], f"{index:06d}", **fields)
+
+
+class Scenes(Source):
+    """Generated shape scenes by seed, with their labels and object masks.
+
+    Args:
+        start, stop: seeds ``start ..< stop`` (evaluation seeds start at 1_000_000; the
+            shipped models never saw them).
+        kind: ``"scenes"`` (:func:`gradcam_widget.data.scene`) or ``"shortcut"``
+            (:func:`gradcam_widget.data.shortcut_scene`: one object, stars mostly tagged).
+        n_objects: objects per scene for ``"scenes"`` (one object gives one true class).
+    """
+
+    has_labels = True
+    has_masks = True
+
+    def __init__(self, start: int, stop: int, kind: str = "scenes", n_objects: int = 1):
+        if kind not in SCENE_KINDS:
+            raise ValueError(f"kind must be one of {SCENE_KINDS}; got {kind!r}")
+        if not 0 <= start < stop:
+            raise ValueError(f"scenes need 0 <= start < stop; got {start}..{stop}")
+        if kind == "shortcut" and n_objects != 1:
+            raise ValueError("shortcut scenes hold one object each (n_objects=1)")
+        self.start, self.stop, self.kind, self.n_objects = int(start), int(stop), kind, n_objects
+        self.description = f"{stop - start} {kind} (seeds {start}..{stop - 1})"
+
+    @classmethod
+    def parse(cls, spec: str) -> Scenes:
+        """``"scenes:1000000-1000500"`` or ``"shortcut:1000000-1000500"`` (the CLI's form)."""
+        match = _SCENE_SPEC.match(spec)
+        if not match or match["kind"] not in SCENE_KINDS:
+            raise ValueError(
+                f"scenes are named KIND:START-STOP with KIND one of {SCENE_KINDS}, e.g. "
+                f"scenes:1000000-1000500; got {spec!r}"
+            )
+        return cls(int(match["start"]), int(match["stop"]), kind=match["kind"])
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def fingerprint(self) -> str:
+        return _hash("scenes", self.kind, self.start, self.stop, self.n_objects)
+
+    def scene(self, index: int) -> data.Scene:
+        seed = self.start + index
+        if self.kind == "shortcut":
+            return data.shortcut_scene(seed)
+        return data.scene(seed, n_objects=self.n_objects)
+
+    def items(self, start: int, stop: int) -> Iterator[Item]:
+        for index in range(start, stop):
+            item = self.scene(index)
+            names = item.class_names
+            yield Item(
+                index=index,
+                id=f"{self.kind}-{item.seed}",
+                image=item.image.astype(np.float32),
+                true_class=item.labels[0] if len(item.labels) == 1 else None,
+                true_label="+".join(names) if names else None,
+                masks=item.masks,
+                tagged=getattr(item, "tagged", None) if self.kind == "shortcut" else None,
+            )
+
+
+@dataclass(eq=False)
+class DatasetSource(Source):
+    """A ``tf.data.Dataset`` of images, ``(image, label)`` pairs, or batches of either.
+
+    Its images are numbered in the order the dataset gives them (shuffle it with a fixed
+    seed, or not at all, to resume an audit). A dataset cannot be fingerprinted without
+    reading it all: the fingerprint holds its element spec and length, so resuming on a
+    changed dataset of the same shape is the caller's care. It cannot be sent to Ray workers.
+    """
+
+    dataset: object
+    labels: bool = False
+    class_names: tuple | None = field(default=None)
+
+    def __post_init__(self):
+        cardinality = int(self.dataset.cardinality())
+        self._length = cardinality if cardinality >= 0 else None
+        self.has_labels = self.labels
+        self.description = "a tf.data.Dataset" + (
+            f" ({cardinality} elements)" if cardinality >= 0 else ""
+        )
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("the dataset's length is unknown")
+        return self._length
+
+    @property
+    def length(self) -> int | None:
+        return self._length
+
+    @property
+    def distributable(self) -> bool:
+        return False
+
+    def fingerprint(self) -> str:
+        return _hash("dataset", repr(self.dataset.element_spec), self._length)
+
+    def set_class_names(self, class_names) -> None:
+        self.class_names = None if class_names is None else tuple(class_names)
+
+    def _stream(self) -> Iterator[tuple]:
+        for element in self.dataset:
+            label = None
+            if isinstance(element, tuple):
+                if self.labels and len(element) > 1:
+                    label = np.asarray(element[1])
+                element = element[0]
+            array = np.asarray(element)
+            if array.ndim == 4:
+                labels = label if label is not None else [None] * len(array)
+                yield from zip(array, labels, strict=True)
+            else:
+                yield array, label
+
+    def shards(self, shard_size: int, skip=frozenset()):
+        shard, batch, index = 0, [], 0
+        for image, label in self._stream():
+            if shard not in skip:
+                fields = {} if label is None else _label_fields(_scalar_label(label),
+                                                                self.class_names)  # fmt: skip
+                batch.append(_read_array(index, image, f"{index:06d}", **fields))
+            index += 1
+            if index % shard_size == 0:
+                if shard not in skip:
+                    yield shard, batch
+                shard, batch = shard + 1, []
+        if batch:
+            yield shard, batch
+        self._length = index
+
+    def items(self, start: int, stop: int) -> Iterator[Item]:
+        for _, shard_items in self.shards(stop - start):
+            for item in shard_items:
+                if start <= item.index < stop:
+                    yield item
+
+
+def _scalar_label(label: np.ndarray):
+    """A class index from a label: an int, or the argmax of a one-hot vector."""
+    label = np.asarray(label)
+    if label.ndim == 0:
+        value = label.item()
+        return value.decode() if isinstance(value, bytes) else value
+    return int(np.argmax(label))
+
+
+def as_source(source, labels=None) -> Source:
+    """Any supported source as a :class:`Source`.
+
+    Args:
+        source: a :class:`Source`; a folder path; a list of image paths; an ``(N, H, W, C)``
+            array or a list of arrays; a ``tf.data.Dataset``; or a scene spec
+            ``"scenes:START-STOP"`` / ``"shortcut:START-STOP"``.
+        labels: for a folder, ``"folders"`` takes classes from sub-folder names; for paths
+            or arrays, one label per image; for a dataset, ``True`` reads ``(image, label)``
+            pairs' labels.
+
+    Raises:
+        ValueError: for anything else, naming what is accepted.
+    """
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if _SCENE_SPEC.match(text) and not Path(text).exists():
+            return Scenes.parse(text)
+        if Path(os.path.expanduser(text)).is_dir():
+            return Folder(text, labels=labels)
+        raise ValueError(
+            f"{text!r} is neither a folder of images nor a scene spec like 'scenes:1000000-1000500'"
+        )
+    if type(source).__module__.startswith("tensorflow") and hasattr(source, "element_spec"):
+        return DatasetSource(source, labels=bool(labels))
+    if isinstance(source, np.ndarray):
+        return Arrays(source, labels=labels)
+    if isinstance(source, Sequence) and source:
+        if all(isinstance(entry, (str, os.PathLike)) for entry in source):
+            return Paths(source, labels=labels)
+        return Arrays(source, labels=labels)
+    raise ValueError(
+        "source must be a folder, a list of image paths, an (N, H, W, 3) array, a "
+        "tf.data.Dataset or a scene spec like 'scenes:1000000-1000500'; got "
+        f"{type(source).__name__}"
+    )
