@@ -470,7 +470,10 @@ def audit(
         _say(f"{folder} already holds this audit, complete: nothing to do", not progress)
         return store.AuditResults(folder, computed_shards=0)
 
-    store.prepare(folder)
+    if ray is not None:
+        from gradcam_widget import distributed
+
+        distributed.check(model, options, source)  # before anything is written
     manifest = {
         "format": store.FORMAT_VERSION,
         "package": {"name": "gradcam_widget", "version": __version__},
@@ -483,37 +486,43 @@ def audit(
         "run": {"batch_size": batch_size, "ray": None if ray is None else str(ray)},
         "created": (manifest or {}).get("created", _now()),
     }
-    store.write_json(folder, store.MANIFEST, manifest)
+    opened = False
+
+    def commit(result: store.ShardResult) -> None:
+        # The folder is written only once a shard has been computed, so that a job that
+        # fails on its first shard (a bad layer, a model that fails) leaves nothing behind.
+        nonlocal opened
+        if not opened:
+            store.prepare(folder)
+            store.write_json(folder, store.MANIFEST, manifest)
+            opened = True
+        store.commit(folder, result)
+
     if done:
         _say(f"{folder}: resuming, {len(done)} of {shard_count or '?'} shards done", not progress)
-
     bar = _progress_bar(total, _rows_done(folder, done, shard_size, total), not progress)
     computed = 0
     layer_found = None
     try:
         if ray is None:
             worker = ShardWorker(model, options, batch_size=batch_size, preprocess=preprocess)
-            for shard, items in source.shards(shard_size, skip=done):
-                result = worker(shard, items)
-                store.commit(folder, result)
-                computed += 1
-                layer_found = layer_found or result.layer
-                if bar is not None:
-                    bar.update(len(items))
+            shards = ((worker(shard, items), len(items))
+                      for shard, items in source.shards(shard_size, skip=done))  # fmt: skip
         else:
-            from gradcam_widget import distributed
-
-            for result, count in distributed.run_shards(
+            shards = distributed.run_shards(
                 ray, model, load, options, source, shard_size, done, batch_size, preprocess
-            ):
-                store.commit(folder, result)
-                computed += 1
-                layer_found = layer_found or result.layer
-                if bar is not None:
-                    bar.update(count)
+            )
+        for result, count in shards:
+            commit(result)
+            computed += 1
+            layer_found = layer_found or result.layer
+            if bar is not None:
+                bar.update(count)
     finally:
         if bar is not None:
             bar.close()
+    if not opened:  # every shard was already done (a run killed before it could finish)
+        store.prepare(folder)
     return _finish(folder, manifest, source, shard_size, computed, started, layer_found)
 
 

@@ -250,11 +250,14 @@ def test_bad_arguments_fail_before_any_work(tmp_path):
         ({"source": "scenes:5-2"}, "start < stop"),
         ({"source": str(tmp_path / "missing")}, "neither a folder"),
         ({"source": 42}, "source must be"),
+        ({"layer": "block9_conv9"}, "unknown layer 'block9_conv9'"),
+        ({"targets": 7}, "class_index must be in 0..4"),
+        ({"pooling": "median"}, "pooling"),
     ):
         source = options.pop("source", SCENES)
         with pytest.raises(ValueError, match=message):
             quiet_audit("shapes", source, out, **options)
-    assert not out.exists()
+        assert not out.exists()  # a job refused on its first shard leaves no folder behind
 
 
 def test_a_finished_audit_is_not_redone_and_says_so(scene_audit, capfd):

@@ -109,9 +109,17 @@ def page(browser):
     context.close()
 
 
+@pytest.fixture(scope="session")
+def lab_root() -> Path:
+    """The folder ``jupyter lab`` serves: the repository. A test module may override this
+    fixture (and ``notebook``, relative to it) to serve a folder of its own."""
+    return REPO
+
+
 @pytest.fixture
-def jupyter_lab(tmp_path_factory, notebook):
-    """``jupyter lab`` serving the repository; always shut down (kernels included)."""
+def jupyter_lab(tmp_path_factory, notebook, lab_root):
+    """``jupyter lab`` serving ``lab_root`` (the repository); always shut down (kernels
+    included)."""
     require_module("jupyterlab", "JupyterLab")
     from e2e_servers import isolated_environment, jupyter_lab_command, start_server
 
@@ -120,10 +128,10 @@ def jupyter_lab(tmp_path_factory, notebook):
     (checkpoints / notebook.parent).mkdir(parents=True)
     server = start_server(
         "jupyter lab",
-        lambda port, token: jupyter_lab_command(port, token, REPO, checkpoints),
+        lambda port, token: jupyter_lab_command(port, token, lab_root, checkpoints),
         ready_path="/api/status",
         environment=isolated_environment(home),
-        workdir=REPO,
+        workdir=lab_root,
         log_path=home / "server.log",
         timeout=SERVER_START_TIMEOUT_S,
     )
