@@ -25,7 +25,10 @@ from gradcam_widget.explanations import Explanations, explain, iter_explain
 
 __version__ = "0.1.0"
 
-_LAZY = {"data", "models", "render", "widget", "methods", "metrics", "sanity", "sources", "store"}
+_LAZY = {
+    "data", "models", "render", "widget", "methods", "metrics", "sanity",
+    "sources", "store", "auditing", "gallery", "distributed",
+}  # fmt: skip
 _LAZY_NAMES = {
     "CamExplorer": "widget",
     "CamGallery": "gallery",

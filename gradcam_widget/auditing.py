@@ -78,8 +78,12 @@ def load_model(model):
         raise AuditError(
             f"model {text!r} is neither a model name {models.MODEL_NAMES} nor a .keras file"
         )
-    spec = getattr(model, "name", None) if hasattr(model, "model") else None
-    return model, spec if spec in models.MODEL_NAMES else None
+    name = getattr(model, "name", None) if hasattr(model, "model") else None
+    if name in models.MODEL_NAMES and models.weights_cached(name):
+        # loadable by name only if it is that model itself, not a retrained copy of it
+        same = models.load(name).model is getattr(model, "model", None)
+        return model, name if same else None
+    return model, None
 
 
 def model_identity(model) -> dict:
@@ -179,6 +183,7 @@ class Options:
     shard_size: int = DEFAULT_SHARD_SIZE
     image_size: tuple[int, int] | None = None
     cam_options: tuple = ()
+    preprocess: str | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -189,6 +194,7 @@ class Options:
             "shard_size": self.shard_size,
             "image_size": None if self.image_size is None else list(self.image_size),
             "cam_options": dict(self.cam_options),
+            "preprocess": self.preprocess,
             "thumbnail_side": THUMBNAIL_SIDE,
         }
 
@@ -249,7 +255,11 @@ class ShardWorker:
         if not good:
             return store.ShardResult(shard, [], np.zeros((0, 0, 0), np.float16), [], skipped)
         height, width = self.size
-        fitted = np.stack([images.fit(item.image, height, width) for item in good])
+        fitted = np.stack([
+            item.image if item.image.shape[:2] == (height, width)
+            else images.fit(item.image, height, width)
+            for item in good
+        ])  # fmt: skip
         rows, raws, thumbs, layer = [], [], [], None
         stream = iter_explain(
             self.model,
@@ -344,7 +354,7 @@ def reopen_spec(source: sources.Source) -> dict | None:
         labels = "folders" if source.has_labels else None
         return {"kind": "folder", "path": str(source.root.resolve()), "labels": labels}
     if isinstance(source, sources.Paths):
-        return {"kind": "paths"}
+        return {"kind": "paths", "root": None if source.root is None else str(source.root)}
     return None
 
 
@@ -423,15 +433,16 @@ def audit(
     Raises:
         AuditError: if ``out`` holds another job's results (the message lists what differs),
             or for targets the source cannot give.
-        ValueError: for a bad source, model, layer, method or option, before any work.
+        ValueError: for a bad source, model, layer, method or option, before anything is
+            written (a bad layer or class is found by the first shard's pass).
     """
-    from gradcam_widget import __version__, methods
+    from gradcam_widget import __version__
 
     started = time.time()
     batch_size = core.check_int("batch_size", batch_size)
     shard_size = core.check_int("shard_size", shard_size)
     core.check_option("score", score, core.SCORES)
-    methods.get(method)
+    ray = _check_ray(ray)
     source = sources.as_source(source, labels)
     model, load = load_model(model)
     from gradcam_widget.engine import unwrap
@@ -444,86 +455,161 @@ def audit(
         targets=_check_targets(targets, source, class_names),
         score=score,
         shard_size=shard_size,
-        image_size=None if image_size is None else tuple(int(side) for side in image_size),
-        cam_options=tuple(sorted(cam_options.items())),
+        image_size=_check_image_size(image_size),
+        cam_options=_normalised_options(method, cam_options),
+        preprocess=_preprocess_name(preprocess),
     )
+    size = _input_size(model, options)
+    source.set_size(size)  # images are fitted as they are read: a shard of photos stays small
     job = json.loads(json.dumps(_job(model_identity(model), load, source, options)))
     folder = Path(os.path.expanduser(os.fspath(out)))
-    manifest = store.read_manifest(folder)
-    if manifest is None and folder.is_dir() and any(folder.iterdir()):
-        raise AuditError(f"{folder} is not empty and holds no audit: choose another out=")
-    if manifest is not None:
-        differences = _differences(manifest.get("job", {}), job)
-        if differences:
-            raise AuditError(
-                f"{folder} holds another audit ({'; '.join(differences)}): pass another out= "
-                "or delete that folder"
-            )
-    total = _length(source)
-    shard_count = None if total is None else -(-total // shard_size)
-    done = store.done_shards(folder)
-    if (
-        manifest is not None
-        and manifest.get("status") == "complete"
-        and (shard_count is None or len(done) >= shard_count)
-    ):
-        _say(f"{folder} already holds this audit, complete: nothing to do", not progress)
-        return store.AuditResults(folder, computed_shards=0)
+    if folder.exists() and not folder.is_dir():
+        raise AuditError(f"out={str(folder)!r} is a file: name a folder for the results")
+    with store.lock(folder):
+        manifest = store.read_manifest(folder)
+        if manifest is None and not store.is_empty(folder):
+            raise AuditError(f"{folder} is not empty and holds no audit: choose another out=")
+        if manifest is not None:
+            differences = _differences(manifest.get("job", {}), job)
+            if differences:
+                raise AuditError(
+                    f"{folder} holds another audit ({'; '.join(differences)}): pass another "
+                    "out= or delete that folder"
+                )
+        total = _length(source)
+        shard_count = _shard_count(total, shard_size, manifest)
+        done = store.done_shards(folder)
+        if (
+            manifest is not None
+            and manifest.get("status") == "complete"
+            and shard_count is not None
+            and set(range(shard_count)) <= done
+        ):
+            _say(f"{folder} already holds this audit, complete: nothing to do", not progress)
+            return store.AuditResults(folder, computed_shards=0)
+        if ray is not None:
+            from gradcam_widget import distributed
 
-    if ray is not None:
-        from gradcam_widget import distributed
+            distributed.check(model, options, source)  # before anything is written
+        manifest = {
+            "format": store.FORMAT_VERSION,
+            "package": {"name": "gradcam_widget", "version": __version__},
+            "job": job,
+            "class_names": None if class_names is None else list(class_names),
+            "input_size": list(size),
+            "layer": (manifest or {}).get("layer"),
+            "status": "running",
+            "images": total,
+            "shards": shard_count,
+            "run": {"batch_size": batch_size, "ray": None if ray is None else str(ray)},
+            "created": (manifest or {}).get("created", _now()),
+        }
+        computed = _run(folder, manifest, model, load, options, source, done, batch_size,
+                        preprocess, ray, progress)  # fmt: skip
+        return _finish(folder, manifest, source, shard_size, computed, started)
 
-        distributed.check(model, options, source)  # before anything is written
-    manifest = {
-        "format": store.FORMAT_VERSION,
-        "package": {"name": "gradcam_widget", "version": __version__},
-        "job": job,
-        "class_names": None if class_names is None else list(class_names),
-        "input_size": list(_input_size(model, options)),
-        "status": "running",
-        "images": total,
-        "shards": shard_count,
-        "run": {"batch_size": batch_size, "ray": None if ray is None else str(ray)},
-        "created": (manifest or {}).get("created", _now()),
-    }
+
+def _run(folder, manifest, model, load, options, source, done, batch_size, preprocess, ray,
+         progress) -> int:  # fmt: skip
+    """Compute and commit every shard not in ``done``; the number computed."""
+    shard_size, total = options.shard_size, manifest["images"]
     opened = False
 
     def commit(result: store.ShardResult) -> None:
-        # The folder is written only once a shard has been computed, so that a job that
-        # fails on its first shard (a bad layer, a model that fails) leaves nothing behind.
+        # Nothing is written before the first shard is computed, so a job that fails on it
+        # (a bad layer, a model that fails) leaves no folder behind. The manifest goes first:
+        # a folder killed at any moment after that is this job's, and resumes.
         nonlocal opened
-        if not opened:
-            store.prepare(folder)
+        if not opened or (result.layer and manifest["layer"] != result.layer):
+            manifest["layer"] = result.layer or manifest["layer"]
             store.write_json(folder, store.MANIFEST, manifest)
+            store.prepare(folder)
             opened = True
         store.commit(folder, result)
 
     if done:
-        _say(f"{folder}: resuming, {len(done)} of {shard_count or '?'} shards done", not progress)
-    bar = _progress_bar(total, _rows_done(folder, done, shard_size, total), not progress)
+        count = manifest["shards"] or "?"
+        _say(f"{folder}: resuming, {len(done)} of {count} shards done", not progress)
+    bar = _progress_bar(total, _rows_done(done, shard_size, total), not progress)
     computed = 0
-    layer_found = None
     try:
         if ray is None:
             worker = ShardWorker(model, options, batch_size=batch_size, preprocess=preprocess)
             shards = ((worker(shard, items), len(items))
                       for shard, items in source.shards(shard_size, skip=done))  # fmt: skip
         else:
+            from gradcam_widget import distributed
+
             shards = distributed.run_shards(
                 ray, model, load, options, source, shard_size, done, batch_size, preprocess
             )
         for result, count in shards:
             commit(result)
             computed += 1
-            layer_found = layer_found or result.layer
             if bar is not None:
                 bar.update(count)
     finally:
         if bar is not None:
             bar.close()
     if not opened:  # every shard was already done (a run killed before it could finish)
-        store.prepare(folder)
-    return _finish(folder, manifest, source, shard_size, computed, started, layer_found)
+        store.write_json(folder, store.MANIFEST, manifest)
+    return computed
+
+
+def _check_ray(ray):
+    if ray is None or ray is False:
+        return None
+    if ray is True or (isinstance(ray, str) and ray):
+        return ray
+    raise ValueError(f"ray must be None, True or a Ray address string; got {ray!r}")
+
+
+def _check_image_size(image_size) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    try:
+        height, width = (core.check_int("image_size", side) for side in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"image_size must be (height, width), two positive integers; got {image_size!r}"
+        ) from None
+    return height, width
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds (for the JSON manifest)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _normalised_options(method: str, cam_options: dict) -> tuple:
+    """The method's options as it uses them, defaults filled in, so that passing a default
+    explicitly is the same job as leaving it out."""
+    from gradcam_widget import methods
+
+    given = {name: _plain(value) for name, value in cam_options.items()}
+    shared = {"order": "relu_first", "interpolation": "bilinear"}
+    for name in shared:
+        if name in given:
+            shared[name] = given.pop(name)
+    core.check_option("order", shared["order"], core.ORDERS)
+    core.check_option("interpolation", shared["interpolation"], tuple(core.INTERPOLATIONS))
+    used = methods.get(method).bind(**given)
+    return tuple(sorted((used | shared).items()))
+
+
+def _preprocess_name(preprocess) -> str | None:
+    """A name for a ``preprocess=`` function in the job (``None``: the model's own)."""
+    if preprocess is None:
+        return None
+    module = getattr(preprocess, "__module__", None) or type(preprocess).__module__
+    name = getattr(preprocess, "__qualname__", None) or type(preprocess).__qualname__
+    return f"{module}.{name}"
+
+
+def _shard_count(total: int | None, shard_size: int, manifest: dict | None) -> int | None:
+    if total is not None:
+        return -(-total // shard_size)
+    return None if manifest is None else manifest.get("shards")
 
 
 def _input_size(model, options: Options) -> tuple[int, int]:
@@ -540,7 +626,7 @@ def _length(source: sources.Source) -> int | None:
     return len(source)
 
 
-def _rows_done(folder: Path, done: set[int], shard_size: int, total: int | None) -> int:
+def _rows_done(done: set[int], shard_size: int, total: int | None) -> int:
     if total is None:
         return len(done) * shard_size
     return sum(min(shard_size, total - shard * shard_size) for shard in done)
@@ -550,23 +636,26 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _finish(folder, manifest, source, shard_size, computed, started, layer) -> store.AuditResults:
+def _finish(folder, manifest, source, shard_size, computed, started) -> store.AuditResults:
     total = _length(source)
+    if total is None:
+        total = manifest["images"]
+    shard_count = -(-total // shard_size)
     done = store.done_shards(folder)
-    skipped, layers = [], set()
+    missing = sorted(set(range(shard_count)) - done)
+    if missing:  # pragma: no cover - every shard is computed above; a guard, not a path
+        raise AuditError(f"{folder}: shards {missing} are missing after the run")
+    skipped, rows = [], 0
     for shard in sorted(done):
         metadata = store.part_metadata(folder, shard)
         skipped += metadata.get("skipped", [])
-        if metadata.get("layer"):
-            layers.add(metadata["layer"])
-    table = store.read_table(folder)
+        rows += store.part_rows(folder, shard)
     manifest |= {
         "status": "complete",
         "images": total,
-        "shards": -(-total // shard_size),
-        "rows": len(table),
+        "shards": shard_count,
+        "rows": rows,
         "skipped": skipped,
-        "layer": layer or (sorted(layers)[0] if layers else None),
         "finished": _now(),
         "seconds_this_run": round(time.time() - started, 1),
     }

@@ -869,7 +869,7 @@ class CamGallery(widgets.VBox):
                     class_names=self.results.class_names,
                     preprocess=self._preprocess,
                     class_index=class_index,
-                    layer=self.results.manifest.get("layer"),
+                    layer=self.results.manifest.get("layer") or self.results.options.get("layer"),
                 )
                 for name, value in self._audit_settings().items():
                     if getattr(explorer, name) != value:

@@ -42,9 +42,10 @@ class Item:
 
     Attributes:
         index: its number in the source.
-        id: a name for people: the path relative to the folder, ``scene-<seed>``, or the
-            number.
-        image: ``(H, W, 3)`` float32 RGB in 0..255, or ``None`` when it could not be read.
+        id: a name for people: the path relative to the folder (a path given in a list:
+            absolute), ``scenes-<seed>`` / ``shortcut-<seed>``, or the number.
+        image: ``(H, W, 3)`` float32 RGB in 0..255 (fitted to the source's
+            :meth:`~Source.set_size` when set), or ``None`` when it could not be read.
         error: why it could not be read (one line), else ``None``.
         true_class: the class index of the image's label, ``None`` if unknown (or several).
         true_label: the label's name (several joined by ``+``), ``None`` if unknown.
@@ -73,6 +74,7 @@ class Source:
     description: str = "images"
     has_labels: bool = False
     has_masks: bool = False
+    size: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -98,6 +100,11 @@ class Source:
     def set_class_names(self, class_names: Sequence[str] | None) -> None:
         """Map label names to the model's class indices (folders name their class)."""
 
+    def set_size(self, size: tuple[int, int] | None) -> None:
+        """Fit every image to ``(H, W)`` as it is read, so that a shard of large photos holds
+        model-sized images only."""
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+
     @property
     def distributable(self) -> bool:
         """True when the source can be sent to other processes (Ray workers)."""
@@ -112,24 +119,33 @@ def _hash(*parts) -> str:
     return digest.hexdigest()
 
 
-def _read_file(index: int, path: Path, name: str, **labels) -> Item:
+def _fitted(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or rgb.shape[:2] == tuple(size):
+        return rgb
+    return images.fit(rgb, *size)
+
+
+def _read_file(index: int, path: Path, name: str, size=None, **labels) -> Item:
     try:
         rgb, _ = images.read_rgb(path)
     except (ValueError, OSError) as error:
         return Item(index=index, id=name, error=_one_line(error), **labels)
-    return Item(index=index, id=name, image=rgb, **labels)
+    return Item(index=index, id=name, image=_fitted(rgb, size), **labels)
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
 
 
-def _read_array(index: int, image, name: str, **labels) -> Item:
+def _read_array(index: int, image, name: str, size=None, **labels) -> Item:
     try:
         rgb, _ = images.read_rgb(image)
     except ValueError as error:
         return Item(index=index, id=name, error=_one_line(error), **labels)
-    return Item(index=index, id=name, image=rgb, **labels)
+    if not np.isfinite(rgb).all():
+        return Item(index=index, id=name, error="the image contains NaN or infinite values",
+                    **labels)  # fmt: skip
+    return Item(index=index, id=name, image=_fitted(rgb, size), **labels)
 
 
 class Paths(Source):
@@ -142,13 +158,13 @@ class Paths(Source):
     """
 
     def __init__(self, paths: Sequence, labels: Sequence | None = None, root=None):
-        self.paths = [Path(os.path.expanduser(str(path))) for path in paths]
+        self.paths = [Path(os.path.expanduser(str(path))).absolute() for path in paths]
         if not self.paths:
             raise ValueError("there are no image paths to audit")
         if labels is not None and len(labels) != len(self.paths):
             raise ValueError(f"labels has {len(labels)} entries for {len(self.paths)} paths")
         self.labels = None if labels is None else list(labels)
-        self.root = None if root is None else Path(root)
+        self.root = None if root is None else Path(root).absolute()
         self.class_names: tuple[str, ...] | None = None
         self.has_labels = labels is not None
         self.description = f"{len(self.paths)} image files"
@@ -165,10 +181,11 @@ class Paths(Source):
         entries = []
         for path in self.paths:
             try:
-                size = path.stat().st_size
+                stat = path.stat()
+                size, modified = stat.st_size, stat.st_mtime_ns
             except OSError:
-                size = -1
-            entries.append(f"{self._name(path)}\t{size}")
+                size, modified = -1, -1
+            entries.append(f"{self._name(path)}\t{size}\t{modified}")
         return _hash("paths", *entries, *(self.labels or ()))
 
     def set_class_names(self, class_names) -> None:
@@ -182,13 +199,15 @@ class Paths(Source):
     def items(self, start: int, stop: int) -> Iterator[Item]:
         for index in range(start, stop):
             path = self.paths[index]
-            yield _read_file(index, path, self._name(path), **self._label(index))
+            yield _read_file(index, path, self._name(path), self.size, **self._label(index))
 
 
 def _label_fields(label, class_names) -> dict:
     """``true_class`` and ``true_label`` of one label (an index or a name)."""
     if label is None:
         return {}
+    if isinstance(label, (float, np.floating)) and float(label).is_integer():
+        label = int(label)  # 3.0 from a float label array is class 3
     if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
         name = class_names[label] if class_names and 0 <= label < len(class_names) else None
         return {"true_class": int(label), "true_label": name or str(int(label))}
@@ -301,7 +320,7 @@ class Arrays(Source):
                                                                   self.class_names)  # fmt: skip
             if self.masks is not None:
                 fields["masks"] = self.masks[index]
-            yield _read_array(index, self.images[index], f"{index:06d}", **fields)
+            yield _read_array(index, self.images[index], f"{index:06d}", self.size, **fields)
 
 
 class Scenes(Source):
@@ -358,7 +377,7 @@ class Scenes(Source):
             yield Item(
                 index=index,
                 id=f"{self.kind}-{item.seed}",
-                image=item.image.astype(np.float32),
+                image=_fitted(item.image.astype(np.float32), self.size),
                 true_class=item.labels[0] if len(item.labels) == 1 else None,
                 true_label="+".join(names) if names else None,
                 masks=item.masks,
@@ -382,10 +401,20 @@ class DatasetSource(Source):
 
     def __post_init__(self):
         cardinality = int(self.dataset.cardinality())
-        self._length = cardinality if cardinality >= 0 else None
+        if cardinality == -1:  # tf.data.INFINITE_CARDINALITY
+            raise ValueError(
+                "the dataset repeats forever (.repeat() without a count): an audit needs a "
+                "finite one, e.g. dataset.take(n)"
+            )
+        self._cardinality = cardinality
+        spec = self.dataset.element_spec
+        image_spec = spec[0] if isinstance(spec, tuple) else spec
+        batched = len(getattr(image_spec, "shape", ())) == 4
+        # a batched dataset counts batches, not images: its image count is known once read
+        self._length = cardinality if cardinality >= 0 and not batched else None
         self.has_labels = self.labels
         self.description = "a tf.data.Dataset" + (
-            f" ({cardinality} elements)" if cardinality >= 0 else ""
+            f" ({cardinality} {'batches' if batched else 'images'})" if cardinality >= 0 else ""
         )
 
     def __len__(self) -> int:
@@ -402,7 +431,7 @@ class DatasetSource(Source):
         return False
 
     def fingerprint(self) -> str:
-        return _hash("dataset", repr(self.dataset.element_spec), self._length)
+        return _hash("dataset", repr(self.dataset.element_spec), self._cardinality)
 
     def set_class_names(self, class_names) -> None:
         self.class_names = None if class_names is None else tuple(class_names)
@@ -427,7 +456,7 @@ class DatasetSource(Source):
             if shard not in skip:
                 fields = {} if label is None else _label_fields(_scalar_label(label),
                                                                 self.class_names)  # fmt: skip
-                batch.append(_read_array(index, image, f"{index:06d}", **fields))
+                batch.append(_read_array(index, image, f"{index:06d}", self.size, **fields))
             index += 1
             if index % shard_size == 0:
                 if shard not in skip:
@@ -469,6 +498,13 @@ def as_source(source, labels=None) -> Source:
     """
     if isinstance(source, Source):
         return source
+    if isinstance(labels, str) and not (
+        isinstance(source, (str, os.PathLike)) and Path(os.fspath(source)).is_dir()
+    ):
+        raise ValueError(
+            f"labels={labels!r} names the classes of a folder's images by sub-folder; for "
+            "paths or arrays pass one label per image (labels=[...])"
+        )
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if _SCENE_SPEC.match(text) and not Path(text).exists():

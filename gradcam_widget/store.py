@@ -9,6 +9,7 @@ Layout of ``out/``::
     maps/00000.npy                   the shard's raw maps, (n, h, w) float16
     thumbs/00000.jpg.bin             the shard's overlay thumbnails, JPEG files end to end
     .partial/                        files being written (never read)
+    .lock                            held by the run writing the folder (one at a time)
 
 **Commit protocol.** A shard is written as maps, then thumbnails, each into ``.partial/``
 and moved into place with :func:`os.replace` (atomic on one file system); its Parquet part is
@@ -16,7 +17,11 @@ moved into ``explanations.parquet/`` last. The part is the shard's commit: a sha
 exactly when its part exists, and a part exists only when its maps and thumbnails do. A run
 killed at any moment leaves only finished parts (and maybe unreferenced files in
 ``.partial/`` or a shard's maps without its part, both rewritten by the next run), so a rerun
-computes the missing shards and nothing twice.
+computes the missing shards and nothing twice. Each file is flushed to disk (``fsync``) before
+it is moved, so a part never names maps that a power cut lost. The manifest is written before
+anything else, so a folder is recognised as this job's from its first file on. A run holds an
+exclusive lock on ``.lock`` (``fcntl.flock``): a second run on the same folder is refused
+rather than let two writers interleave.
 
 **Why raw maps in float16 ``.npy`` shards.** The raw map (the signed map on the layer's grid,
 14 x 14 for ``shapes``) is the whole result: the heatmap at any size is
@@ -33,9 +38,11 @@ Only numpy, pyarrow and pandas are used here; this module never imports TensorFl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +54,9 @@ TABLE = "explanations.parquet"
 FORMAT_VERSION = 1
 
 _PART = re.compile(r"^part-(\d{5,})\.parquet$")
+_OWN_NAMES = {TABLE, "maps", "thumbs", ".partial", ".lock"}
+OPEN_MAPS = 32
+"""Shards whose maps a reader keeps memory-mapped at once (least recently used closed)."""
 
 COLUMNS: dict[str, str] = {
     "index": "int64",
@@ -75,7 +85,7 @@ COLUMNS: dict[str, str] = {
 }
 """Columns of ``explanations.parquet`` and their types (``?``: may be missing).
 
-``index``/``id``: the image's number in the source and its name (path, ``scene-<seed>``).
+``index``/``id``: the image's number in the source and its name (its path, ``scenes-<seed>``).
 ``true_*``: its label when known. ``predicted_*``: the top class and its probability.
 ``explained_*``: the class the map explains and its probability. ``correct``: predicted is
 the true class (one of them, for a scene of several objects). ``peak_y``/``peak_x``: where the
@@ -132,6 +142,8 @@ def _atomic_write(folder: Path, final: Path, write) -> None:
     partial.mkdir(exist_ok=True)
     temporary = partial / f"{final.name}.{os.getpid()}"
     write(temporary)
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
     os.replace(temporary, final)
 
 
@@ -170,6 +182,50 @@ def maps_path(folder, shard: int) -> Path:
 
 def thumbs_path(folder, shard: int) -> Path:
     return Path(folder) / "thumbs" / f"{shard:05d}.jpg.bin"
+
+
+def is_empty(folder) -> bool:
+    """True when ``folder`` is missing, empty, or holds only a store's own empty folders (a
+    run killed before its manifest was written)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return True
+    names = set(os.listdir(folder))
+    return names <= _OWN_NAMES and not done_shards(folder)
+
+
+@contextlib.contextmanager
+def lock(folder):
+    """Hold ``folder/.lock`` exclusively for a run (the folder is created if needed, and
+    removed again if the run wrote nothing into it).
+
+    Raises:
+        AuditStoreError: if another process holds it.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks, run unlocked
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AuditStoreError(
+                    f"another audit is writing to {folder} now; wait for it to finish (or stop "
+                    "it) before running this one"
+                ) from None
+        yield
+    finally:
+        handle.close()
+        if created and set(os.listdir(folder)) <= {".lock"}:
+            path.unlink(missing_ok=True)
+            folder.rmdir()
 
 
 def prepare(folder) -> Path:
@@ -216,6 +272,13 @@ def commit(folder, result: ShardResult) -> None:
                   lambda path: pq.write_table(table, path))  # fmt: skip
 
 
+def part_rows(folder, shard: int) -> int:
+    """Rows in a shard's part, read from its footer."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(part_path(folder, shard)).metadata.num_rows
+
+
 def part_metadata(folder, shard: int) -> dict:
     """``{"skipped": [...], "layer": ...}`` recorded with a shard's part."""
     import pyarrow.parquet as pq
@@ -259,13 +322,17 @@ class MapReader:
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        self._maps: dict[int, np.ndarray] = {}
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def raw(self, shard: int, row: int) -> np.ndarray:
         """``(h, w)`` float32 raw map."""
-        if shard not in self._maps:
+        if shard in self._maps:
+            self._maps.move_to_end(shard)
+        else:
             self._maps[shard] = np.load(maps_path(self.folder, shard), mmap_mode="r")
-        return np.asarray(self._maps[shard][row], dtype=np.float32)
+            while len(self._maps) > OPEN_MAPS:  # bounded: each map keeps a file open
+                self._maps.popitem(last=False)
+        return np.array(self._maps[shard][row], dtype=np.float32)
 
     def thumbnail(self, shard: int, offset: int, size: int) -> bytes:
         """The JPEG bytes of one thumbnail."""
@@ -299,6 +366,7 @@ class AuditResults:
         self.manifest = manifest
         self.computed_shards = computed_shards
         self._table = None
+        self._positions: dict[int, int] | None = None
         self._reader = MapReader(self.folder)
 
     def __repr__(self) -> str:
@@ -342,11 +410,12 @@ class AuditResults:
         return list(self.manifest.get("skipped", []))
 
     def _row(self, index: int):
-        table = self.table
-        position = table.index[table["index"] == index]
-        if len(position) != 1:
+        if self._positions is None:
+            self._positions = {int(i): p for p, i in enumerate(self.table["index"])}
+        position = self._positions.get(int(index))
+        if position is None:
             raise KeyError(f"no image {index} in {self.folder}")
-        return table.loc[position[0]]
+        return self.table.iloc[position]
 
     def raw(self, index: int) -> np.ndarray:
         """The stored ``(h, w)`` raw map of image ``index`` (float16 precision)."""
@@ -392,4 +461,5 @@ class AuditResults:
             return scenes.scene(index).image.astype(np.float32)
         if spec["kind"] == "folder":
             return images.as_rgb_image(Path(spec["path"]) / row["id"])
-        return images.as_rgb_image(row["id"])
+        root = spec.get("root")
+        return images.as_rgb_image(Path(root) / row["id"] if root else row["id"])

@@ -342,12 +342,15 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     while kills < 5:
         before = len(store.done_shards(out))
         process = run_audit_process(out, scenes)
-        # wait until this run has committed a shard, then kill it a random moment later
+        # the first run dies early (its folder just made: before or while its manifest and
+        # first shard are written); each later one once it has committed a shard
         deadline = time.time() + 120
-        while len(store.done_shards(out)) <= before and process.poll() is None:
+        while process.poll() is None and (
+            not out.exists() if kills == 0 else len(store.done_shards(out)) <= before
+        ):
             assert time.time() < deadline, "the audit made no progress"
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 2.0 if kills == 0 else 0.6))
         if process.poll() is not None:
             break  # it finished before the kill: nothing left to interrupt
         process.send_signal(signal.SIGKILL)
@@ -398,3 +401,85 @@ def test_sources_number_their_images_stably(tmp_path):
     assert (scenes.kind, len(scenes)) == ("shortcut", 4)
     with pytest.raises(ValueError, match="KIND:START-STOP"):
         sources.Scenes.parse("planets:1-2")
+
+
+# --- what a review found ------------------------------------------------------------------
+
+
+def test_a_folder_killed_before_its_manifest_resumes(tmp_path):
+    out = tmp_path / "out"
+    store.prepare(out)  # the store's own empty folders, as a kill right at the start leaves
+    (out / ".partial" / "manifest.json.123").write_text("{")  # a manifest half written
+    results = quiet_audit("shapes", "scenes:1000000-1000008", out, shard_size=4)
+    assert results.complete and len(results.table) == 8
+
+
+def test_a_second_run_on_a_folder_being_written_is_refused(tmp_path):
+    out = tmp_path / "out"
+    with store.lock(out), pytest.raises(store.AuditStoreError, match="another audit is writing"):
+        quiet_audit("shapes", "scenes:1000000-1000004", out)
+    assert not out.exists()  # the lock's folder is removed: nothing was written
+
+
+def test_the_job_covers_preprocess_and_treats_defaults_as_given(scene_audit):
+    folder = scene_audit.folder
+    same = quiet_audit("shapes", SCENES, folder, shard_size=16, order="relu_first",
+                       interpolation="bilinear", pooling="mean", channels="weighted")  # fmt: skip
+    assert same.computed_shards == 0
+    with pytest.raises(auditing.AuditError, match="options.preprocess"):
+        quiet_audit("shapes", SCENES, folder, shard_size=16, preprocess=lambda x: x * 0)
+    assert quiet_audit("shapes", SCENES, folder, shard_size=16, ray=False).computed_shards == 0
+    for bad in ((0, 5), 224, ("a", "b")):
+        with pytest.raises(ValueError, match="image_size"):
+            quiet_audit("shapes", SCENES, folder, shard_size=16, image_size=bad)
+
+
+def test_a_retrained_copy_of_a_shipped_model_is_not_reloaded_by_name(shapes, make_cnn):
+    from dataclasses import replace
+
+    assert auditing.load_model(shapes)[1] == "shapes"
+    imposter = replace(shapes, model=make_cnn(input_shape=(224, 224, 3), classes=5))
+    assert auditing.load_model(imposter)[1] is None
+
+
+def test_datasets_batched_float_labelled_or_endless(tmp_path, shapes):
+    tf = pytest.importorskip("tensorflow")
+    stack = np.stack([data.scene(1_000_000 + i, n_objects=1).image for i in range(5)])
+    labels = np.array([data.scene(1_000_000 + i, n_objects=1).labels[0] for i in range(5)])
+    batched = tf.data.Dataset.from_tensor_slices((stack, labels.astype(np.float32))).batch(2)
+    source = sources.as_source(batched, labels=True)
+    assert source.length is None  # 3 batches, not 3 images
+    fingerprint = source.fingerprint()
+    first = quiet_audit(shapes, source, tmp_path / "d", shard_size=2)
+    assert first.manifest["images"] == 5 and len(first.table) == 5
+    assert first.table["true_class"].tolist() == labels.tolist()  # 3.0 is class 3
+    assert source.fingerprint() == fingerprint  # the same object can be audited again
+    assert quiet_audit(shapes, source, tmp_path / "d", shard_size=2).computed_shards == 0
+    with pytest.raises(ValueError, match="repeats forever"):
+        sources.as_source(tf.data.Dataset.from_tensor_slices(stack).repeat())
+
+
+def test_large_photos_are_fitted_as_they_are_read(tmp_path):
+    big = np.zeros((1200, 1600, 3), np.uint8)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    source = sources.Paths([tmp_path / "big.png"])
+    source.set_size((224, 224))
+    (item,) = source.items(0, 1)
+    assert item.image.shape == (224, 224, 3)
+
+
+def test_paths_given_with_a_root_open_again(tmp_path, shapes):
+    scene = data.scene(1_000_000, n_objects=1)
+    Image.fromarray(scene.image).save(tmp_path / "a.png")
+    source = sources.Paths([tmp_path / "a.png"], root=tmp_path)
+    results = quiet_audit(shapes, source, tmp_path / "out")
+    assert results.table["id"].tolist() == ["a.png"]
+    np.testing.assert_array_equal(results.image(0), scene.image.astype(np.float32))
+
+
+def test_reading_many_shards_keeps_few_files_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "OPEN_MAPS", 3)
+    results = quiet_audit("shapes", "scenes:1000000-1000012", tmp_path / "out", shard_size=2)
+    for index in range(12):
+        results.raw(index)
+    assert len(results._reader._maps) == 3

@@ -7,6 +7,7 @@ executed in that environment.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,19 @@ def run(command, **kwargs):
     result = subprocess.run(command, capture_output=True, text=True, **kwargs)
     assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
+
+
+def test_binder_requirements_cover_every_dependency():
+    """postBuild installs the package with --no-deps: each runtime dependency must be listed."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = (REPO / "binder" / "requirements.txt").read_text().splitlines()
+    listed = {re.split(r"[<>=\[ ]", line, maxsplit=1)[0].lower() for line in lines
+              if line.strip() and not line.startswith("#")}  # fmt: skip
+    for dependency in project["dependencies"]:
+        name = re.split(r"[<>=\[ ]", dependency, maxsplit=1)[0].lower()
+        assert name in listed or f"{name}-cpu" in listed, name
 
 
 @pytest.mark.slow

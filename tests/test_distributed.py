@@ -77,7 +77,11 @@ def _assert_same_results(expected: gw.AuditResults, found: gw.AuditResults) -> N
     assert found.complete and found.manifest["rows"] == 80
 
 
-def test_ray_audit_equals_local(ray_local, local_run, tmp_path):
+def test_ray_audit_equals_local(ray_local, local_run, tmp_path, monkeypatch):
+    def not_here(self, shard, items):
+        raise AssertionError("a shard was explained in the driver, not on a Ray actor")
+
+    monkeypatch.setattr(auditing.ShardWorker, "__call__", not_here)  # actors are other processes
     results = gw.audit(
         "shapes", SCENES, out=tmp_path / "ray", shard_size=SHARD_SIZE, progress=False, ray=True
     )
