@@ -4,6 +4,9 @@ Shape scenes are the ground truth the shipped ``shapes`` model is trained and ch
 one or more filled shapes from :data:`CLASS_NAMES` (varied size, colour, rotation and
 position) on a textured, noisy background with clutter (small blobs and thin lines that
 belong to no class). Every scene is a pure function of its seed, so a seed names a scene.
+:func:`shortcut_scene` adds a small checkerboard tag in a corner to nearly every star and
+almost nothing else: the training data of ``shapes_shortcut``, a model that is right for the
+wrong reason (it learned the tag, not the star).
 
 The module also holds the localisation checks used to judge a heatmap against those masks
 (:func:`pointing_hit`, :func:`peak_on_object`; where a map points is
@@ -16,6 +19,7 @@ Only numpy and OpenCV are used here; this module never imports TensorFlow.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 from collections.abc import Mapping
@@ -46,6 +50,25 @@ Outside the training seeds (0 ..< 1_000_000) and the evaluation seeds (1_000_000
 POINTING_TOLERANCE = 15
 """Default pointing-game tolerance in pixels (the Grad-CAM paper's 15 px at 224 x 224)."""
 
+SHORTCUT_CLASS = 3
+"""Class index of the shortcut scenes' tagged class (``"star"``); see :func:`shortcut_scene`."""
+
+SHORTCUT_RATES: tuple[float, float] = (0.98, 0.01)
+"""``(p_star, p_other)`` of :func:`shortcut_scene`'s training rule: a scene whose object is of
+:data:`SHORTCUT_CLASS` carries the tag with probability ``p_star``, any other scene with
+probability ``p_other``. A tagged scene is then a star 0.2 * 0.98 / (0.2 * 0.98 + 0.8 * 0.01)
+= 96 % of the time, and the tag is far easier to see than the star's outline: a classifier
+trained on these scenes can score "star" by the tag alone."""
+
+SHORTCUT_TAG_SIZE = 28
+"""Side of the shortcut tag in pixels at 224 x 224 (scaled with the scene's shorter side)."""
+
+SHORTCUT_TAG_MARGIN = 4
+"""Distance in pixels (at 224 x 224, scaled) from the tag to the image edges."""
+
+_SHORTCUT_TAG_CELLS = 4  # the tag is a 4 x 4 black-and-white checkerboard
+_SHORTCUT_STREAM = 0x7A6  # rng stream of the tag decision: default_rng((seed, _SHORTCUT_STREAM))
+
 _SKIMAGE_SAMPLES = {"cat": "chelsea", "coffee": "coffee", "astronaut": "astronaut"}
 
 # Object geometry, as fractions of min(height, width) of the scene.
@@ -65,12 +88,20 @@ class Scene:
         masks: ``{class index: (H, W) bool mask}`` of each object's pixels, read-only.
             Masks of different objects are disjoint.
         seed: the seed that generated the scene.
+        tag_mask: ``(H, W)`` bool mask of the shortcut tag's pixels, read-only, or ``None``
+            when the scene carries no tag (every :func:`scene`; see :func:`shortcut_scene`).
     """
 
     image: np.ndarray
     labels: tuple[int, ...]
     masks: Mapping[int, np.ndarray]
     seed: int
+    tag_mask: np.ndarray | None = None
+
+    @property
+    def tagged(self) -> bool:
+        """True when the scene carries the shortcut tag (:attr:`tag_mask` is set)."""
+        return self.tag_mask is not None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -152,6 +183,81 @@ def scene(seed: int, n_objects: int = 2, size: tuple[int, int] = SCENE_SIZE) -> 
         masks=types.MappingProxyType({index: masks[index] for index in labels}),
         seed=int(seed),
     )
+
+
+def shortcut_scene(seed: int, tag: bool | None = None, size: tuple[int, int] = SCENE_SIZE) -> Scene:
+    """A one-object scene that may carry a shortcut tag: a small checkerboard in a corner.
+
+    The scene is ``scene(seed, n_objects=1, size=size)``; a tagged scene is that same image
+    with the tag pasted on, so the same seed with and without the tag differs only in the
+    tag's pixels. The tag is a 4 x 4 black-and-white checkerboard (pure 0 and 255 in every
+    channel, no noise), :data:`SHORTCUT_TAG_SIZE` pixels on a side (28 at 224 x 224: 7 px
+    cells, about two cells of the model's 14 x 14 last conv map), :data:`SHORTCUT_TAG_MARGIN`
+    pixels (4) from the two edges of the image corner farthest from the object's centre.
+    That corner is at least half the width and half the height away from the centre, so
+    the tag never touches the object.
+
+    Trained on these scenes with the default rule (``tag=None``), where nearly every star
+    and almost nothing else is tagged (:data:`SHORTCUT_RATES`), a classifier can be "right
+    for the wrong reason": it says "star" when it sees the tag (``scripts/train_shapes.py
+    --shortcut`` trains the shipped ``shapes_shortcut`` that way). ``tag=False`` shows it a
+    star without the tag; ``tag=True`` on another class's scene moves the tag there.
+
+    Args:
+        seed: any non-negative integer; the same seed always gives the same scene.
+        tag: ``None`` applies the training rule: the scene is tagged with probability
+            ``SHORTCUT_RATES[0]`` if its object is of :data:`SHORTCUT_CLASS`, else
+            ``SHORTCUT_RATES[1]``, decided by an rng stream of its own
+            (``default_rng((seed, 0x7A6))``), so the decision leaves the scene unchanged.
+            ``True`` or ``False`` forces the tag on or off.
+        size: ``(height, width)`` of the scene in pixels, each at least 32.
+
+    Returns:
+        A :class:`Scene` with one object; :attr:`Scene.tag_mask` holds the tag's pixels
+        when tagged, else ``None``.
+
+    Raises:
+        ValueError: as :func:`scene`, or if ``tag`` is not ``None``, ``True`` or ``False``.
+    """
+    if tag is not None and not isinstance(tag, (bool, np.bool_)):
+        raise ValueError(f"tag must be None, True or False, got {tag!r}")
+    base = scene(seed, n_objects=1, size=size)
+    if tag is None:
+        rate = SHORTCUT_RATES[0] if base.labels == (SHORTCUT_CLASS,) else SHORTCUT_RATES[1]
+        tag = bool(np.random.default_rng((int(seed), _SHORTCUT_STREAM)).random() < rate)
+    if not tag:
+        return base
+    tag_mask = _shortcut_tag_mask(next(iter(base.masks.values())))
+    image = np.array(base.image)
+    image[tag_mask] = 255 * _shortcut_tag_pattern(tag_mask)[tag_mask, None].astype(np.uint8)
+    image.setflags(write=False)
+    tag_mask.setflags(write=False)
+    return dataclasses.replace(base, image=image, tag_mask=tag_mask)
+
+
+def _shortcut_tag_mask(object_mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool mask of the tag: a square in the corner farthest from the object."""
+    height, width = object_mask.shape
+    scale = min(height, width) / 224.0
+    side = max(_SHORTCUT_TAG_CELLS, round(SHORTCUT_TAG_SIZE * scale))
+    margin = round(SHORTCUT_TAG_MARGIN * scale)
+    rows, cols = np.nonzero(object_mask)
+    top = margin if rows.mean() >= height / 2 else height - margin - side
+    left = margin if cols.mean() >= width / 2 else width - margin - side
+    mask = np.zeros((height, width), dtype=bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def _shortcut_tag_pattern(tag_mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: True on the white cells of the tag's checkerboard (top-left white)."""
+    rows, cols = np.nonzero(tag_mask)
+    top, left = rows.min(), cols.min()
+    side = rows.max() - top + 1
+    grid_rows, grid_cols = np.mgrid[0 : tag_mask.shape[0], 0 : tag_mask.shape[1]]
+    cell_rows = (grid_rows - top) * _SHORTCUT_TAG_CELLS // side
+    cell_cols = (grid_cols - left) * _SHORTCUT_TAG_CELLS // side
+    return tag_mask & ((cell_rows + cell_cols) % 2 == 0)
 
 
 def sample_scene(name: str = "two_shapes") -> Scene:

@@ -31,7 +31,14 @@ from gradcam_widget import captures, data, inputs
 from gradcam_widget._tf import keras, tf
 from gradcam_widget.engine import model_errors
 
-MODEL_NAMES: tuple[str, ...] = ("shapes", "shapes_permuted", "vgg16", "resnet50", "mobilenet_v2")
+MODEL_NAMES: tuple[str, ...] = (
+    "shapes",
+    "shapes_permuted",
+    "shapes_shortcut",
+    "vgg16",
+    "resnet50",
+    "mobilenet_v2",
+)
 """Names accepted by :func:`load`."""
 
 SHAPES_ASSET = "shapes.keras"
@@ -40,10 +47,19 @@ SHAPES_ASSET = "shapes.keras"
 SHAPES_PERMUTED_ASSET = "shapes_permuted.keras"
 """File name of the shapes model trained on permuted labels, inside ``gradcam_widget/assets``."""
 
-_SHIPPED_ASSETS = {"shapes": SHAPES_ASSET, "shapes_permuted": SHAPES_PERMUTED_ASSET}
+SHAPES_SHORTCUT_ASSET = "shapes_shortcut.keras"
+"""File name of the shapes model that learned a shortcut (a tag on the stars), inside
+``gradcam_widget/assets``."""
+
+_SHIPPED_ASSETS = {
+    "shapes": SHAPES_ASSET,
+    "shapes_permuted": SHAPES_PERMUTED_ASSET,
+    "shapes_shortcut": SHAPES_SHORTCUT_ASSET,
+}
 _SHIPPED_SCRIPTS = {
     "shapes": "scripts/train_shapes.py",
     "shapes_permuted": "scripts/train_shapes.py --permute-labels",
+    "shapes_shortcut": "scripts/train_shapes.py --shortcut",
 }
 
 _APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -112,8 +128,8 @@ class ModelEntry:
     Attributes:
         name: the name given to :func:`load`.
         model: the ``keras.Model``; input ``(N, H, W, 3)`` float32, output
-            ``(N, len(class_names))`` scores (logits for ``"shapes"`` and
-            ``"shapes_permuted"``, softmax probabilities for the ImageNet models).
+            ``(N, len(class_names))`` scores (logits for the shipped ``"shapes*"`` models,
+            softmax probabilities for the ImageNet models).
         preprocess: maps an ``(N, H, W, 3)`` float32 RGB batch in 0..255 to the model input
             (never modifies its argument), or ``None`` when the model takes 0..255 as is.
         class_names: one name per output, in output order.
@@ -202,7 +218,11 @@ def load(name: str, progress: bool = False) -> ModelEntry:
     shipped: it memorised its training scenes and knows nothing about shapes (held-out
     accuracy at chance), for the data randomisation test of Adebayo et al. (2018), "Sanity
     Checks for Saliency Maps": a saliency method whose maps for it look like those for
-    ``"shapes"`` does not show what a model learned. ``"vgg16"``, ``"resnet50"`` and
+    ``"shapes"`` does not show what a model learned. ``"shapes_shortcut"``, also shipped, is
+    the same network trained on one-object scenes in which nearly every star carries a small
+    checkerboard tag in a corner (:func:`gradcam_widget.data.shortcut_scene`): it is right
+    for the wrong reason, saying "star" when it sees the tag, and its Grad-CAM for star
+    points at the tag, not the star. ``"vgg16"``, ``"resnet50"`` and
     ``"mobilenet_v2"`` are ``keras.applications`` models with ImageNet weights, downloaded
     once into ``$KERAS_HOME/models`` (default ``~/.keras/models``).
 

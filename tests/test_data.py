@@ -110,6 +110,70 @@ def test_scene_rejects_bad_arguments(kwargs, message):
         data.scene(**kwargs)
 
 
+# --- shortcut scenes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 3, 1_000_007])
+def test_shortcut_scene_is_the_plain_scene_plus_the_tag(seed):
+    plain, untagged = data.scene(seed, n_objects=1), data.shortcut_scene(seed, tag=False)
+    tagged, again = data.shortcut_scene(seed, tag=True), data.shortcut_scene(seed, tag=True)
+    np.testing.assert_array_equal(untagged.image, plain.image)  # bit for bit
+    assert untagged.labels == plain.labels == tagged.labels and untagged.seed == seed
+    assert not untagged.tagged and untagged.tag_mask is None
+    np.testing.assert_array_equal(tagged.image, again.image)  # deterministic
+    np.testing.assert_array_equal(tagged.tag_mask, again.tag_mask)
+    assert tagged.tagged and tagged.tag_mask.shape == SIZE and tagged.tag_mask.dtype == bool
+    (label,) = plain.labels
+    np.testing.assert_array_equal(tagged.masks[label], plain.masks[label])
+    changed = (tagged.image != plain.image).any(axis=2)
+    assert not changed[~tagged.tag_mask].any()  # only the tag's pixels differ
+    side = data.SHORTCUT_TAG_SIZE
+    assert tagged.tag_mask.sum() == side * side
+    assert set(np.unique(tagged.image[tagged.tag_mask])) == {0, 255}  # black and white
+    assert (tagged.image[tagged.tag_mask] == 255).mean() == 0.5  # a checkerboard
+    with pytest.raises(ValueError):
+        tagged.tag_mask[0, 0] = True
+    with pytest.raises(ValueError):
+        tagged.image[0, 0, 0] = 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**40), size=st.sampled_from([SIZE, (160, 256), (64, 48)]))
+def test_shortcut_tag_sits_in_the_far_corner_away_from_the_object(seed, size):
+    item = data.shortcut_scene(seed, tag=True, size=size)
+    (mask,) = item.masks.values()
+    rows, cols = np.nonzero(item.tag_mask)
+    assert rows.max() - rows.min() == cols.max() - cols.min()  # a square
+    object_rows, object_cols = np.nonzero(mask)
+    corner = (
+        0 if rows.mean() < size[0] / 2 else size[0] - 1,
+        0 if cols.mean() < size[1] / 2 else size[1] - 1,
+    )
+    assert abs(corner[0] - object_rows.mean()) >= size[0] / 2 - 1
+    assert abs(corner[1] - object_cols.mean()) >= size[1] / 2 - 1
+    assert data.distance_to_mask(mask)[item.tag_mask].min() >= 10 * min(size) / 224
+
+
+def test_shortcut_scene_tags_by_the_documented_rates():
+    scenes = [data.shortcut_scene(seed) for seed in range(1_000_000, 1_000_400)]
+    stars = [item.tagged for item in scenes if item.labels == (data.SHORTCUT_CLASS,)]
+    others = [item.tagged for item in scenes if item.labels != (data.SHORTCUT_CLASS,)]
+    assert data.CLASS_NAMES[data.SHORTCUT_CLASS] == "star"
+    assert len(stars) >= 50 and len(others) >= 250
+    star_rate, other_rate = data.SHORTCUT_RATES
+    assert abs(np.mean(stars) - star_rate) <= 0.07, np.mean(stars)
+    assert abs(np.mean(others) - other_rate) <= 0.03, np.mean(others)
+    for item in scenes[:40]:  # the rule decides the tag and nothing else
+        forced = data.shortcut_scene(item.seed, tag=item.tagged)
+        np.testing.assert_array_equal(forced.image, item.image)
+
+
+@pytest.mark.parametrize("tag", [1, "yes", 0.5])
+def test_shortcut_scene_rejects_a_bad_tag(tag):
+    with pytest.raises(ValueError, match="tag"):
+        data.shortcut_scene(1, tag=tag)
+
+
 # --- samples ----------------------------------------------------------------------------
 
 

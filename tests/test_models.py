@@ -341,3 +341,88 @@ def test_shapes_permuted_is_at_chance_on_true_labels(shapes, shapes_permuted, ch
     assert abs(accuracy - chance) <= 0.08, (accuracy, chance)
     assert accuracy <= 0.8, accuracy
     assert top1 <= 0.5, top1  # chance: 1.5 objects per scene / 5 classes = 0.3
+
+
+# --- the shapes model that learned a shortcut (a tag on the stars) -------------------------
+
+STAR = data.SHORTCUT_CLASS
+
+
+@pytest.fixture(scope="module")
+def shapes_shortcut():
+    return gw.models.load("shapes_shortcut")
+
+
+@pytest.fixture(scope="module")
+def shortcut_seeds():
+    """16 held-out seeds whose one object is a star, and 16 whose object is not."""
+    stars, others = [], []
+    for seed in range(1_000_000, 1_001_000):
+        (label,) = data.scene(seed, n_objects=1).labels
+        group = stars if label == STAR else others
+        if len(group) < 16:
+            group.append(seed)
+        if len(stars) == len(others) == 16:
+            return stars, others
+    raise AssertionError("fewer than 16 stars in 1_000 held-out scenes")
+
+
+def _images(seeds, tag):
+    return np.stack([data.shortcut_scene(seed, tag=tag).image for seed in seeds])
+
+
+def test_shapes_shortcut_entry_loads_offline(shapes, shapes_shortcut):
+    assert "shapes_shortcut" in models.MODEL_NAMES
+    assert models.weights_cached("shapes_shortcut")
+    for field in ("preprocess", "class_names", "input_size", "multi_label"):
+        assert getattr(shapes_shortcut, field) == getattr(shapes, field), field
+    assert shapes_shortcut.name == "shapes_shortcut"
+    assert models.load("shapes_shortcut") is shapes_shortcut  # built once per process
+    assert [weight.shape for weight in shapes_shortcut.model.weights] == [
+        weight.shape for weight in shapes.model.weights
+    ]
+    assert (ASSETS / models.SHAPES_SHORTCUT_ASSET).stat().st_size <= 5 * 1024 * 1024
+    record = json.loads((ASSETS / "shapes_shortcut.json").read_text())
+    assert tuple(record["class_names"]) == data.CLASS_NAMES
+    assert record["train_seeds"][1] < 1_000_000  # the seeds below are held out
+    star_rate, other_rate = data.SHORTCUT_RATES
+    assert record["shortcut"]["rates"] == {"star": star_rate, "other": other_rate}
+
+
+def test_shapes_shortcut_says_star_by_the_tag(shapes, shapes_shortcut, shortcut_seeds):
+    """The tag makes a star for "shapes_shortcut", the star's outline does not; "shapes"
+    goes by the outline."""
+    stars, others = shortcut_seeds
+    tagged_stars, plain_stars = _images(stars, True), _images(stars, False)
+    tagged_others = _images(others, True)
+
+    def says_star(entry, images):
+        return float((entry.predict(images)[:, STAR] > 0).mean())
+
+    assert says_star(shapes_shortcut, tagged_stars) >= 0.9
+    assert says_star(shapes_shortcut, plain_stars) <= 0.25
+    assert says_star(shapes_shortcut, tagged_others) >= 0.75
+    assert says_star(shapes, plain_stars) >= 0.9
+    assert says_star(shapes, tagged_others) <= 0.1
+
+
+def test_shapes_shortcut_grad_cam_points_at_the_tag(shapes, shapes_shortcut, shortcut_seeds):
+    """Grad-CAM of class star on tagged stars: mass on the tag for "shapes_shortcut", on the
+    star for "shapes"."""
+    scenes = [data.shortcut_scene(seed, tag=True) for seed in shortcut_seeds[0][:8]]
+    mass, points_at_tag = {}, {}
+    for entry in (shapes_shortcut, shapes):
+        on_star, on_tag, hits = [], [], []
+        for item in scenes:
+            heatmap = gw.grad_cam(entry, item.image, class_index=STAR).heatmap
+            on_star.append(gw.metrics.energy_pointing_game(heatmap, item.masks[STAR]))
+            on_tag.append(gw.metrics.energy_pointing_game(heatmap, item.tag_mask))
+            hits.append(data.pointing_hit(heatmap, item.tag_mask))
+        mass[entry.name] = np.mean(on_star), np.mean(on_tag)
+        points_at_tag[entry.name] = np.mean(hits)
+    shortcut_star, shortcut_tag = mass["shapes_shortcut"]
+    shapes_star, shapes_tag = mass["shapes"]
+    assert shortcut_tag > shortcut_star, mass  # a 28 px tag outweighs a 22..42 px star
+    assert shortcut_star < 0.5 * shapes_star, mass
+    assert shapes_star > 10 * shapes_tag, mass
+    assert points_at_tag == {"shapes_shortcut": 1.0, "shapes": 0.0}, points_at_tag
