@@ -17,6 +17,7 @@ EXECUTED = [
     "01_quickstart.ipynb",
     "02_reading_gradcam.ipynb",
     "04_can_you_trust_the_map.ipynb",
+    "05_audit_a_model.ipynb",
 ]
 NEEDS_DOWNLOAD = ["03_imagenet_vgg16.ipynb"]  # committed executed, or without any outputs
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -35,9 +36,13 @@ def load(name):
 
 
 def output_texts(output):
+    """The texts a reader sees. A widget's ``text/plain`` is only its fallback (a progress
+    bar's reads ``audit: 100%|...``, the bar a person watched while the cell ran)."""
     if output.get("output_type") == "stream":
         yield output.get("text", "")
-    for mime in ("text/plain", "text/html", "text/markdown"):
+    widget = WIDGET_VIEW in output.get("data", {})
+    for mime in ("text/html", "text/markdown") if widget else ("text/plain", "text/html",
+                                                               "text/markdown"):  # fmt: skip
         value = output.get("data", {}).get(mime)
         if value:
             yield value if isinstance(value, str) else "".join(value)
