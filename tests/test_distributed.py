@@ -140,3 +140,17 @@ def test_model_spec_round_trip_keeps_the_entry(ray_local):
     assert loaded.multi_label == entry.multi_label and loaded.name == "my_shapes"
     assert auditing.model_identity(loaded)["hash"] == auditing.model_identity(entry)["hash"]
     assert distributed.model_spec(entry, "shapes") == {"name": "shapes"}
+
+
+def test_the_cli_runs_on_ray(ray_local, local_run, tmp_path, capfd):
+    from gradcam_widget.__main__ import main
+
+    out = tmp_path / "cli"
+    status = main(["audit", SCENES, "--out", str(out), "--shard-size", str(SHARD_SIZE),
+                   "--quiet", "--ray"])  # fmt: skip
+    captured = capfd.readouterr()
+    assert status == 0, captured.err
+    assert "80 images" in captured.out
+    results = gw.AuditResults(out)
+    assert results.manifest["run"]["ray"] == "True"
+    _assert_same_results(local_run, results)
