@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from gradcam_widget import core
+from gradcam_widget import layers as layers_module
 from gradcam_widget._tf import keras, tf
 from gradcam_widget.inputs import ModelCheckError
 from gradcam_widget.tapping import (
@@ -248,6 +249,46 @@ def _precision(precision: str):
 
 
 # ---------------------------------------------------------------------------------------
+# Feature maps: conv layers as they are, token layers as grids
+
+
+def feature_maps(record: dict, input_shape) -> tuple[dict, dict]:
+    """The recorded layer outputs that can be explained, and the token layouts among them.
+
+    A 4-D ``(N, h, w, C)`` float output is a feature map. A 3-D ``(N, T, C)`` float output is
+    one when its static ``T`` is prefix tokens plus a patch grid of the (static) input size
+    (:func:`gradcam_widget.layers.token_grid`).
+
+    Returns:
+        ``({path: tensor}, {path: (prefix, h, w)})`` in call order.
+    """
+    height, width = (input_shape[1], input_shape[2]) if len(input_shape) == 4 else (None, None)
+    maps, tokens = {}, {}
+    for path, tensor in record.items():
+        if tensor.shape.rank not in (3, 4) or tensor.shape[0] is not None:
+            continue
+        if not tensor.dtype.is_floating:
+            continue
+        if tensor.shape.rank == 4:
+            maps[path] = tensor
+            continue
+        if None in (height, width, tensor.shape[1], tensor.shape[2]):
+            continue
+        layout = layers_module.token_grid(int(tensor.shape[1]), int(height), int(width))
+        if layout is not None:
+            maps[path], tokens[path] = tensor, layout
+    return maps, tokens
+
+
+def as_grid(tensor, layout):
+    """A token tensor ``(N, T, C)`` as its patch grid ``(N, h, w, C)``; others unchanged."""
+    if layout is None or tensor is None:
+        return tensor
+    prefix, height, width = layout
+    return tf.reshape(tensor[:, prefix:, :], (-1, height, width, tensor.shape[-1]))
+
+
+# ---------------------------------------------------------------------------------------
 # What a pass returns
 
 
@@ -258,8 +299,13 @@ class PassResult:
     Inside the trace the arrays are tensors; :meth:`Engine.run` returns numpy arrays.
 
     Attributes:
-        candidates: paths of the layers with a 4-D ``(N, h, w, C)`` output, in call order.
+        candidates: paths of the layers with a 4-D ``(N, h, w, C)`` output, or a token output
+            ``(N, T, C)`` that is prefix tokens plus a patch grid of the input (see
+            :func:`gradcam_widget.layers.token_grid`), in call order.
         static_shapes: ``{path: (h, w, C)}`` as traced, ``None`` where it follows the image.
+        tokens: ``{path: (prefix, h, w)}`` of the token layers among the candidates: their
+            activations and gradients are given as ``(N, h, w, C)`` grids, prefix tokens left
+            out.
         squashed: per model output, ``"softmax"``/``"sigmoid"`` when that output still comes
             out of a squashing op that could not be bypassed, else ``None``.
         layers: the layers whose activations and gradients were kept.
@@ -277,6 +323,7 @@ class PassResult:
     static_shapes: dict
     squashed: tuple
     layers: tuple[str, ...]
+    tokens: dict = field(default_factory=dict)
     scores: object = None
     values: object = None
     class_indices: object = None
@@ -294,6 +341,7 @@ class PassResult:
             tuple((path, self.static_shapes[path]) for path in self.candidates),
             self.squashed,
             self.layers,
+            tuple(sorted(self.tokens.items())),
             self.input_gradients is not None,
         )
         components = (
@@ -309,7 +357,7 @@ class PassResult:
 
     @classmethod
     def __tf_unflatten__(cls, metadata, components):
-        candidates, static_shapes, squashed, layers, has_input = metadata
+        candidates, static_shapes, squashed, layers, tokens, has_input = metadata
         scores, values, class_indices, *rest = components
         input_gradients = rest.pop() if has_input else None
         count = len(layers)
@@ -318,6 +366,7 @@ class PassResult:
             static_shapes=dict(static_shapes),
             squashed=squashed,
             layers=layers,
+            tokens=dict(tokens),
             scores=scores,
             values=values,
             class_indices=class_indices,
@@ -494,17 +543,19 @@ class Engine:
                 )
                 values, chosen, scores = target.traced(scored, feed)
                 total = tf.reduce_sum(values)
-            maps = {
-                path: tensor
-                for path, tensor in record.items()
-                if tensor.shape.rank == 4 and tensor.shape[0] is None
-            }
+            maps, tokens = feature_maps(record, inputs.shape)
             kept = tuple(maps) if layers is None else tuple(p for p in layers if p in maps)
             sources = [maps[path] for path in kept] + ([inputs] if to_input else [])
             gradients = tape.gradient(
                 total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
             input_gradients = gradients.pop() if to_input else None
+            # token layers: differentiated as tokens, returned as grids (prefix tokens dropped)
+            gradients = [
+                as_grid(gradient, tokens.get(path))
+                for path, gradient in zip(kept, gradients, strict=True)
+            ]
+            maps = {path: as_grid(tensor, tokens.get(path)) for path, tensor in maps.items()}
             parts = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             if isinstance(outputs, dict):
                 parts = list(outputs.values())
@@ -514,6 +565,7 @@ class Engine:
                 static_shapes={path: tuple(tensor.shape[1:]) for path, tensor in maps.items()},
                 squashed=squashed,
                 layers=kept,
+                tokens=tokens,
                 scores=scores,
                 values=values,
                 class_indices=chosen,
@@ -558,7 +610,11 @@ class Engine:
                 traced = function.get_concrete_function().structured_outputs
                 # keep the facts only: a symbolic tensor would keep its whole graph alive
                 self._facts[key] = PassResult(
-                    traced.candidates, traced.static_shapes, traced.squashed, traced.layers
+                    traced.candidates,
+                    traced.static_shapes,
+                    traced.squashed,
+                    traced.layers,
+                    tokens=traced.tokens,
                 )
                 while len(self._facts) > 4 * MAX_TRACES:
                     self._facts.pop(next(iter(self._facts)))

@@ -92,3 +92,81 @@ def requested(layers, candidates: Sequence[str], default: str) -> tuple[str, ...
                 f"layers must be 'all', a layer name or a list of layer names; got {layers!r}"
             )
     return tuple(dict.fromkeys(default if n is None else resolve(n, candidates) for n in names))
+
+
+MAX_PREFIX_TOKENS = 8
+"""The most prefix tokens (class, distillation, register tokens) a token layer is read with."""
+
+
+def token_grids(tokens: int, height: int, width: int) -> list[tuple[int, int, int]]:
+    """Every way ``tokens`` tokens can be prefix tokens plus a patch grid over an image of
+    ``height x width``: ``[(prefix, h, w), ...]``, fewest prefix tokens first.
+
+    A grid fits when its patches tile the image exactly with square patches: ``h = height /
+    s`` and ``w = width / s`` for a whole patch size ``s`` (so the grid has the image's aspect
+    ratio), at least 2 x 2 patches, and ``tokens - prefix = h * w`` with ``0 <= prefix <=``
+    :data:`MAX_PREFIX_TOKENS`.
+    """
+    grids = []
+    for prefix in range(MAX_PREFIX_TOKENS + 1):
+        patches = tokens - prefix
+        if patches < 1:
+            break
+        for size in range(1, min(height, width) + 1):
+            if height % size or width % size:
+                continue
+            h, w = height // size, width // size
+            if h * w == patches and min(h, w) >= 2:
+                grids.append((prefix, h, w))
+    return grids
+
+
+def token_grid(
+    tokens: int, height: int, width: int, grid=None, prefix: int | None = None
+) -> tuple[int, int, int] | None:
+    """How a token layer's ``(N, tokens, C)`` output maps onto the image: ``(prefix, h, w)``.
+
+    Without an override the grid is inferred (:func:`token_grids`: the fewest prefix tokens
+    that leave a patch grid of the image's shape); ``None`` when none fits (the layer is then
+    no candidate). ``grid=(h, w)`` and/or ``prefix=k`` override the inference.
+
+    Raises:
+        ValueError: for an override that does not add up to ``tokens`` (naming ``tokens``, the
+            input size and the grids that would fit).
+    """
+    if grid is None and prefix is None:
+        fits = token_grids(tokens, height, width)
+        return fits[0] if fits else None
+    fits = token_grids(tokens, height, width)
+    shown = ", ".join(f"{p} prefix + {h}x{w}" for p, h, w in fits) or "none"
+    if grid is not None:
+        try:
+            h, w = (int(side) for side in grid)
+        except (TypeError, ValueError):
+            raise ValueError(f"grid must be (h, w); got {grid!r}") from None
+        if h < 1 or w < 1:
+            raise ValueError(f"grid must be two positive integers; got {grid!r}")
+        chosen_prefix = tokens - h * w if prefix is None else int(prefix)
+        implausible = prefix is None and chosen_prefix > MAX_PREFIX_TOKENS
+        if implausible or chosen_prefix < 0 or chosen_prefix + h * w != tokens:
+            raise ValueError(
+                f"grid={grid!r} with prefix={prefix!r} does not fit a layer of {tokens} tokens "
+                f"(input {height}x{width}); grids that fit: {shown}"
+            )
+        return chosen_prefix, h, w
+    prefix = int(prefix)
+    matching = [fit for fit in fits if fit[0] == prefix]
+    if not matching:
+        raise ValueError(
+            f"prefix={prefix} leaves {tokens - prefix} tokens, which tile no grid of the "
+            f"{height}x{width} input; grids that fit: {shown} (or pass grid=(h, w))"
+        )
+    return matching[0]
+
+
+def describe_tokens(layout: tuple[int, int, int]) -> str:
+    """``"1 prefix token + 14x14 patches"`` for a token layer's layout."""
+    prefix, h, w = layout
+    if not prefix:
+        return f"{h}x{w} patch tokens"
+    return f"{prefix} prefix token{'s' if prefix > 1 else ''} + {h}x{w} patches"

@@ -1,0 +1,113 @@
+"""Vision-transformer token layers: ``(N, T, C)`` outputs explained as patch grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradcam_widget as gw
+from gradcam_widget import layers
+from gradcam_widget._tf import keras, tf
+
+L = keras.layers
+
+
+def tiny_vit(size=(32, 32), patch=8, dim=16, prefix=1, blocks=2, seed=0):
+    """Patch embedding -> tokens -> ``prefix`` learned-free prefix tokens -> attention blocks
+    -> mean of all tokens -> logits. Layer ``b{i}_out`` is each block's ``(N, T, dim)``."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((*size, 3))
+    x = L.Conv2D(dim, patch, strides=patch, name="patches")(inputs)
+    h, w = size[0] // patch, size[1] // patch
+    x = L.Reshape((h * w, dim), name="tokens")(x)
+    if prefix:
+        extra = L.Dense(dim, name="prefix")(
+            L.Lambda(lambda t: t[:, :prefix, :] * 0.0 + 1.0, name="ones")(x)
+        )
+        x = L.Concatenate(axis=1, name="with_prefix")([extra, x])
+    for block in range(blocks):
+        y = L.LayerNormalization(name=f"b{block}_norm")(x)
+        y = L.MultiHeadAttention(2, 8, name=f"b{block}_attn")(y, y)
+        x = L.Add(name=f"b{block}_out")([x, y])
+    x = L.GlobalAveragePooling1D(name="pool")(x)
+    return keras.Model(inputs, L.Dense(4, name="logits")(x))
+
+
+def image(size=(32, 32), seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (*size, 3)).astype(np.uint8)
+
+
+def longhand_token_cam(model, picture, layer, prefix, grid, class_index):
+    """Grad-CAM on a token layer by hand: tape, drop the prefix, reshape, mean gradients."""
+    probe = keras.Model(model.inputs[0], [model.get_layer(layer).output, model.outputs[0]])
+    with tf.GradientTape() as tape:
+        tokens, logits = probe(picture[None].astype(np.float32))
+        score = logits[:, class_index]
+    gradients = tape.gradient(score, tokens)
+    h, w = grid
+    activations = tokens[0, prefix:].numpy().reshape(h, w, -1)
+    weights = gradients[0, prefix:].numpy().reshape(h, w, -1).mean(axis=(0, 1))
+    return activations @ weights
+
+
+@pytest.mark.parametrize(
+    ("prefix", "size", "grid"),
+    [(1, (32, 32), (4, 4)), (2, (32, 32), (4, 4)), (0, (32, 32), (4, 4)), (1, (32, 48), (4, 6))],
+    ids=["class token", "two prefix tokens", "no prefix", "non-square input"],
+)
+def test_token_layers_are_explained_as_patch_grids(prefix, size, grid):
+    model = tiny_vit(size=size, prefix=prefix)
+    picture = image(size)
+    cap = gw.capture(model, picture, class_index=2, layers="all")
+    assert {"b0_out", "b1_out", "b1_attn", "tokens"} <= set(cap.layers)
+    assert "pool" not in cap.layers and "logits" not in cap.layers
+    result = cap.cam("b1_out")
+    assert result.raw.shape == grid and result.heatmap.shape == size
+    expected = longhand_token_cam(model, picture, "b1_out", prefix, grid, 2)
+    np.testing.assert_allclose(result.raw, expected, rtol=1e-4, atol=1e-5)
+    assert cap.activations("b1_out").shape == (*grid, 16)
+
+
+def test_token_maps_batch_like_single_captures():
+    model = tiny_vit()
+    pictures = np.stack([image(seed=k) for k in range(3)])
+    ex = gw.explain(model, pictures, targets=[0, 1, 3], layer="b1_out", batch_size=2)
+    assert ex.raw.shape == (3, 4, 4)
+    for k in range(3):
+        single = gw.capture(model, pictures[k], class_index=[0, 1, 3][k]).cam("b1_out")
+        np.testing.assert_allclose(ex.raw[k], single.raw, rtol=1e-4, atol=1e-5)
+
+
+def test_every_method_runs_on_a_token_layer():
+    model = tiny_vit()
+    cap = gw.capture(model, image(), class_index=1)
+    for method in gw.methods.names():
+        result = cap.cam("b1_out", method=method)
+        assert result.raw.shape == (4, 4) and np.isfinite(result.heatmap).all(), method
+
+
+def test_the_grid_inference():
+    assert layers.token_grids(197, 224, 224)[0] == (1, 14, 14)
+    assert layers.token_grid(198, 224, 224) == (2, 14, 14)
+    assert layers.token_grid(196, 224, 224) == (0, 14, 14)
+    assert layers.token_grid(141, 224, 160) == (1, 14, 10)
+    assert layers.token_grid(30, 224, 224) is None  # 22..30 patches tile no grid of 224x224
+    assert layers.token_grid(2, 32, 32) is None  # one patch is no grid
+    assert layers.token_grid(197, 224, 224, grid=(14, 14)) == (1, 14, 14)
+    assert layers.token_grid(197, 224, 224, prefix=1) == (1, 14, 14)
+    with pytest.raises(ValueError, match=r"197 tokens \(input 224x224\).*1 prefix \+ 14x14"):
+        layers.token_grid(197, 224, 224, grid=(7, 7))
+    with pytest.raises(ValueError, match="prefix=3 leaves 194 tokens"):
+        layers.token_grid(197, 224, 224, prefix=3)
+    assert layers.describe_tokens((1, 14, 14)) == "1 prefix token + 14x14 patches"
+
+
+def test_a_token_layer_that_fits_no_grid_is_no_candidate():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Conv2D(3, 8, strides=8, name="patches")(inputs)
+    x = L.Reshape((16, 3), name="tokens")(x)
+    x = L.Dense(5, name="mixed")(L.Permute((2, 1), name="swap")(x))  # (N, 3, 5): 3 tokens
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.Flatten()(x)))
+    cap = gw.capture(model, image(), layers="all")
+    assert "tokens" in cap.layers and "swap" not in cap.layers and "mixed" not in cap.layers
