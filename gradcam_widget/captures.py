@@ -76,7 +76,8 @@ class Capture:
     Build it with :func:`capture`. Arrays are ``(h, w, C)`` float32, the batch axis dropped.
 
     Attributes:
-        layers: candidate layer paths (4-D outputs), in input -> output order.
+        layers: candidate layer paths (4-D outputs, and token layers read as patch grids), in
+            input -> output order.
         default_layer: the last conv-like feature map before the head.
         class_index: the explained class; ``None`` for a target without one (a regression).
         scores: ``(K,)`` float32 scores of the output explained (logits or probabilities,
@@ -111,6 +112,7 @@ class Capture:
     _source: _Source | None = None
     _layer_classes: dict = field(default_factory=dict)
     _shapes: dict = field(default_factory=dict)
+    _tokens: dict = field(default_factory=dict)  # path -> (prefix, h, w) of token layers
     _complete: bool = True  # every layer held (else filled in on first use of another)
     target: targets.Target | None = None
     value: float = float("nan")
@@ -141,6 +143,12 @@ class Capture:
         if path in self._shapes:
             return self._shapes[path]
         return tuple(self._cached(self._activations, path).shape)
+
+    def tokens(self, layer: str | None = None) -> tuple[int, int, int] | None:
+        """``(prefix, h, w)`` when ``layer`` is a token layer ``(N, prefix + h*w, C)`` read as
+        an ``h x w`` patch grid (its prefix tokens, a class token say, left out), else
+        ``None`` (a conv feature map)."""
+        return self._tokens.get(self.resolve(layer))
 
     def resolve(self, layer: str | None) -> str:
         """Full path of ``layer`` (``None`` -> :attr:`default_layer`).
@@ -579,6 +587,7 @@ def _capture_of(
         ),
         _layer_classes=request.engine.layer_classes,
         _shapes=result.shapes,
+        _tokens=dict(result.tokens),
         _complete=complete,
         target=own,
         value=float(result.values[index]),

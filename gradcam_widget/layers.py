@@ -164,9 +164,10 @@ def token_grid(
     return matching[0]
 
 
-def describe_tokens(layout: tuple[int, int, int]) -> str:
-    """``"1 prefix token + 14x14 patches"`` for a token layer's layout."""
+def describe_tokens(layout: tuple[int, int, int], times: str = "x") -> str:
+    """``"1 prefix token + 14x14 patches"`` for a token layer's layout (``times``: the sign
+    between the grid's sides)."""
     prefix, h, w = layout
     if not prefix:
-        return f"{h}x{w} patch tokens"
-    return f"{prefix} prefix token{'s' if prefix > 1 else ''} + {h}x{w} patches"
+        return f"{h}{times}{w} patch tokens"
+    return f"{prefix} prefix token{'s' if prefix > 1 else ''} + {h}{times}{w} patches"

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import ipywidgets as widgets
 import numpy as np
 
-from gradcam_widget import core, methods, render, targets
+from gradcam_widget import core, layers, methods, render, targets
 from gradcam_widget.captures import Capture
 from gradcam_widget.inputs import check_class_index as _check_class_index
 from gradcam_widget.session import (
@@ -272,7 +272,12 @@ def _layer_options(cap: Capture) -> list[tuple[str, str]]:
     options = []
     for path in cap.layers:
         h, w, c = cap.shape(path)
-        options.append((f"{path} · {h}×{w}×{c}", path))
+        tokens = cap.tokens(path)
+        if tokens is None:
+            options.append((f"{path} · {h}×{w}×{c}", path))
+        else:  # a transformer's token layer: say which tokens make the grid
+            grid = layers.describe_tokens(tokens, times="×")
+            options.append((f"{path} · {grid} ×{c}", path))
     fused = cap.fusion_layers()
     if len(fused) > 1:
         options.append((f"{FUSED} · {'+'.join(fused)}", FUSED))

@@ -111,3 +111,13 @@ def test_a_token_layer_that_fits_no_grid_is_no_candidate():
     model = keras.Model(inputs, L.Dense(3, name="logits")(L.Flatten()(x)))
     cap = gw.capture(model, image(), layers="all")
     assert "tokens" in cap.layers and "swap" not in cap.layers and "mixed" not in cap.layers
+
+
+def test_the_capture_and_the_widget_name_the_tokens():
+    from gradcam_widget.widget import _layer_options
+
+    cap = gw.capture(tiny_vit(prefix=1), image(), layers="all")
+    assert cap.tokens("b1_out") == (1, 4, 4) and cap.tokens("patches") is None
+    labels = dict((path, label) for label, path in _layer_options(cap))
+    assert labels["b1_out"] == "b1_out · 1 prefix token + 4×4 patches ×16"
+    assert labels["patches"] == "patches · 4×4×16"
