@@ -464,22 +464,41 @@ def _gradient_notes(target: targets.Target, score: str, result: PassResult) -> t
     units, or a custom target that does not depend on the outputs)."""
     if not result.gradients:
         return ()
+    notes = _token_notes(target, result)
     count = len(result.values)
     alive = np.zeros(count, bool)
     for gradients in result.gradients.values():
         alive |= gradients.reshape(count, -1).any(axis=1)
-    if alive.all():
-        return ()
+    if alive.all() or len(notes) == len(result.layers):  # the token note already says it
+        return notes
     hint = (
         " (a probability of exactly 0 or 1 has no gradient: score='logit' explains it)"
         if score == "probability"
         else ""
     )
-    return (
+    return notes + (
         f"the gradient of {target.label} is zero at every recorded layer for "
         f"{int((~alive).sum())} of {count} image(s), so those maps are empty: the score does "
         f"not change with these layers there{hint}",
     )
+
+
+def _token_notes(target: targets.Target, result: PassResult) -> tuple[str, ...]:
+    """A line per token layer asked for whose patch tokens do not reach the score at all (a
+    block after the class token was read out, say): its map is all zeros by construction."""
+    if result.layers == result.candidates:  # every layer recorded: none was asked for
+        return ()
+    notes = []
+    for path in result.layers:
+        layout = result.tokens.get(path)
+        if layout is not None and not np.any(result.gradients[path]):
+            notes.append(
+                f"the patch tokens of {path} ({layers.describe_tokens(layout)}) do not reach "
+                f"{target.label}: its gradients are zero for every image, so its maps are empty "
+                "(the score reads only the prefix tokens after this layer, e.g. a class token); "
+                "explain an earlier block"
+            )
+    return tuple(notes)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 
@@ -121,3 +124,27 @@ def test_the_capture_and_the_widget_name_the_tokens():
     labels = dict((path, label) for label, path in _layer_options(cap))
     assert labels["b1_out"] == "b1_out · 1 prefix token + 4×4 patches ×16"
     assert labels["patches"] == "patches · 4×4×16"
+
+
+def test_a_token_layer_the_score_cannot_see_is_named_in_a_warning():
+    """A class-token readout: after the last block only the class token reaches the logits,
+    so that block's patch tokens have no gradient and their map is empty, said once."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patches")(inputs))
+    token = L.Dense(8, name="cls")(L.Lambda(lambda t: t[:, :1, :] * 0.0 + 1.0, name="one")(x))
+    x = L.Concatenate(axis=1, name="with_cls")([token, x])
+    y = L.MultiHeadAttention(2, 4, name="attn")(x, x)
+    x = L.Add(name="block")([x, y])
+    x = L.Dense(8, name="last")(x)  # a per-token layer after the last attention
+    readout = L.Lambda(lambda t: t[:, 0, :], name="read_cls")(x)
+    model = keras.Model(inputs, L.Dense(3, name="logits")(readout))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = gw.grad_cam(model, image(), layer="last")
+    assert len(caught) == 1  # one line, not two
+    assert re.search(r"patch tokens of last \(1 prefix token \+ 4x4", str(caught[0].message))
+    assert not result.heatmap.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tokens before the attention reach it: no warning
+        assert gw.grad_cam(model, image(), layer="with_cls").heatmap.any()
