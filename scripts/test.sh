@@ -4,7 +4,7 @@
 # browser scripts/e2e_setup.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test,e2e,photos,ray
+bash scripts/setup.sh test,e2e,photos,ray,hub
 bash scripts/e2e_setup.sh
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
 .venv/bin/ruff check .
