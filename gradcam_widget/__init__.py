@@ -19,6 +19,7 @@ from gradcam_widget.captures import (
     grad_cam,
     guided_grad_cam,
     saliency,
+    set_token_grid,
 )
 from gradcam_widget.core import CamResult
 from gradcam_widget.explanations import Explanations, explain, iter_explain
@@ -62,6 +63,7 @@ __all__ = [
     "grad_cam",
     "guided_grad_cam",
     "saliency",
+    "set_token_grid",
     "iter_explain",
     "targets",
     "__version__",

@@ -458,6 +458,43 @@ def _score_warnings(
     return tuple(notes)
 
 
+def set_token_grid(model, grid=None, prefix: int | None = None, layer: str | None = None):
+    """Say how a vision transformer's token layers map onto the image, where inference cannot
+    decide or decides wrongly.
+
+    Token layers ``(N, T, C)`` are read as ``prefix`` tokens (a class token, registers) then
+    an ``h x w`` patch grid in row-major order; by default both are inferred from ``T`` and
+    the input size (:func:`gradcam_widget.layers.token_grid`). This sets them for ``layer``
+    (a path or a unique bare name) or, with ``layer=None``, for every token layer whose ``T``
+    they fit. It holds for every later pass of this model in this process (every capture,
+    explorer and batch of it); ``grid=None, prefix=None`` goes back to inference.
+
+    Args:
+        model: a ``keras.Model`` or a loaded entry.
+        grid: ``(h, w)`` patches, or ``None`` to infer it from ``prefix``.
+        prefix: the number of tokens before the patches, or ``None`` (``T - h*w``).
+        layer: one layer, or ``None`` for all token layers.
+
+    Raises:
+        ValueError: for an unknown layer, or (at the next pass) an override that does not add
+            up to the layer's ``T`` (naming ``T``, the input size and the grids that fit).
+    """
+    engine = engine_for(model)
+    path = None
+    if layer is not None:
+        path = layers.resolve(layer, [leaf_path for leaf_path, _ in engine.leaves])
+    if grid is not None:
+        try:
+            h, w = (int(side) for side in grid)
+        except (TypeError, ValueError):
+            raise ValueError(f"grid must be (h, w), two positive integers; got {grid!r}") from None
+        if h < 1 or w < 1:
+            raise ValueError(f"grid must be (h, w), two positive integers; got {grid!r}")
+    if prefix is not None and (isinstance(prefix, bool) or int(prefix) != prefix or prefix < 0):
+        raise ValueError(f"prefix must be an integer >= 0; got {prefix!r}")
+    engine.set_token_grid(path, grid, prefix)
+
+
 def _gradient_notes(target: targets.Target, score: str, result: PassResult) -> tuple[str, ...]:
     """A line when the gradient is zero at every kept layer for some image: its map is empty
     because the score does not change with those layers there (a saturated probability, dead

@@ -252,12 +252,16 @@ def _precision(precision: str):
 # Feature maps: conv layers as they are, token layers as grids
 
 
-def feature_maps(record: dict, input_shape) -> tuple[dict, dict]:
+def feature_maps(record: dict, input_shape, overrides=None) -> tuple[dict, dict]:
     """The recorded layer outputs that can be explained, and the token layouts among them.
 
     A 4-D ``(N, h, w, C)`` float output is a feature map. A 3-D ``(N, T, C)`` float output is
     one when its static ``T`` is prefix tokens plus a patch grid of the (static) input size
-    (:func:`gradcam_widget.layers.token_grid`).
+    (:func:`gradcam_widget.layers.token_grid`), or as ``overrides`` say: ``{path or None:
+    (grid, prefix)}`` (``None``: every token layer without one of its own).
+
+    Raises:
+        ValueError: for an override that does not fit a layer's tokens.
 
     Returns:
         ``({path: tensor}, {path: (prefix, h, w)})`` in call order.
@@ -274,7 +278,16 @@ def feature_maps(record: dict, input_shape) -> tuple[dict, dict]:
             continue
         if None in (height, width, tensor.shape[1], tensor.shape[2]):
             continue
-        layout = layers_module.token_grid(int(tensor.shape[1]), int(height), int(width))
+        override = (overrides or {}).get(path, (overrides or {}).get(None))
+        grid, prefix = override if override else (None, None)
+        try:
+            layout = layers_module.token_grid(
+                int(tensor.shape[1]), int(height), int(width), grid=grid, prefix=prefix
+            )
+        except ValueError as error:
+            if path in (overrides or {}):  # an override of this very layer: say so now
+                raise ValueError(f"layer {path}: {error}") from None
+            layout = None  # the all-layers override does not fit this layer: not a candidate
         if layout is not None:
             maps[path], tokens[path] = tensor, layout
     return maps, tokens
@@ -467,6 +480,20 @@ class Engine:
         self._functions: OrderedDict[tuple, Callable] = OrderedDict()  # LRU, see _compiled
         self._forwards: OrderedDict[tuple, Callable] = OrderedDict()  # forward-only passes
         self._lock = threading.RLock()
+        self.token_overrides: dict = {}  # {path or None: (grid, prefix)}, see set_token_grid
+
+    def set_token_grid(self, layer: str | None, grid, prefix) -> None:
+        """Read token layer ``layer`` (``None``: every token layer) as ``grid`` with ``prefix``
+        prefix tokens (both ``None``: infer again). Compiled passes are dropped: the next pass
+        traces with the new layout."""
+        with self._lock:
+            if grid is None and prefix is None:
+                self.token_overrides.pop(layer, None)
+            else:
+                grid = None if grid is None else tuple(int(side) for side in grid)
+                self.token_overrides[layer] = (grid, None if prefix is None else int(prefix))
+            self._facts.clear()
+            self._functions.clear()
 
     @property
     def model(self):
@@ -543,7 +570,7 @@ class Engine:
                 )
                 values, chosen, scores = target.traced(scored, feed)
                 total = tf.reduce_sum(values)
-            maps, tokens = feature_maps(record, inputs.shape)
+            maps, tokens = feature_maps(record, inputs.shape, engine.token_overrides)
             kept = tuple(maps) if layers is None else tuple(p for p in layers if p in maps)
             sources = [maps[path] for path in kept] + ([inputs] if to_input else [])
             gradients = tape.gradient(

@@ -148,3 +148,39 @@ def test_a_token_layer_the_score_cannot_see_is_named_in_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tokens before the attention reach it: no warning
         assert gw.grad_cam(model, image(), layer="with_cls").heatmap.any()
+
+
+def strided_vit():
+    """Patches 8 tall and 4 wide on a 32 x 32 input: a 4 x 8 grid no inference finds."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Conv2D(16, (8, 4), strides=(8, 4), name="patches")(inputs)
+    x = L.Reshape((32, 16), name="tokens")(x)
+    extra = L.Dense(16, name="prefix")(L.Lambda(lambda t: t[:, :1, :] * 0.0 + 1.0)(x))
+    x = L.Concatenate(axis=1, name="with_prefix")([extra, x])
+    y = L.MultiHeadAttention(2, 8, name="attn")(x, x)
+    x = L.Add(name="block")([x, y])
+    return keras.Model(inputs, L.Dense(4, name="logits")(L.GlobalAveragePooling1D()(x)))
+
+
+def test_a_grid_inference_cannot_find_is_set_by_hand():
+    model = strided_vit()
+    picture = image()
+    assert "block" not in gw.capture(model, picture, layers="all").layers  # 33 tokens: no grid
+    gw.set_token_grid(model, grid=(4, 8), prefix=1)
+    try:
+        cap = gw.capture(model, picture, class_index=1, layers="all")
+        assert cap.tokens("block") == (1, 4, 8) and "tokens" not in cap.layers  # 32: no fit
+        expected = longhand_token_cam(model, picture, "block", 1, (4, 8), 1)
+        np.testing.assert_allclose(cap.cam("block").raw, expected, rtol=1e-4, atol=1e-5)
+        gw.set_token_grid(model, grid=(4, 4), prefix=1, layer="block")  # wrong for 33 tokens
+        with pytest.raises(ValueError, match=r"layer block: grid=\(4, 4\).*33 tokens"):
+            gw.capture(model, picture, layers="all")
+        with pytest.raises(ValueError, match="unknown layer 'nope'"):
+            gw.set_token_grid(model, grid=(4, 8), layer="nope")
+        with pytest.raises(ValueError, match="grid must be"):
+            gw.set_token_grid(model, grid=(0, 8))
+    finally:
+        gw.set_token_grid(model, layer="block")
+        gw.set_token_grid(model)
+    assert "block" not in gw.capture(model, picture, layers="all").layers  # inference again
