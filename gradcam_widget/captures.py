@@ -495,18 +495,20 @@ def set_token_grid(model, grid=None, prefix: int | None = None, layer: str | Non
     engine.set_token_grid(path, grid, prefix)
 
 
-def _gradient_notes(target: targets.Target, score: str, result: PassResult) -> tuple[str, ...]:
+def _gradient_notes(
+    target: targets.Target, score: str, result: PassResult, default: str | None = None
+) -> tuple[str, ...]:
     """A line when the gradient is zero at every kept layer for some image: its map is empty
     because the score does not change with those layers there (a saturated probability, dead
     units, or a custom target that does not depend on the outputs)."""
     if not result.gradients:
         return ()
-    notes = _token_notes(target, result)
+    notes = _token_notes(target, result, default)
     count = len(result.values)
     alive = np.zeros(count, bool)
     for gradients in result.gradients.values():
         alive |= gradients.reshape(count, -1).any(axis=1)
-    if alive.all() or len(notes) == len(result.layers):  # the token note already says it
+    if alive.all():
         return notes
     hint = (
         " (a probability of exactly 0 or 1 has no gradient: score='logit' explains it)"
@@ -520,20 +522,19 @@ def _gradient_notes(target: targets.Target, score: str, result: PassResult) -> t
     )
 
 
-def _token_notes(target: targets.Target, result: PassResult) -> tuple[str, ...]:
-    """A line per token layer asked for whose patch tokens do not reach the score at all (a
-    block after the class token was read out, say): its map is all zeros by construction."""
-    if result.layers == result.candidates:  # every layer recorded: none was asked for
-        return ()
+def _token_notes(target: targets.Target, result: PassResult, default: str | None = None):
+    """A line per token layer asked for (or the default layer, when every layer was
+    recorded) whose patch tokens get no gradient at all: if the score reads only prefix
+    tokens after that layer (a class token), its map is empty by construction."""
+    asked = result.layers if result.layers != result.candidates else (default,)
     notes = []
-    for path in result.layers:
+    for path in asked:
         layout = result.tokens.get(path)
-        if layout is not None and not np.any(result.gradients[path]):
+        if layout is not None and path in result.gradients and not np.any(result.gradients[path]):
             notes.append(
-                f"the patch tokens of {path} ({layers.describe_tokens(layout)}) do not reach "
-                f"{target.label}: its gradients are zero for every image, so its maps are empty "
-                "(the score reads only the prefix tokens after this layer, e.g. a class token); "
-                "explain an earlier block"
+                f"the patch tokens of {path} ({layers.describe_tokens(layout)}) get no gradient "
+                f"from {target.label}, so its maps are empty: if the score reads only prefix "
+                "tokens (a class token) after this layer, explain an earlier block"
             )
     return tuple(notes)
 
@@ -704,7 +705,7 @@ def capture(
     notes = image_notes + _score_warnings(
         facts, request.target, request.score, engine.head, result.scores[0], engine.output_names
     )
-    notes += _gradient_notes(request.target, request.score, result)
+    notes += _gradient_notes(request.target, request.score, result, default)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     complete = result.layers == result.candidates

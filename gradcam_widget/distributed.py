@@ -127,8 +127,9 @@ def check(model, options, source) -> None:
 
 
 def _check_layer(model, layer: str) -> None:
-    """Resolve ``layer`` among the model's leaf layers with a 4-D output (skipped when the
-    model's layers have no known output, as for a subclassed model)."""
+    """Resolve ``layer`` among the model's leaf layers with a 4-D output or a token output
+    ``(N, T, C)`` (the engine decides which tokens fit a grid; skipped when the model's layers
+    have no known output, as for a subclassed model)."""
     from gradcam_widget import layers
     from gradcam_widget.engine import unwrap
     from gradcam_widget.tapping import leaf_layers
@@ -140,7 +141,7 @@ def _check_layer(model, layer: str) -> None:
             rank = len(leaf.output.shape)
         except (AttributeError, ValueError, TypeError):  # never called symbolically
             return
-        if rank == 4:
+        if rank in (3, 4):
             candidates.append(path)
     if candidates:
         layers.resolve(layer, candidates)

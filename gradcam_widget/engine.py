@@ -268,6 +268,7 @@ def feature_maps(record: dict, input_shape, overrides=None) -> tuple[dict, dict]
     """
     height, width = (input_shape[1], input_shape[2]) if len(input_shape) == 4 else (None, None)
     maps, tokens = {}, {}
+    last_grid = None  # (h, w) of the last 4-D map before a token layer: its patch grid
     for path, tensor in record.items():
         if tensor.shape.rank not in (3, 4) or tensor.shape[0] is not None:
             continue
@@ -275,11 +276,18 @@ def feature_maps(record: dict, input_shape, overrides=None) -> tuple[dict, dict]
             continue
         if tensor.shape.rank == 4:
             maps[path] = tensor
+            last_grid = tuple(tensor.shape[1:3])
             continue
         if None in (height, width, tensor.shape[1], tensor.shape[2]):
             continue
         override = (overrides or {}).get(path, (overrides or {}).get(None))
         grid, prefix = override if override else (None, None)
+        if override is None and last_grid is not None and None not in last_grid:
+            # tokens made from a conv's grid (a patch embedding) must be that grid: an LSTM
+            # over image columns or a head of learned queries after a CNN is not
+            fits = layers_module.token_grids(int(tensor.shape[1]), int(height), int(width))
+            if not any((h, w) == last_grid for _, h, w in fits):
+                continue
         try:
             layout = layers_module.token_grid(
                 int(tensor.shape[1]), int(height), int(width), grid=grid, prefix=prefix

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-#: Layers never chosen as the default (or for fusion): they only pool or drop what the
-#: layer before them computed.
+#: Layers never chosen as the default (or for fusion): they only pool, drop or re-lay out
+#: what the layer before them computed.
 SKIPPED_FOR_DEFAULT = (
     "MaxPooling2D",
     "AveragePooling2D",
@@ -19,6 +19,8 @@ SKIPPED_FOR_DEFAULT = (
     "SpatialDropout2D",
     "GaussianDropout",
     "GaussianNoise",
+    "Reshape",  # only re-lays out the layer before it (a conv grid as tokens, say)
+    "Permute",
 )
 
 
@@ -104,19 +106,20 @@ def token_grids(tokens: int, height: int, width: int) -> list[tuple[int, int, in
 
     A grid fits when its patches tile the image exactly with square patches: ``h = height /
     s`` and ``w = width / s`` for a whole patch size ``s`` (so the grid has the image's aspect
-    ratio), at least 2 x 2 patches, and ``tokens - prefix = h * w`` with ``0 <= prefix <=``
-    :data:`MAX_PREFIX_TOKENS`.
+    ratio), patches of at least 2 x 2 pixels, a grid of at least 3 x 3, and ``tokens - prefix
+    = h * w`` with ``0 <= prefix <=`` :data:`MAX_PREFIX_TOKENS`. (The engine also asks that a
+    token layer made from a conv's feature map has that map's grid.)
     """
     grids = []
     for prefix in range(MAX_PREFIX_TOKENS + 1):
         patches = tokens - prefix
         if patches < 1:
             break
-        for size in range(1, min(height, width) + 1):
+        for size in range(2, min(height, width) + 1):
             if height % size or width % size:
                 continue
             h, w = height // size, width // size
-            if h * w == patches and min(h, w) >= 2:
+            if h * w == patches and min(h, w) >= 3:
                 grids.append((prefix, h, w))
     return grids
 

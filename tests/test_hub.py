@@ -35,7 +35,7 @@ def hub_vit():
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(64, 64, 3), patch_size=16, num_layers=2, num_heads=2, hidden_dim=32,
-        mlp_dim=64, include_rescaling=False, use_class_token=True,
+        mlp_dim=64, use_class_token=True,
     )  # fmt: skip
     inputs = keras.Input((64, 64, 3))
     pooled = keras.layers.GlobalAveragePooling1D(name="pool")(backbone(inputs))

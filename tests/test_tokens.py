@@ -96,6 +96,8 @@ def test_the_grid_inference():
     assert layers.token_grid(141, 224, 160) == (1, 14, 10)
     assert layers.token_grid(30, 224, 224) is None  # 22..30 patches tile no grid of 224x224
     assert layers.token_grid(2, 32, 32) is None  # one patch is no grid
+    assert layers.token_grid(5, 32, 32) is None  # a 2 x 2 grid is too coarse to be one
+    assert layers.token_grid(1024, 32, 32) is None  # 1-pixel "patches": a per-pixel map
     assert layers.token_grid(197, 224, 224, grid=(14, 14)) == (1, 14, 14)
     assert layers.token_grid(197, 224, 224, prefix=1) == (1, 14, 14)
     with pytest.raises(ValueError, match=r"197 tokens \(input 224x224\).*1 prefix \+ 14x14"):
@@ -142,8 +144,11 @@ def test_a_token_layer_the_score_cannot_see_is_named_in_a_warning():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = gw.grad_cam(model, image(), layer="last")
-    assert len(caught) == 1  # one line, not two
-    assert re.search(r"patch tokens of last \(1 prefix token \+ 4x4", str(caught[0].message))
+    said = " ".join(str(warning.message) for warning in caught)
+    assert re.search(r"patch tokens of last \(1 prefix token \+ 4x4 patches\) get no", said)
+    with pytest.warns(UserWarning, match="patch tokens of last"):  # also as the default layer
+        cap = gw.capture(model, image())
+    assert cap.default_layer == "last" and not cap.cam().heatmap.any()
     assert not result.heatmap.any()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tokens before the attention reach it: no warning
@@ -184,3 +189,24 @@ def test_a_grid_inference_cannot_find_is_set_by_hand():
         gw.set_token_grid(model, layer="block")
         gw.set_token_grid(model)
     assert "block" not in gw.capture(model, picture, layers="all").layers  # inference again
+
+
+@pytest.mark.parametrize("head", ["lstm over columns", "learned queries"])
+def test_sequence_layers_of_a_cnn_are_not_read_as_patches(head):
+    """Rank-3 layers after a CNN whose tokens are not the conv's grid stay no candidates, and
+    the default layer stays a 4-D map."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64, 64, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = L.MaxPooling2D(4, name="pool")(x)  # (16, 16, 8)
+    if head == "lstm over columns":
+        x = L.Reshape((16, 128), name="columns")(L.Permute((2, 1, 3), name="swap")(x))
+        x = L.LSTM(8, return_sequences=True, name="lstm")(x)  # 16 tokens: a 4 x 4 "grid"
+    else:
+        tokens = L.Reshape((256, 8), name="pixels")(x)
+        queries = L.Dense(8, name="queries")(L.Lambda(lambda t: t[:, :16, :] * 0.0 + 1.0)(tokens))
+        x = L.MultiHeadAttention(2, 4, name="pool_attn")(queries, tokens)  # 16 queries
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(x)))
+    cap = gw.capture(model, image((64, 64)), layers="all")
+    assert cap.tokens(cap.default_layer) is None
+    assert not {"lstm", "pool_attn", "queries", "columns"} & set(cap.layers)
