@@ -308,9 +308,12 @@ class Capture:
 
     def fusion_layers(self, count: int = 3) -> tuple[str, ...]:
         """The last conv-like layer of each of the ``count`` coarsest grids, shallow first
-        (VGG16: ``block3_conv3``, ``block4_conv3``, ``block5_conv3``)."""
+        (VGG16: ``block3_conv3``, ``block4_conv3``, ``block5_conv3``); for a vision
+        transformer, its last ``count`` blocks up to the default layer."""
         shapes = {path: self.shape(path) for path in self.layers}
-        return layers.fusion_layers(self.layers, shapes, self._layer_classes, count)
+        return layers.fusion_layers(
+            self.layers, shapes, self._layer_classes, count, self.default_layer, self._tokens
+        )
 
     def fuse(
         self,
@@ -496,19 +499,25 @@ def set_token_grid(model, grid=None, prefix: int | None = None, layer: str | Non
 
 
 def _gradient_notes(
-    target: targets.Target, score: str, result: PassResult, default: str | None = None
+    target: targets.Target,
+    score: str,
+    result: PassResult,
+    default: str | None = None,
+    reaching=None,
 ) -> tuple[str, ...]:
     """A line when the gradient is zero at every kept layer for some image: its map is empty
     because the score does not change with those layers there (a saturated probability, dead
-    units, or a custom target that does not depend on the outputs)."""
+    units, or a custom target that does not depend on the outputs). ``reaching``: the token
+    layers whose patch tokens reach the outputs at all (:meth:`Engine.reaching_tokens`)."""
     if not result.gradients:
         return ()
-    notes = _token_notes(target, result, default)
+    notes = _token_notes(target, result, default, reaching)
     count = len(result.values)
     alive = np.zeros(count, bool)
     for gradients in result.gradients.values():
         alive |= gradients.reshape(count, -1).any(axis=1)
-    if alive.all():
+    covered = len(notes) == len(result.layers)  # every kept layer already explained
+    if alive.all() or covered:
         return notes
     hint = (
         " (a probability of exactly 0 or 1 has no gradient: score='logit' explains it)"
@@ -522,14 +531,20 @@ def _gradient_notes(
     )
 
 
-def _token_notes(target: targets.Target, result: PassResult, default: str | None = None):
+def _token_notes(
+    target: targets.Target, result: PassResult, default: str | None = None, reaching=None
+):
     """A line per token layer asked for (or the default layer, when every layer was
-    recorded) whose patch tokens get no gradient at all: if the score reads only prefix
-    tokens after that layer (a class token), its map is empty by construction."""
+    recorded) whose patch tokens get no gradient at all, by the model's structure (not in
+    ``reaching``): if the score reads only prefix tokens after that layer (a class token),
+    its map is empty for every image. (A zero for this image only -- a saturated probability
+    -- is left to the general note.)"""
     asked = result.layers if result.layers != result.candidates else (default,)
     notes = []
     for path in asked:
         layout = result.tokens.get(path)
+        if reaching is not None and path in reaching:
+            continue
         if layout is not None and path in result.gradients and not np.any(result.gradients[path]):
             notes.append(
                 f"the patch tokens of {path} ({layers.describe_tokens(layout)}) get no gradient "
@@ -578,7 +593,10 @@ def _checked_pass(request: _Request, batch: np.ndarray, layer_names) -> tuple:
     engine = request.engine
     with model_errors(batch.shape, engine.input_size):
         facts = engine.describe(batch.shape, request.target, request.score, request.multi_label)
-    default = layers.default_layer(facts.candidates, facts.static_shapes, engine.layer_classes)
+    reaching = engine.reaching_tokens(batch.shape) if facts.tokens else None
+    default = layers.default_layer(
+        facts.candidates, facts.static_shapes, engine.layer_classes, facts.tokens, reaching
+    )
     wanted = layers.requested(layer_names, facts.candidates, default)
     with model_errors(batch.shape, engine.input_size):
         result = engine.run(batch, request.target, request.score, request.multi_label, wanted)
@@ -705,7 +723,8 @@ def capture(
     notes = image_notes + _score_warnings(
         facts, request.target, request.score, engine.head, result.scores[0], engine.output_names
     )
-    notes += _gradient_notes(request.target, request.score, result, default)
+    reaching = engine.reaching_tokens(batch.shape) if result.tokens else None
+    notes += _gradient_notes(request.target, request.score, result, default, reaching)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     complete = result.layers == result.candidates

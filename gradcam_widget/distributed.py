@@ -135,12 +135,15 @@ def _check_layer(model, layer: str) -> None:
     from gradcam_widget.tapping import leaf_layers
 
     keras_model, _, _, _ = unwrap(model)
+    outer = {path for path, _ in leaf_layers(keras_model, opened=False)}
     candidates = []
     for path, leaf in leaf_layers(keras_model):
         try:
             rank = len(leaf.output.shape)
         except (AttributeError, ValueError, TypeError):  # never called symbolically
-            return
+            if path in outer:
+                return  # a subclassed model: the engine checks the layer on the actor
+            rank = 3  # inside an opened layer (a transformer block): may be tokens
         if rank in (3, 4):
             candidates.append(path)
     if candidates:

@@ -489,6 +489,7 @@ class Engine:
         self._forwards: OrderedDict[tuple, Callable] = OrderedDict()  # forward-only passes
         self._lock = threading.RLock()
         self.token_overrides: dict = {}  # {path or None: (grid, prefix)}, see set_token_grid
+        self._reaching: dict[tuple, frozenset] = {}  # see reaching_tokens
 
     def set_token_grid(self, layer: str | None, grid, prefix) -> None:
         """Read token layer ``layer`` (``None``: every token layer) as ``grid`` with ``prefix``
@@ -502,6 +503,7 @@ class Engine:
                 self.token_overrides[layer] = (grid, None if prefix is None else int(prefix))
             self._facts.clear()
             self._functions.clear()
+            self._reaching.clear()
 
     @property
     def model(self):
@@ -659,6 +661,68 @@ class Engine:
                     "the model has no layer with a 4-D (N, h, w, C) output to explain"
                 )
             return facts
+
+    def reaching_tokens(self, inputs_shape: tuple) -> frozenset | None:
+        """The token layers whose patch tokens reach the model's outputs at all.
+
+        After a model reads its class token alone (``x[:, 0]``), the patch tokens of the layers
+        from there on get no gradient from any score, so their maps are empty for every image
+        and class. Found once per input signature from one gradient pass over two seeded noise
+        images (one in 0..1, one in 0..255) of the raw outputs (before any softmax or sigmoid)
+        projected on seeded random weights -- a plain sum can be constant (a softmax inside a
+        ``Lambda``, centred logits). ``None`` when no token layer is found to reach them (a
+        head that is zero at the noise images, say): nothing is then ruled out.
+        """
+        signature = self.signature(inputs_shape)
+        with self._lock:
+            if signature not in self._reaching:
+                self._reaching[signature] = self._find_reaching(signature) or None
+            return self._reaching[signature]
+
+    def _find_reaching(self, signature: tuple) -> frozenset:
+        if None in signature[1:]:
+            return frozenset()  # token layers need a fixed input size
+        engine_ref = weakref.ref(self)  # weakly, as in _make_pass
+
+        def reach(inputs):
+            engine = engine_ref()
+            model = engine.model
+            with tapped(engine.leaves, model) as record, tf.GradientTape() as tape:
+                outputs = model(inputs, training=False)
+                parts = list(outputs.values()) if isinstance(outputs, dict) else outputs
+                parts = parts if isinstance(parts, (list, tuple)) else [parts]
+                total = tf.add_n(
+                    [
+                        tf.reduce_sum(
+                            tf.cast(part, tf.float32)
+                            * tf.random.stateless_normal(tf.shape(part), seed=(index, 1))
+                        )
+                        for index, part in enumerate(parts)
+                        if part.dtype.is_floating
+                    ]
+                    or [tf.constant(0.0)]
+                )
+            maps, tokens = feature_maps(record, inputs.shape, engine.token_overrides)
+            paths = list(tokens)
+            gradients = tape.gradient(
+                total,
+                [maps[path] for path in paths],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            return {
+                path: tf.reduce_any(as_grid(gradient, tokens[path]) != 0)
+                for path, gradient in zip(paths, gradients, strict=True)
+            }
+
+        function = tf.function(
+            reach, input_signature=[tf.TensorSpec(signature, tf.float32)], autograph=False
+        )
+        rng = np.random.default_rng(0)
+        noise = np.stack(
+            [rng.uniform(0.0, 1.0, signature[1:]), rng.uniform(0.0, 255.0, signature[1:])]
+        )
+        found = function(tf.constant(noise, dtype=tf.float32))
+        return frozenset(path for path, reached in found.items() if bool(reached))
 
     def run(
         self,

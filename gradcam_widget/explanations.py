@@ -187,7 +187,8 @@ def iter_explain(
         notes += _score_warnings(
             facts, step.target, score, engine.head, result.scores[0], engine.output_names
         )
-        notes += _gradient_notes(step.target, score, result, default)
+        reaching = engine.reaching_tokens(model_inputs.shape) if result.tokens else None
+        notes += _gradient_notes(step.target, score, result, default, reaching)
         results = []
         for index, (shown, _, _) in enumerate(batch):
             cap = _capture_of(step, result, index=index, shown=shown, default=default, notes=(),

@@ -6,6 +6,7 @@ no TensorFlow here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 #: Layers never chosen as the default (or for fusion): they only pool, drop or re-lay out
@@ -43,34 +44,106 @@ def resolve(name: str, candidates: Sequence[str]) -> str:
     raise ValueError(f"unknown layer {name!r}; candidate layers are: {', '.join(candidates)}")
 
 
-def default_layer(candidates: Sequence[str], shapes: dict, layer_classes: dict) -> str:
+#: Token layers never chosen as the default: they only cut or re-lay out the tokens of the
+#: layer before them (dropping the class token, say), which is chosen instead.
+SKIPPED_TOKENS_FOR_DEFAULT = ("Cropping1D",)
+
+
+def default_layer(
+    candidates: Sequence[str],
+    shapes: dict,
+    layer_classes: dict,
+    tokens: dict | None = None,
+    reaching=None,
+) -> str:
     """The last conv-like feature map before the head: pooling, dropout and 1×1 grids skipped.
+
+    For a vision transformer, the last token layer whose patch tokens still reach the score:
+    a head that pools the patch tokens gets its final norm (the tokens as the head reads
+    them), a head that reads the class token gets the first norm of its last block (the
+    patch tokens after it reach only that block's own patch outputs, which the readout
+    drops). Layers whose patch tokens get no gradient at all are skipped, as ``reaching``
+    says, and so are layers that only cut tokens. The rule is measured: on the shipped ViT
+    Grad-CAM's pointing game is 93.3% (worst class) after the final norm against 77.6% at
+    the last block's output before it (``docs/vit_layers.md``).
 
     Args:
         candidates: layer paths in call order.
         shapes: ``{path: (h, w, C)}``; unknown sizes may be ``None``.
         layer_classes: ``{path: class name}``.
+        tokens: ``{path: (prefix, h, w)}`` of the token layers among the candidates.
+        reaching: the token layers whose patch tokens reach the outputs (``None``: all).
     """
+    tokens = tokens or {}
     for path in reversed(candidates):
         height, width = shapes[path][:2]
         single_cell = height is not None and width is not None and height * width <= 1
         if layer_classes.get(path) in SKIPPED_FOR_DEFAULT or single_cell:
+            continue
+        if path in tokens and (
+            layer_classes.get(path) in SKIPPED_TOKENS_FOR_DEFAULT
+            or (reaching is not None and path not in reaching)
+        ):
             continue
         return path
     return candidates[-1]
 
 
 def fusion_layers(
-    candidates: Sequence[str], shapes: dict, layer_classes: dict, count: int = 3
+    candidates: Sequence[str],
+    shapes: dict,
+    layer_classes: dict,
+    count: int = 3,
+    default: str | None = None,
+    tokens: dict | None = None,
 ) -> tuple[str, ...]:
     """The last conv-like layer of each of the ``count`` coarsest grids, shallow first
-    (VGG16: ``block3_conv3``, ``block4_conv3``, ``block5_conv3``)."""
+    (VGG16: ``block3_conv3``, ``block4_conv3``, ``block5_conv3``).
+
+    A vision transformer keeps one grid through all its blocks, so when ``default`` is a token
+    layer (``tokens``) the fused layers are the default and the outputs of the blocks before
+    it (:func:`_transformer_fusion`).
+    """
+    if default is not None and default in (tokens or {}):
+        return _transformer_fusion(candidates, layer_classes, count, default, tokens)
     by_grid: dict[tuple, str] = {}
     for path in candidates:
         if layer_classes.get(path) in SKIPPED_FOR_DEFAULT:
             continue
         by_grid[tuple(shapes[path][:2])] = path
     return tuple(by_grid.values())[-count:]
+
+
+def _numbered(path: str) -> str:
+    return re.sub(r"\d+", "#", path)
+
+
+def _transformer_fusion(candidates, layer_classes, count, default, tokens) -> tuple[str, ...]:
+    """The default token layer and the last ``count - 1`` block outputs before it.
+
+    Block outputs are found by their names: token layers named alike but for their numbers
+    (``block3_out``, ``block4_out``; ``.../transformer_block_2``) form a group, and the
+    group whose last member comes last before the default is taken (norms, dropouts and
+    re-layouts left out); the default itself when there is none. Shipped ViT: ``block3_out,
+    block4_out, norm``.
+    """
+    earlier = list(candidates[: list(candidates).index(default)])
+    skipped = SKIPPED_FOR_DEFAULT + SKIPPED_TOKENS_FOR_DEFAULT + ("LayerNormalization",)
+    groups: dict[str, list[str]] = {}
+    for path in earlier:
+        if path not in tokens or layer_classes.get(path) in skipped:
+            continue
+        if _numbered(path) == path:
+            continue  # no number: no group of blocks
+        groups.setdefault(_numbered(path), []).append(path)
+    groups = {key: paths for key, paths in groups.items() if len(paths) >= 2}
+    if _numbered(default) in groups:  # the default is a block output itself
+        group = groups[_numbered(default)] + [default]
+        return tuple(group[-count:])
+    if not groups or count < 2:
+        return (default,)
+    latest = max(groups.values(), key=lambda paths: earlier.index(paths[-1]))
+    return tuple(latest[-(count - 1) :]) + (default,)
 
 
 def requested(layers, candidates: Sequence[str], default: str) -> tuple[str, ...] | None:

@@ -358,7 +358,7 @@ def _weighted_blocks(keras_model) -> list[tuple[str, list[tuple[str, object]]]]:
     grouped: dict[str, list] = {}
     last: dict[str, int] = {}
     seen: set[int] = set()
-    for index, (path, layer) in enumerate(leaf_layers(keras_model)):
+    for index, (path, layer) in enumerate(leaf_layers(keras_model, opened=False)):
         if id(layer) in seen or not layer.weights:
             continue
         seen.add(id(layer))
@@ -433,7 +433,8 @@ def _clone(keras_model):
         clone = keras.models.clone_model(keras_model, recursive=True)
     except (ValueError, TypeError, NotImplementedError, AttributeError, KeyError):
         return None
-    source, copy = leaf_layers(keras_model), leaf_layers(clone)
+    source = leaf_layers(keras_model, opened=False)
+    copy = leaf_layers(clone, opened=False)
     if [path for path, _ in source] != [path for path, _ in copy]:
         return None
     try:

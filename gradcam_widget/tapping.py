@@ -24,16 +24,92 @@ _TAP_LOCK = threading.RLock()
 _local = threading.local()  # .tap: the _Tap of the pass this thread is tracing, else None
 
 
-def leaf_layers(model, prefix: str = "") -> list[tuple[str, object]]:
-    """Every non-model layer below ``model`` as ``(path, layer)``; nested models recurse."""
-    found = []
+def leaf_layers(model, prefix: str = "", opened: bool = True) -> list[tuple[str, object]]:
+    """Every non-model layer below ``model`` as ``(path, layer)``; nested models recurse.
+
+    With ``opened``, a layer written outside Keras (subclassing ``keras.layers.Layer`` itself,
+    not one of Keras's layers) whose output is a token sequence ``(N, T, C)`` -- a KerasHub
+    ``ViTEncoder``, say -- is also opened: its own sub-layers follow it, named by path
+    (``.../vit_encoder/transformer_block_3``), so the blocks inside a transformer encoder can
+    be explained one by one. Keras's own layers and their subclasses are never opened (the
+    dense layers inside a ``MultiHeadAttention`` are no feature maps), nor is a custom layer
+    with another output (a CNN's custom head keeps its default layer). Every path is unique
+    (a second inner layer of the same name gets ``#2``), and a layer the model holds itself
+    keeps its own path when a custom layer also holds it.
+    """
+    found: list[tuple[str, object]] = []
+    _collect(model, prefix, found)
+    if not opened:
+        return found
+    seen = {id(layer) for _, layer in found}
+    paths = {path for path, _ in found}
+    result: list[tuple[str, object]] = []
+    for path, layer in found:
+        result.append((path, layer))
+        if _opens(layer):
+            _collect_inner(layer, f"{path}/", result, seen, paths)
+    return result
+
+
+def _collect(model, prefix: str, found: list) -> None:
     for layer in model.layers:
         path = f"{prefix}{layer.name}"
         if isinstance(layer, keras.Model):
-            found.extend(leaf_layers(layer, prefix=f"{path}/"))
+            _collect(layer, f"{path}/", found)
         elif not isinstance(layer, keras.layers.InputLayer):
             found.append((path, layer))
-    return found
+
+
+def _custom(layer) -> bool:
+    """A layer whose nearest Keras ancestor is ``keras.layers.Layer`` itself."""
+    for cls in type(layer).__mro__:
+        if cls.__module__.startswith("keras."):
+            return cls.__name__ == "Layer"
+    return False
+
+
+def _opens(layer) -> bool:
+    """A custom layer with a token-sequence output, to be opened (see :func:`leaf_layers`)."""
+    if isinstance(layer, keras.Model) or not _custom(layer):
+        return False
+    try:
+        rank = len(layer.output.shape)
+    except (AttributeError, ValueError, TypeError):  # never called symbolically, or twice
+        return False
+    return rank == 3
+
+
+def _sublayers(layer) -> list:
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    try:
+        return [inner for inner in flatten(include_self=False, recursive=False)]
+    except TypeError:  # pragma: no cover - another Keras signature
+        return []
+
+
+def _collect_inner(layer, prefix: str, found: list, seen: set, paths: set) -> None:
+    for inner in _sublayers(layer):
+        if id(inner) in seen or not hasattr(inner, "call"):
+            continue
+        seen.add(id(inner))
+        path, copy = f"{prefix}{inner.name}", 2
+        while path in paths:
+            path, copy = f"{prefix}{inner.name}#{copy}", copy + 1
+        paths.add(path)
+        if isinstance(inner, keras.Model):
+            nested: list[tuple[str, object]] = []
+            _collect(inner, f"{path}/", nested)
+            for nested_path, nested_layer in nested:
+                if id(nested_layer) not in seen and nested_path not in paths:
+                    seen.add(id(nested_layer))
+                    paths.add(nested_path)
+                    found.append((nested_path, nested_layer))
+            continue
+        found.append((path, inner))
+        if _custom(inner):  # a block inside an encoder: open it too
+            _collect_inner(inner, f"{path}/", found, seen, paths)
 
 
 def output_layers(model) -> list:
@@ -88,9 +164,18 @@ class _Tap:
 
     def __init__(self):
         self.record: dict = {}
+        self.graph = tf.compat.v1.get_default_graph()  # the pass being traced
 
     def active(self) -> bool:
         return getattr(_local, "tap", None) is self
+
+    def in_scope(self, tensor) -> bool:
+        """False for a tensor of a loop's or a branch's own graph (a layer called inside
+        ``keras.ops.fori_loop`` or ``cond``): the pass cannot read or differentiate it."""
+        try:
+            return tensor.graph is self.graph
+        except AttributeError:  # an eager tensor
+            return True
 
 
 _ABSENT = object()  # "the instance had no such attribute of its own"
@@ -221,7 +306,7 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None):
 def _recording_call(tap: _Tap, path: str, original):
     def call(*args, **kwargs):
         outputs = original(*args, **kwargs)
-        if tap.active() and tf.is_tensor(outputs):
+        if tap.active() and tf.is_tensor(outputs) and tap.in_scope(outputs):
             tap.record.pop(path, None)  # a shared layer keeps its last call
             tap.record[path] = outputs
         return outputs

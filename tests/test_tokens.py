@@ -11,6 +11,7 @@ import pytest
 import gradcam_widget as gw
 from gradcam_widget import layers
 from gradcam_widget._tf import keras, tf
+from gradcam_widget.engine import engine_for
 
 L = keras.layers
 
@@ -146,10 +147,14 @@ def test_a_token_layer_the_score_cannot_see_is_named_in_a_warning():
         result = gw.grad_cam(model, image(), layer="last")
     said = " ".join(str(warning.message) for warning in caught)
     assert re.search(r"patch tokens of last \(1 prefix token \+ 4x4 patches\) get no", said)
-    with pytest.warns(UserWarning, match="patch tokens of last"):  # also as the default layer
-        cap = gw.capture(model, image())
-    assert cap.default_layer == "last" and not cap.cam().heatmap.any()
     assert not result.heatmap.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default is a layer whose patch tokens reach it
+        cap = gw.capture(model, image())
+    # "last", "block" and "attn" are read per token after the attention: only "with_cls" is
+    # left, its patch tokens reaching the class token through the attention's keys and values
+    assert cap.default_layer == "with_cls" and cap.cam().heatmap.any()
+    assert engine_for(model).reaching_tokens((1, 32, 32, 3)) == {"tokens", "with_cls"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tokens before the attention reach it: no warning
         assert gw.grad_cam(model, image(), layer="with_cls").heatmap.any()
@@ -210,3 +215,149 @@ def test_sequence_layers_of_a_cnn_are_not_read_as_patches(head):
     cap = gw.capture(model, image((64, 64)), layers="all")
     assert cap.tokens(cap.default_layer) is None
     assert not {"lstm", "pool_attn", "queries", "columns"} & set(cap.layers)
+
+
+def test_the_default_of_a_transformer_is_its_final_norm():
+    """Pooled patch tokens after a final norm and the class token cut off: the default is the
+    final norm -- the tokens as the head reads them -- not the cut (the same patch tokens) nor
+    the last block's output before the norm."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patches")(inputs))
+    token = L.Dense(8, name="cls")(L.Lambda(lambda t: t[:, :1, :] * 0.0 + 1.0, name="one")(x))
+    x = L.Concatenate(axis=1, name="with_cls")([token, x])
+    for block in (1, 2, 3):
+        y = L.MultiHeadAttention(2, 4, name=f"attn{block}")(x, x)
+        x = L.Add(name=f"block{block}_out")([x, y])
+    x = L.LayerNormalization(name="norm")(x)
+    x = L.Cropping1D((1, 0), name="drop_cls")(x)
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalMaxPooling1D()(x)))
+    cap = gw.capture(model, image(), layers="all")
+    assert {"norm", "drop_cls", "block3_out"} <= set(cap.layers)
+    assert cap.tokens("drop_cls") == (0, 4, 4) and cap.tokens("norm") == (1, 4, 4)
+    assert cap.default_layer == "norm" and cap.cam().heatmap.any()
+    # fused: the default and the block outputs before it (not the attentions)
+    assert cap.fusion_layers() == ("block2_out", "block3_out", "norm")
+    assert cap.fuse().heatmap.shape == (32, 32)
+
+
+# --- custom layers opened (KerasHub-style encoders), and the ones left closed --------------
+
+
+class Encoder(keras.layers.Layer):
+    """A custom token encoder holding its blocks (as KerasHub's ``ViTEncoder`` does); two
+    inner layers share the name ``proj``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [L.MultiHeadAttention(2, 4, name=f"block_{k}") for k in (1, 2)]
+        self.first = L.Dense(8, name="proj")
+        self.second = L.Dense(8, name="proj")
+
+    def call(self, x):
+        for block in self.blocks:
+            x = x + block(x, x)
+        return self.second(self.first(x))
+
+
+class Refine(keras.layers.Layer):
+    """A custom layer that runs its conv three times in a loop."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = L.Conv2D(8, 3, padding="same", activation="relu", name="step")
+
+    def call(self, x):
+        return keras.ops.fori_loop(0, 3, lambda _, y: self.conv(y), x)
+
+
+class MyAttention(L.MultiHeadAttention):
+    """A user subclass of a Keras layer: never opened (its query/key/value are no maps)."""
+
+
+def test_a_custom_token_encoder_is_opened_block_by_block():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patches")(inputs))
+    x = Encoder(name="encoder")(x)
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(x)))
+    cap = gw.capture(model, image(), layers="all")
+    inner = [path for path in cap.layers if path.startswith("encoder/")]
+    assert inner == ["encoder/block_1", "encoder/block_2", "encoder/proj", "encoder/proj#2"]
+    assert cap.default_layer == "encoder" and np.abs(cap.cam("encoder/block_2").raw).max() > 0
+
+
+@pytest.mark.parametrize("kind", ["loop", "custom head", "keras subclass"])
+def test_custom_layers_of_a_cnn_keep_its_layers_and_default(kind):
+    """A custom layer with a loop inside, a custom head, a subclass of a Keras layer: the CNN
+    still runs, and its candidates and default are what they were before layers were
+    opened."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c2")(x)
+    if kind == "loop":
+        x = Refine(name="refine")(x)
+        expected = "refine"
+    elif kind == "custom head":
+        x = L.GlobalAveragePooling2D()(L.Conv2D(3, 1, name="class_maps")(x))
+        expected = "class_maps"
+    else:
+        seq = L.Reshape((1024, 8), name="seq")(x)
+        x = MyAttention(2, 4, name="attn_pool")(seq[:, :4], seq)
+        expected = "c2"
+    x = L.Flatten()(x) if kind == "keras subclass" else x
+    head = x if kind == "custom head" else L.GlobalAveragePooling2D()(x) if kind == "loop" else x
+    model = keras.Model(inputs, L.Dense(3, name="logits")(head) if kind != "custom head" else x)
+    cap = gw.capture(model, image(), layers="all")
+    assert cap.default_layer == expected, cap.layers
+    assert not [path for path in cap.layers if "/" in path], cap.layers
+    assert cap.cam().heatmap.shape == (32, 32)
+
+
+def test_which_tokens_reach_a_softmax_inside_a_lambda():
+    """A softmax the engine cannot bypass (inside a Lambda) sums to 1: the reach of the patch
+    tokens is still found (random projection), so the default is the block, not the conv."""
+    keras.utils.set_random_seed(0)
+    model = tiny_vit()
+    probabilities = L.Lambda(lambda t: keras.ops.softmax(t), name="soft")(model.outputs[0])
+    wrapped = keras.Model(model.inputs, probabilities)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the softmax it cannot bypass is said; not tested here
+        cap = gw.capture(wrapped, image(), class_index=1)
+    assert cap.default_layer == "b1_out"
+
+
+def test_a_saturated_probability_is_not_called_a_class_token_readout():
+    keras.utils.set_random_seed(0)
+    model = tiny_vit()
+    loud = L.Lambda(lambda t: t * 1e4, name="loud")(model.outputs[0])
+    saturated = keras.Model(model.inputs, L.Activation("softmax", name="soft")(loud))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gw.grad_cam(saturated, image(), layer="b1_out", score="probability")
+    said = " ".join(str(warning.message) for warning in caught)
+    assert "score='logit' explains it" in said and "class token" not in said, said
+
+
+class LoopedTokens(keras.layers.Layer):
+    """A custom token layer that runs its inner layer in a loop: opened, but what the inner
+    layer outputs inside the loop belongs to the loop's own graph and is not recorded."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.mix = L.Dense(8, activation="relu", name="mix")
+
+    def call(self, x):
+        return keras.ops.fori_loop(0, 3, lambda _, y: self.mix(y), x)
+
+
+def test_a_layer_called_inside_a_loop_is_not_recorded():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patches")(inputs))
+    x = LoopedTokens(name="looped")(x)
+    model = keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(x)))
+    cap = gw.capture(model, image(), layers="all")
+    assert "looped" in cap.layers and "looped/mix" not in cap.layers
+    assert cap.default_layer == "looped"
