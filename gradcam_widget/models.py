@@ -35,6 +35,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "shapes",
     "shapes_permuted",
     "shapes_shortcut",
+    "shapes_vit",
     "vgg16",
     "resnet50",
     "mobilenet_v2",
@@ -51,15 +52,21 @@ SHAPES_SHORTCUT_ASSET = "shapes_shortcut.keras"
 """File name of the shapes model that learned a shortcut (a tag on the stars), inside
 ``gradcam_widget/assets``."""
 
+SHAPES_VIT_ASSET = "shapes_vit.keras"
+"""File name of the small vision transformer trained on the shape scenes, inside
+``gradcam_widget/assets``."""
+
 _SHIPPED_ASSETS = {
     "shapes": SHAPES_ASSET,
     "shapes_permuted": SHAPES_PERMUTED_ASSET,
     "shapes_shortcut": SHAPES_SHORTCUT_ASSET,
+    "shapes_vit": SHAPES_VIT_ASSET,
 }
 _SHIPPED_SCRIPTS = {
     "shapes": "scripts/train_shapes.py",
     "shapes_permuted": "scripts/train_shapes.py --permute-labels",
     "shapes_shortcut": "scripts/train_shapes.py --shortcut",
+    "shapes_vit": "scripts/train_vit.py",
 }
 
 _APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -222,9 +229,13 @@ def load(name: str, progress: bool = False) -> ModelEntry:
     the same network trained on one-object scenes in which nearly every star carries a small
     checkerboard tag in a corner (:func:`gradcam_widget.data.shortcut_scene`): it is right
     for the wrong reason, saying "star" when it sees the tag, and its Grad-CAM for star
-    points at the tag, not the star. ``"vgg16"``, ``"resnet50"`` and
-    ``"mobilenet_v2"`` are ``keras.applications`` models with ImageNet weights, downloaded
-    once into ``$KERAS_HOME/models`` (default ``~/.keras/models``).
+    points at the tag, not the star. ``"shapes_vit"``, also shipped, is a small hybrid vision
+    transformer of plain Keras layers trained on the same scenes as ``"shapes"`` (a conv
+    stem, 16 x 16 pixel patches: 14 x 14 tokens after a class token, four blocks
+    ``block1_out`` ..., a final ``norm``, a max over the patch tokens; its default layer is
+    ``norm``). ``"vgg16"``,
+    ``"resnet50"`` and ``"mobilenet_v2"`` are ``keras.applications`` models with ImageNet
+    weights, downloaded once into ``$KERAS_HOME/models`` (default ``~/.keras/models``).
 
     Args:
         name: one of :data:`MODEL_NAMES`.

@@ -426,3 +426,103 @@ def test_shapes_shortcut_grad_cam_points_at_the_tag(shapes, shapes_shortcut, sho
     assert shortcut_star < 0.5 * shapes_star, mass
     assert shapes_star > 10 * shapes_tag, mass
     assert points_at_tag == {"shapes_shortcut": 1.0, "shapes": 0.0}, points_at_tag
+
+
+# --- the small vision transformer trained on the shape scenes -----------------------------
+
+VIT_EVAL_SEEDS = range(1_000_000, 1_000_200)  # held out: scripts/train_vit.py trains below
+
+
+@pytest.fixture(scope="module")
+def shapes_vit():
+    return gw.models.load("shapes_vit")
+
+
+@pytest.fixture(scope="module")
+def vit_scenes():
+    return [data.scene(seed, n_objects=1 + seed % 2) for seed in VIT_EVAL_SEEDS]
+
+
+def test_shapes_vit_entry_loads_offline(monkeypatch, shapes, shapes_vit):
+    assert "shapes_vit" in models.MODEL_NAMES
+    assert models.weights_cached("shapes_vit")
+    for field in ("preprocess", "class_names", "input_size", "multi_label"):
+        assert getattr(shapes_vit, field) == getattr(shapes, field), field
+    assert shapes_vit.name == "shapes_vit"
+    assert models.load("shapes_vit") is shapes_vit  # built once per process
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    fresh = models._load_shapes.__wrapped__("shapes_vit")  # the real path, uncached
+    assert fresh.model.name == "shapes_vit" and fresh.input_size == (224, 224)
+    path = ASSETS / models.SHAPES_VIT_ASSET
+    assert path.stat().st_size <= 5 * 1024 * 1024
+    # plain Keras layers only: the file loads with nothing registered
+    plain = keras.models.load_model(path, compile=False)
+    assert all(type(layer).__module__.startswith("keras.") for layer in plain.layers)
+
+
+def test_shapes_vit_is_a_vit_with_named_blocks(shapes_vit):
+    model = shapes_vit.model
+    names = [layer.name for layer in model.layers]
+    blocks = [name for name in names if name.startswith("block") and name.endswith("_out")]
+    assert 4 <= len(blocks) <= 8, blocks
+    assert model.get_layer("patch_embedding").output.shape[1:3] == (14, 14)
+    for block in range(1, len(blocks) + 1):
+        for part in ("norm1", "attn", "add1", "norm2", "mlp1", "mlp2", "out"):
+            assert f"block{block}_{part}" in names
+        assert model.get_layer(f"block{block}_out").output.shape[1] == 14 * 14 + 1
+    assert names[-4:] == ["norm", "drop_class_token", "max_pool", "logits"]
+    assert 100_000 <= model.count_params() <= 1_000_000
+
+
+def test_shapes_vit_record_has_the_evaluation(shapes_vit):
+    record = json.loads((ASSETS / "shapes_vit.json").read_text())
+    assert tuple(record["class_names"]) == data.CLASS_NAMES
+    assert record["train_seeds"][1] < VIT_EVAL_SEEDS.start
+    assert record["eval_seeds"][0] >= VIT_EVAL_SEEDS.start
+    evaluation = record["eval"]
+    assert evaluation["scenes"] >= 200
+    assert len(evaluation["presence"]["presence_accuracy"]) == len(data.CLASS_NAMES)
+    assert evaluation["best_block"] in evaluation["pointing"]
+    assert record["parameters"] == shapes_vit.model.count_params()
+    assert record["train_minutes"] <= 30
+
+
+def test_shapes_vit_presence_accuracy_per_class(shapes_vit, vit_scenes):
+    images = np.stack([item.image for item in vit_scenes])
+    targets = np.stack([item.target for item in vit_scenes]) > 0.5
+    logits = np.concatenate(
+        [shapes_vit.predict(images[i : i + 50]) for i in range(0, len(images), 50)]
+    )
+    accuracy = ((logits > 0) == targets).mean(axis=0)
+    assert accuracy.min() >= 0.95, dict(zip(data.CLASS_NAMES, accuracy.round(3), strict=True))
+
+
+def test_shapes_vit_grad_cam_points_at_each_object(shapes_vit, vit_scenes):
+    """Grad-CAM at the default layer -- found by the engine's rule for transformers: the final
+    norm, as the head reads the tokens -- read from the tokens with no argument, points at
+    each object."""
+    hits = {name: [] for name in data.CLASS_NAMES}
+    for item in vit_scenes:
+        for label in item.labels:
+            result = gw.grad_cam(shapes_vit, item.image, class_index=label)
+            assert result.layer == "norm"
+            assert result.raw.shape == (14, 14) and result.heatmap.shape == (224, 224)
+            hit = data.pointing_hit(result.heatmap, item.masks[label])
+            hits[data.CLASS_NAMES[label]].append(hit)
+    pointing = {name: float(np.mean(values)) for name, values in hits.items()}
+    assert min(len(values) for values in hits.values()) >= 50
+    assert min(pointing.values()) >= 0.90, pointing
+
+
+def test_shapes_vit_capture_reads_its_tokens(shapes_vit):
+    cap = gw.capture(shapes_vit, data.sample_scene().image, layers="all")
+    assert cap.default_layer == "norm"
+    assert cap.tokens("block4_out") == (1, 14, 14) and cap.tokens("norm") == (1, 14, 14)
+    assert cap.tokens("drop_class_token") == (0, 14, 14)
+    assert cap.tokens("patch_embedding") is None  # a conv map, 14 x 14 as it is
+    assert cap.fusion_layers() == ("block3_out", "block4_out", "norm")
