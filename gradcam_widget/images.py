@@ -35,6 +35,9 @@ PIL images: ``"1"`` as bool; ``"L"``, ``"RGB"`` as uint8; ``"I;16"`` (and ``"I;1
 Files: opened with Pillow, EXIF orientation applied, then read as their PIL image. A ``str``
 that names no file but a sample of :data:`gradcam_widget.data.SAMPLES` gives that sample
 (224 x 224, see :func:`gradcam_widget.data.sample`); an existing file wins over a sample name.
+``bytes`` (or ``bytearray``) are the content of an image file, read the same way
+(:func:`open_image_bytes`: an upload, a download); their image may hold at most Pillow's
+``Image.MAX_IMAGE_PIXELS`` pixels (about 89 megapixels), where a file only warns.
 
 Only numpy, OpenCV and Pillow are used here; this module never imports TensorFlow.
 """
@@ -42,6 +45,7 @@ Only numpy, OpenCV and Pillow are used here; this module never imports TensorFlo
 from __future__ import annotations
 
 import functools
+import io
 import os
 import warnings
 from pathlib import Path
@@ -72,7 +76,7 @@ def as_rgb_image(image) -> np.ndarray:
             ``(H, W, 4)`` (uint8, uint16, bool, other integers in 0..255, float 0..1 or
             0..255); a PIL image of any mode; a path (``str`` or :class:`pathlib.Path`) to an
             image file Pillow reads; or a sample name of
-            :data:`gradcam_widget.data.SAMPLES`.
+            :data:`gradcam_widget.data.SAMPLES`; or the ``bytes`` of an image file.
 
     Returns:
         ``(H, W, 3)`` float32 in 0..255, C-contiguous: a new array, never a view of
@@ -82,8 +86,9 @@ def as_rgb_image(image) -> np.ndarray:
         ValueError: for a wrong shape (a batch ``(1, H, W, C)`` included), an empty image, a
             non-numeric dtype, NaN or infinite values, integers outside 0..255, floats
             outside 0..1 and 0..255, a path that is neither a file nor a sample name, a file
-            Pillow cannot read, a PIL mode that has no RGB conversion, or a sample that needs
-            scikit-image when it is not installed. The message says what was expected.
+            (or bytes) Pillow cannot read, a PIL mode that has no RGB conversion, or a sample
+            that needs scikit-image when it is not installed. The message says what was
+            expected.
 
     Warns:
         UserWarning: once, when a float image in 0..1 is scaled to 0..255.
@@ -104,6 +109,8 @@ def read_rgb(image) -> tuple[np.ndarray, tuple[str, ...]]:
     """
     if isinstance(image, (str, os.PathLike)):
         array = _read(image)
+    elif isinstance(image, (bytes, bytearray)):
+        array = _pil_array(open_image_bytes(image))
     elif isinstance(image, Image.Image):
         array = _pil_array(image)
     else:
@@ -196,17 +203,51 @@ def _read(source: str | os.PathLike) -> np.ndarray:
             f"no image file {os.fspath(source)!r} and no sample of that name; "
             f"samples: {', '.join(samples)}"
         )
+    return _pil_array(_open(path, f"image file {os.fspath(path)!r}"))
+
+
+def open_image_bytes(data, name: str | None = None) -> Image.Image:
+    """Decode the content of an image file held in memory (an upload) as a PIL image.
+
+    Read as a file is (:func:`as_rgb_image`): any format Pillow reads (PNG, JPEG, WebP, BMP,
+    TIFF, GIF ...), EXIF orientation applied. The decoded image is refused when it has more
+    pixels than Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89 megapixels): a small file can
+    hold a huge image, and bytes usually come from someone else.
+
+    Args:
+        data: ``bytes``, ``bytearray`` or a ``memoryview`` of the file's content.
+        name: what the error message calls it (default ``"image bytes"``), e.g. the file name.
+
+    Returns:
+        The loaded PIL image (its pixels read, no file left open), of the file's own mode.
+
+    Raises:
+        ValueError: for empty bytes, bytes Pillow cannot read (not an image, truncated) or
+            an image over the pixel limit; one line that names ``name``.
+    """
+    label = "image bytes" if name is None else repr(str(name))
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"{label}: expected bytes of an image file; got {type(data).__name__}")
+    if memoryview(data).nbytes == 0:
+        raise ValueError(f"cannot read {label}: it is empty (0 bytes)")
+    with warnings.catch_warnings():  # over MAX_IMAGE_PIXELS: an error here, not a warning
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _open(io.BytesIO(data), label)
+
+
+def _open(source, label: str) -> Image.Image:
+    """Open, load and EXIF-orient an image file (a path or a binary file object); any
+    failure is one ValueError that names ``label``."""
     try:
-        with Image.open(path) as opened:
+        with Image.open(source) as opened:
             opened.load()
-            image = ImageOps.exif_transpose(opened)
+            return ImageOps.exif_transpose(opened)
     except Exception as error:  # any decoder failure: one line that names the file
         if isinstance(error, Image.UnidentifiedImageError):
             reason = "not an image format Pillow can read"
         else:
             reason = " ".join(f"{type(error).__name__}: {error}".split())
-        raise ValueError(f"cannot read image file {os.fspath(path)!r}: {reason}") from None
-    return _pil_array(image)
+        raise ValueError(f"cannot read {label}: {reason}") from None
 
 
 def _sample_names() -> tuple[str, ...]:

@@ -23,20 +23,31 @@ k blocks are re-initialised (the model itself is never changed).
 
 The settable properties (``explorer.layer = "conv1"``) are generated from one table,
 :data:`SETTINGS`: each names the control it sets and the check a value must pass.
+
+The Image row replaces the image: a menu of the bundled samples (:func:`sample_menu`) and an
+upload button (``ipywidgets.FileUpload``: png, jpg, webp or bmp, one file of at most
+:data:`MAX_UPLOAD_BYTES`). Both go through :meth:`CamExplorer.set_image`, which scripts call
+too: one model pass, every other setting kept, the old image's captures and maps dropped. A
+file that is empty, too large or no image is refused before any model pass, in the status line;
+the view on screen stays.
 """
 
 from __future__ import annotations
 
 import contextlib
 import html
+import importlib.util
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import ipywidgets as widgets
 import numpy as np
+from PIL import Image as PILImage
 
-from gradcam_widget import core, layers, methods, render, targets
+from gradcam_widget import core, data, images, layers, methods, render, targets
 from gradcam_widget.captures import Capture
 from gradcam_widget.inputs import check_class_index as _check_class_index
 from gradcam_widget.session import (
@@ -63,6 +74,25 @@ GUIDED_PANEL = "guided"
 PANELS = (*render.PANEL_TITLES, GUIDED_PANEL)  # every panel's title, the Guided one last
 PANEL_WIDTH = "224px"
 CLASS_CONTROLS = ("class", "class_index")  # hidden when the explorer explains a target
+
+MAX_UPLOAD_BYTES = 20 * 2**20
+"""The largest image file the Image control takes: 20 MiB (also for bytes given to
+:meth:`CamExplorer.set_image`; a path is read whatever its size). A larger upload is refused in
+the status line before it is decoded. The front end may stop it sooner: a default Jupyter
+server drops websocket messages over 10 MiB (Tornado's ``websocket_max_message_size``)."""
+
+UPLOAD_ACCEPT = ".png,.jpg,.jpeg,.webp,.bmp"
+"""The file types the upload button offers (the browser's file chooser filters by them; any
+image file Pillow reads is taken)."""
+
+SCENE_SAMPLE = "shape scene "
+"""A sample menu entry ``"shape scene <seed>"`` is ``data.scene(seed, n_objects=1 + seed % 2)``."""
+
+SAMPLE_SEEDS = (1_000_000, 1_000_001, 1_000_002, 1_000_003)
+"""Seeds of the shape scenes in the sample menu: held-out scenes (the ``shapes`` model was
+trained on seeds below 1,000,000), one object for an even seed, two for an odd one."""
+
+NO_SAMPLE = ""  # the sample menu's value while an image of no menu entry is on screen
 
 
 # --- the settable properties: one table -------------------------------------------------
@@ -391,6 +421,150 @@ def _warning_html(note: str) -> str:
     return f"<span style='color:#a05a00'>⚠ {html.escape(note)}</span>"
 
 
+# --- the Image row: samples, uploads, and the image on screen ---------------------------
+
+
+def sample_menu() -> tuple[str, ...]:
+    """The entries of the Image control's sample menu, each a name
+    :meth:`CamExplorer.set_image` takes.
+
+    ``"two_shapes"``, a shape scene per seed of :data:`SAMPLE_SEEDS` (``"shape scene
+    1000000"`` ...), ``"grace_hopper"`` when matplotlib's copy of it is on disk, and the
+    scikit-image photos of :data:`gradcam_widget.data.SAMPLES` (``"cat"``, ``"coffee"``,
+    ``"astronaut"``) only when scikit-image is installed. All offline.
+    """
+    names = ["two_shapes", *(f"{SCENE_SAMPLE}{seed}" for seed in SAMPLE_SEEDS)]
+    import matplotlib
+
+    if (Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").is_file():
+        names.append("grace_hopper")
+    if importlib.util.find_spec("skimage") is not None:
+        names.extend(name for name in data.SAMPLES if name not in ("two_shapes", "grace_hopper"))
+    return tuple(names)
+
+
+class _ImageSource(NamedTuple):
+    """What the explorer knows of the image on screen, for the readout and the menu."""
+
+    name: str  # as the readout and the status line call it
+    size: tuple[int, int] | None  # (H, W) as given, before fitting; None when not known
+    nbytes: int | None  # the file's bytes, for bytes (an upload)
+    sample: str  # the sample menu's entry for it, or NO_SAMPLE
+
+
+def _size_text(nbytes: int) -> str:
+    if nbytes >= 2**20:
+        return f"{nbytes / 2**20:.1f} MB"
+    return f"{nbytes / 2**10:.1f} KB" if nbytes >= 2**10 else f"{nbytes} bytes"
+
+
+def _is_file_bytes(image) -> bool:
+    if isinstance(image, (bytes, bytearray)):
+        return True
+    return isinstance(image, memoryview) and image.ndim == 1 and image.itemsize == 1
+
+
+def _scene_seed(image) -> int | None:
+    """The seed of a ``"shape scene <seed>"`` entry (``None``: no such entry, or a file of
+    that name exists, which wins as it does for sample names)."""
+    if not isinstance(image, str) or not image.startswith(SCENE_SAMPLE):
+        return None
+    seed = image[len(SCENE_SAMPLE) :]
+    if not seed.isdigit() or Path(image).expanduser().is_file():
+        return None
+    return int(seed)
+
+
+def _image_name(image) -> str:
+    """What to call an image given to the explorer without a name."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image).expanduser()
+        return path.name if path.is_file() else os.fspath(image)
+    if isinstance(image, PILImage.Image):
+        filename = getattr(image, "filename", "")
+        return Path(filename).name if filename else f"PIL image ({image.mode})"
+    if _is_file_bytes(image):
+        return "image bytes"
+    return "array" if isinstance(image, np.ndarray) else type(image).__name__
+
+
+def _source_size(image) -> tuple[int, int] | None:
+    """``(H, W)`` of an image as given, when known without reading a file."""
+    if isinstance(image, PILImage.Image):
+        return image.height, image.width
+    if isinstance(image, np.ndarray) and image.ndim >= 2:
+        return int(image.shape[0]), int(image.shape[1])
+    return None
+
+
+def _read_new_image(image, name: str | None = None):
+    """What :meth:`CamExplorer.set_image` hands its session: the file's bytes decoded, a
+    shape scene entry made, anything else as it is; no model pass.
+
+    Args:
+        image: anything :func:`gradcam_widget.capture` takes, the bytes of an image file
+            (``bytes``, ``bytearray`` or a ``memoryview``: an upload) or a :func:`sample_menu`
+            entry.
+        name: what the readout calls it (default: the file's or sample's name).
+
+    Returns:
+        ``(image, source)``: the image for the session and what the readout says of it.
+
+    Raises:
+        ValueError: for bytes that are empty, over :data:`MAX_UPLOAD_BYTES`, or no image
+            Pillow reads (a message that names the file).
+    """
+    label = str(name) if name is not None else _image_name(image)
+    sample, nbytes = NO_SAMPLE, None
+    if _is_file_bytes(image):
+        nbytes = memoryview(image).nbytes
+        if nbytes > MAX_UPLOAD_BYTES:
+            raise ValueError(
+                f"{label!r} is {_size_text(nbytes)}, over the {_size_text(MAX_UPLOAD_BYTES)} "
+                "limit for an uploaded image (gradcam_widget.widget.MAX_UPLOAD_BYTES): make it "
+                "smaller, or pass its path to set_image"
+            )
+        image = images.open_image_bytes(image, label)
+    elif (seed := _scene_seed(image)) is not None:
+        sample = f"{SCENE_SAMPLE}{seed}"
+        image = data.scene(seed, n_objects=1 + seed % 2).image
+    elif isinstance(image, str) and image in data.SAMPLES and not Path(image).is_file():
+        sample = image
+    return image, _ImageSource(label, _source_size(image), nbytes, sample)
+
+
+def _image_line(source: _ImageSource, cap: Capture) -> str:
+    """The readout's line naming the image on screen: its size as given, as fed to the
+    model."""
+    height, width = cap.image.shape[:2]
+    given = ""
+    if source.size is not None and source.size != (height, width):
+        given = f"{source.size[0]}×{source.size[1]}, "
+    file = f" ({_size_text(source.nbytes)} file)" if source.nbytes is not None else ""
+    fitted = "fitted to " if given else ""
+    return f"image <b>{html.escape(source.name)}</b>{file} · {given}{fitted}{height}×{width}"
+
+
+def _make_image_row() -> tuple[widgets.Dropdown, widgets.FileUpload]:
+    """The Image control: the sample menu and the upload button (one file)."""
+    menu = _dropdown(
+        "Image",
+        [("—", NO_SAMPLE), *((name, name) for name in sample_menu())],
+        NO_SAMPLE,
+        "a bundled sample: one model pass, every other setting kept",
+    )
+    menu.add_class("gw-image")
+    upload = widgets.FileUpload(
+        accept=UPLOAD_ACCEPT,
+        multiple=False,
+        description="Upload image",
+        tooltip=f"your own image: png, jpg, webp or bmp, at most {_size_text(MAX_UPLOAD_BYTES)}",
+        layout=widgets.Layout(width="180px"),
+    )
+    upload.add_class("gw-upload")
+    return menu, upload
+
+
 # --- the explorer -----------------------------------------------------------------------
 
 
@@ -407,7 +581,8 @@ class CamExplorer(widgets.VBox):
         model: a ``keras.Model``, an entry from :func:`gradcam_widget.models.load`, or a
             model name for it (default ``"shapes"``, the shipped offline model).
         image: anything :func:`gradcam_widget.capture` takes: an array, a PIL image, a file
-            path or a sample name (default ``"two_shapes"``).
+            path or a sample name (default ``"two_shapes"``); also the bytes of an image file
+            or a :func:`sample_menu` entry (see :meth:`set_image`).
         class_names: names of the classes, one per class (default: the entry's, else
             ``"class N"``); not with ``target=``.
         preprocess: called on the ``(1, H, W, 3)`` float32 batch (default: the entry's).
@@ -436,6 +611,12 @@ class CamExplorer(widgets.VBox):
     other activations than ReLU) and ``randomize`` (``0`` .. the number of blocks: the same
     view on a copy of the model whose top k blocks are re-initialised, seeded; ``0`` drops the
     copies). ``result`` is the :class:`~gradcam_widget.core.CamResult` on screen.
+
+    The Image row above the controls: ``samples``, a menu of :func:`sample_menu`, and
+    ``upload``, an ``ipywidgets.FileUpload`` (png, jpg, webp or bmp, at most
+    :data:`MAX_UPLOAD_BYTES`); either replaces the image as :meth:`set_image` does, and the
+    readout names it (``image_name``). A refused file says why in the status line; the view on
+    screen stays.
     """
 
     CACHE_SIZE = ExplorerSession.CACHE_SIZE
@@ -475,6 +656,7 @@ class CamExplorer(widgets.VBox):
         self._guided: np.ndarray | None = None  # the input-gradient map on screen
         self._render_ms = 0.0
         self._drawn: Capture | None = None
+        self._source: _ImageSource | None = None  # the image on screen, as the readout names it
 
         self._build()
         try:
@@ -486,9 +668,12 @@ class CamExplorer(widgets.VBox):
     def _first_view(self, image, class_index, layer):
         """Capture only the layer(s) on screen: one pass that stops at ``layer``."""
         passes = self.model_passes
+        image, source = _read_new_image(image)
         first = self._session.set_image(
             image, class_index=class_index, layers=[None if layer == FUSED else layer]
         )
+        self._source = source
+        self._sync_menu(source)
         self._install_capture(first)
         if layer is not None:
             with self._quiet():
@@ -508,12 +693,16 @@ class CamExplorer(widgets.VBox):
         if self.target is not None:  # a target is explained, not a class: no class to pick
             for name in CLASS_CONTROLS:
                 controls[name].layout.display = "none"
+        self.samples, self.upload = _make_image_row()
+        self.samples.observe(self._on_sample, names="value")
+        self.upload.observe(self._on_upload, names="value")
         self._titles, self._panels = _make_panels()
         self.readout = widgets.HTML()
         self.readout.add_class("gw-readout")
         self.status = widgets.HTML()
         self.status.add_class("gw-status")
         rows = [
+            widgets.HBox([self.samples, self.upload]),
             widgets.HBox([controls["method"], controls["layer"], controls["pooling"]]),
             widgets.HBox([controls["channels"], controls["order"], controls["score"]]),
             widgets.HBox([controls["class"], controls["class_index"], controls["colormap"]]),
@@ -604,10 +793,13 @@ class CamExplorer(widgets.VBox):
             self._controls["class"].options = options
         self._controls["class"].value = index
 
-    def _refresh(self, changed: str | None = None, passes: int | None = None):
+    def _refresh(
+        self, changed: str | None = None, passes: int | None = None, announce: str | None = None
+    ):
         """Recompute what ``changed`` affects and redraw. Never raises: errors go to the
         status line, the previous view and settings stay. ``passes``: the model-pass count
-        before this change started (default: now)."""
+        before this change started (default: now); ``announce``: a new image's name, for the
+        status line."""
         started = time.perf_counter()
         passes = self.model_passes if passes is None else passes
         values = self._values()
@@ -651,7 +843,8 @@ class CamExplorer(widgets.VBox):
         self.error = None
         self._render_ms = 1000 * (time.perf_counter() - started)
         self._write_readout(cap, result)
-        self.status.value = "<span style='color:#2a7a2a'>✓ ready</span>" + "".join(
+        news = "" if announce is None else f" · new image <b>{html.escape(announce)}</b>"
+        self.status.value = f"<span style='color:#2a7a2a'>✓ ready{news}</span>" + "".join(
             f"<br>{_warning_html(note)}" for note in cap.warnings
         )
 
@@ -743,6 +936,7 @@ class CamExplorer(widgets.VBox):
         pass_note = "just now" if self._pass_ran else "once, cached"
         layers_line = _layers_line(cap, self._filled_now)
         lines = [
+            *([_image_line(self._source, cap)] if self._source is not None else []),
             *_tensor_lines(cap, result, methods.get(self.method).label),
             _explained_line(cap, target, name),
             f"model pass {cap.seconds * 1000:.0f} ms ({pass_note}; {len(captures)} "
@@ -800,22 +994,91 @@ class CamExplorer(widgets.VBox):
         """The session's capture cache (benchmarks read it)."""
         return self._session.captures
 
-    def set_image(self, image):
+    def set_image(self, image, name: str | None = None):
         """Explain a new image with the same settings; the class follows its top prediction
-        (a target stays the one explained). One pass, down to the layer(s) on screen.
+        (a target stays the one explained). What the Image control's menu and upload button
+        call.
+
+        One model pass, down to the layer(s) on screen (plus the Guided panel's pass to the
+        input when it is on, and the copy's pass while Randomise is above 0). Layer, method,
+        pooling, channels, order, score, colormap, opacity, Guided and Randomise are kept.
+        The previous image's captures and maps leave the caches (their bytes are freed with
+        it). The image is fitted to the model's input as :func:`gradcam_widget.capture` does.
+
+        Args:
+            image: anything :func:`gradcam_widget.capture` takes (an array, a PIL image, a
+                path, a sample name); the bytes of an image file (``bytes``, ``bytearray`` or
+                a ``memoryview``, as an upload gives them; at most :data:`MAX_UPLOAD_BYTES`);
+                or a :func:`sample_menu` entry such as ``"shape scene 1000001"``.
+            name: what the readout and the status line call it (default: the file name, the
+                sample name, ``"array"``).
 
         Raises:
-            ValueError: for a bad image (also shown in the status line; the view is kept).
+            ValueError: for a bad image: empty bytes, bytes over :data:`MAX_UPLOAD_BYTES`,
+                bytes or a file that is no image, a bad array (also shown in the status
+                line; the view and the image on screen are kept, and no model pass runs for
+                anything refused before the model).
         """
         self._check_open()
         passes = self.model_passes
+        label = str(name) if name is not None else _image_name(image)
+        self.status.value = (
+            f"<span style='color:#555'>⏳ new image {html.escape(label)}: one model pass…</span>"
+        )
         try:
+            image, source = _read_new_image(image, label)
             cap = self._session.set_image(image, score=self.score, layers=self._shown_layers())
         except Exception as error:
             self._fail(error)
             raise
+        self._source = source
+        self._sync_menu(source)
         self._install_capture(cap)
-        self._refresh(passes=passes)
+        self._refresh(passes=passes, announce=source.name)
+
+    @property
+    def image_name(self) -> str | None:
+        """What the readout calls the image on screen (a file name, a sample name, ...)."""
+        return None if self._source is None else self._source.name
+
+    def _sync_menu(self, source: _ImageSource):
+        """Point the sample menu at the image on screen: its entry, or a first entry that
+        names it (a file, an array) and does nothing when chosen."""
+        menu = self.samples
+        entries = [value for _, value in menu.options if value != NO_SAMPLE]
+        chosen = source.sample if source.sample in entries else NO_SAMPLE
+        first = "—" if chosen != NO_SAMPLE else source.name
+        options = [(first, NO_SAMPLE), *((entry, entry) for entry in entries)]
+        with self._quiet():
+            if list(menu.options) != options:
+                menu.options = options
+            menu.value = chosen
+
+    def _on_sample(self, change):
+        """A sample chosen in the menu: shown as :meth:`set_image` shows it; a failure is in
+        the status line and the menu goes back."""
+        if self._quiet_depth or change["new"] == NO_SAMPLE:
+            return
+        try:
+            self.set_image(change["new"])
+        except Exception:  # said in the status line; never raised into the notebook
+            if not self._closed:
+                with self._quiet():
+                    self.samples.value = change["old"]
+
+    def _on_upload(self, change):
+        """A file uploaded: its bytes shown as :meth:`set_image` shows them, named by the file
+        name; the upload button is emptied (its bytes not kept, the same file can come
+        again)."""
+        files = change["new"]
+        if self._quiet_depth or not files:
+            return
+        entry = files[-1]
+        content, name = entry["content"], str(entry.get("name") or "upload")
+        with self._quiet():
+            self.upload.value = ()
+        with contextlib.suppress(Exception):  # said in the status line
+            self.set_image(content, name=name)
 
     @property
     def cached_bytes(self) -> int:
