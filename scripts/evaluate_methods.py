@@ -12,6 +12,14 @@ the table between the ``method-scores`` markers in README.md. Run::
 
     .venv/bin/python scripts/evaluate_methods.py            # 200 scenes, ~25 min on 2 cores
     .venv/bin/python scripts/evaluate_methods.py --scenes 10 --no-write   # a quick look
+
+``--model shapes_vit`` scores the shipped vision transformer on the same scenes with the same
+metrics (last block = the default layer, block before, fused = its last three blocks) and
+writes ``docs/method_scores_vit.md``/``.json``; it also measures, for Grad-CAM, the pointing
+game at every block's output, every block's first norm and the final norm (the measurement
+behind the default-layer rule for transformers: ``docs/vit_layers.md``). Whenever both
+models' numbers exist, ``docs/cnn_vs_vit.md`` and the README block between the
+``cnn-vs-vit`` markers put the two tables side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ FIRST_SEED = 1_000_000  # the evaluation seeds of scripts/train_shapes.py: never
 PLACES = ("last block", "block before", "fused")
 REFERENCES = ("random map", "ground-truth mask")
 MARKERS = ("<!-- method-scores:start -->", "<!-- method-scores:end -->")
+VS_MARKERS = ("<!-- cnn-vs-vit:start -->", "<!-- cnn-vs-vit:end -->")
+OUTPUTS = {"shapes": "method_scores", "shapes_vit": "method_scores_vit"}
 
 
 def explain(entry, image, label, method, place, layers):
@@ -62,11 +72,34 @@ def judge(entry, item, label, heatmap, steps):
     }
 
 
-def evaluate(scenes: int, steps: int, methods, progress=print):
-    entry = gw.models.load("shapes")
+def layer_report(entry, scenes: int) -> dict:
+    """Grad-CAM pointing game (%) at every token layer that ends a block or normalises one
+    (``block{i}_out``, ``block{i}_norm1``, ``block{i}_norm2``, ``norm``), same scenes."""
+    probe = gw.capture(entry, gw.data.scene(FIRST_SEED).image, layers="all")
+    names = [
+        path
+        for path in probe.layers
+        if probe.tokens(path) and re.fullmatch(r"block\d+_(out|norm1|norm2)|norm", path)
+    ]
+    hits = {name: [] for name in names}
+    for index in range(scenes):
+        item = gw.data.scene(FIRST_SEED + index)
+        label = item.labels[index % len(item.labels)]
+        cap = gw.capture(entry, item.image, class_index=label, layers=names)
+        for name in names:
+            heatmap = cap.cam(name).heatmap
+            hits[name].append(float(metrics.pointing_game(heatmap, item.masks[label])))
+    return {name: 100.0 * float(np.mean(values)) for name, values in hits.items()}
+
+
+def evaluate(scenes: int, steps: int, methods, progress=print, model="shapes"):
+    entry = gw.models.load(model)
     probe = gw.capture(entry, gw.data.scene(FIRST_SEED).image)
     fused = probe.fusion_layers()
-    layers = {"last": probe.default_layer, "before": fused[-2], "fused": fused}
+    # the CNN: the last conv of the 28x28 block; the ViT (fused: block3_out, block4_out, norm):
+    # the output of block 3, one block before the last
+    before = fused[0] if probe.tokens(probe.default_layer) else fused[-2]
+    layers = {"last": probe.default_layer, "before": before, "fused": fused}
     rows = {(m, p): [] for m in methods for p in PLACES}
     rows |= {(ref, ""): [] for ref in REFERENCES}
     rng = np.random.default_rng(0)
@@ -100,11 +133,16 @@ def summarise(samples):
     return out
 
 
-def table(summary, layers, scenes, steps):
+def table(summary, layers, scenes, steps, model="shapes"):
+    if model == "shapes_vit":
+        last = f"`{layers['last']}` (the default: the final norm after block 4, 14x14 tokens)"
+        before = "(14x14 tokens)"
+    else:
+        last, before = f"`{layers['last']}` (14x14)", "(28x28)"
     lines = [
         f"{scenes} shape scenes (seeds {FIRST_SEED}..{FIRST_SEED + scenes - 1}, never trained "
-        f"on), one object explained per scene, shipped `shapes` model. Layers: last block "
-        f"`{layers['last']}` (14x14), block before `{layers['before']}` (28x28), fused = "
+        f"on), one object explained per scene, shipped `{model}` model. Layers: last block "
+        f"{last}, block before `{layers['before']}` {before}, fused = "
         f"LayerCAM-style max over `{'`, `'.join(layers['fused'])}` of each method's maps. "
         f"Deletion: mean-colour baseline, insertion: blur baseline, {steps} steps, sigmoid "
         "probability. ms: median time from the raw image (capture of the needed layers + "
@@ -124,26 +162,93 @@ def table(summary, layers, scenes, steps):
     return "\n".join(lines) + "\n"
 
 
-def write(markdown: str, summary, layers, scenes, steps):
+def replace_block(markers, markdown: str) -> None:
+    """Put ``markdown`` between ``markers`` in README.md."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    pattern = re.compile(re.escape(markers[0]) + ".*?" + re.escape(markers[1]), re.S)
+    if not pattern.search(text):
+        sys.exit(f"README.md has no {markers[0]} ... {markers[1]} block to fill")
+    block = f"{markers[0]}\n{markdown}{markers[1]}"
+    readme.write_text(pattern.sub(lambda _: block, text))
+
+
+def write(markdown: str, summary, layers, scenes, steps, model="shapes", report=None):
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
-    (docs / "method_scores.md").write_text(
-        "# CAM methods scored on the shapes scenes\n\n" + markdown
+    title = "the shapes CNN" if model == "shapes" else "the shapes ViT"
+    (docs / f"{OUTPUTS[model]}.md").write_text(
+        f"# CAM methods scored on the shapes scenes: {title}\n\n" + markdown
     )
     payload = {
+        "model": model,
         "scenes": scenes,
         "steps": steps,
         "layers": layers,
         "rows": [{"method": m, "layer": p or None, **row} for (m, p), row in summary.items()],
     }
-    (docs / "method_scores.json").write_text(json.dumps(payload, indent=1) + "\n")
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    pattern = re.compile(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), re.S)
-    if not pattern.search(text):
-        sys.exit(f"README.md has no {MARKERS[0]} ... {MARKERS[1]} block to fill")
-    block = f"{MARKERS[0]}\n{markdown}{MARKERS[1]}"
-    readme.write_text(pattern.sub(lambda _: block, text))
+    if report is not None:
+        payload["token_layers_pointing"] = report
+        (docs / "vit_layers.md").write_text(layer_table(report, scenes))
+    (docs / f"{OUTPUTS[model]}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    if model == "shapes":
+        replace_block(MARKERS, markdown)
+    side_by_side = compare()
+    if side_by_side is not None:
+        (docs / "cnn_vs_vit.md").write_text("# CNN vs ViT on the shapes scenes\n\n" + side_by_side)
+        replace_block(VS_MARKERS, side_by_side)
+
+
+def layer_table(report: dict, scenes: int) -> str:
+    lines = [
+        "# Where to read a ViT: Grad-CAM pointing game per token layer",
+        "",
+        f"Shipped `shapes_vit`, {scenes} scenes (seeds {FIRST_SEED}..), one object per scene, "
+        "Grad-CAM with default options. `blockN_norm1` is the normalised input of block N (the "
+        "output of block N-1 after its norm), `norm` the final norm after the last block.",
+        "",
+        "| layer | pointing % |",
+        "|---|---:|",
+    ]
+    lines += [f"| `{name}` | {value:.1f} |" for name, value in report.items()]
+    return "\n".join(lines) + "\n"
+
+
+def compare() -> str | None:
+    """The CNN and ViT tables side by side, from their JSON files (None until both exist)."""
+    docs = ROOT / "docs"
+    paths = [docs / f"{OUTPUTS[model]}.json" for model in ("shapes", "shapes_vit")]
+    if not all(path.exists() for path in paths):
+        return None
+    cnn, vit = (json.loads(path.read_text()) for path in paths)
+    if (cnn["scenes"], cnn["steps"]) != (vit["scenes"], vit["steps"]):
+        return None  # not the same scenes: no comparison
+    rows_vit = {(row["method"], row["layer"]): row for row in vit["rows"]}
+    lines = [
+        f"Same {cnn['scenes']} scenes, metrics and settings as the tables above: `shapes` (CNN, "
+        f"last block `{cnn['layers']['last']}`) | `shapes_vit` (ViT, last block "
+        f"`{vit['layers']['last']}`). Each cell: CNN / ViT.",
+        "",
+        "| method | layer | pointing % ↑ | energy pointing % ↑ | deletion AUC ↓ | "
+        "insertion AUC ↑ | ms / image |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in cnn["rows"]:
+        other = rows_vit.get((row["method"], row["layer"]))
+        if other is None:
+            continue
+
+        def pair(key, digits, row=row, other=other):
+            if key not in row or key not in other:
+                return "-"
+            return f"{row[key]:.{digits}f} / {other[key]:.{digits}f}"
+
+        lines.append(
+            f"| {row['method']} | {row['layer'] or '-'} | {pair('pointing', 1)} | "
+            f"{pair('energy', 1)} | {pair('deletion', 3)} | {pair('insertion', 3)} | "
+            f"{pair('ms', 0)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -152,6 +257,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     parser.add_argument("--methods", nargs="+", default=list(gw.methods.names()))
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--model", choices=tuple(OUTPUTS), default="shapes")
     args = parser.parse_args(argv)
     if args.scenes < 1 or args.steps < 1:
         parser.error("--scenes and --steps must be at least 1")
@@ -159,13 +265,17 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {gw.methods.names()}")
     started = time.perf_counter()
-    layers, rows = evaluate(args.scenes, args.steps, args.methods)
+    report = None
+    if args.model == "shapes_vit":
+        report = layer_report(gw.models.load(args.model), args.scenes)
+        print(layer_table(report, args.scenes))
+    layers, rows = evaluate(args.scenes, args.steps, args.methods, model=args.model)
     summary = {key: summarise(samples) for key, samples in rows.items()}
-    markdown = table(summary, layers, args.scenes, args.steps)
+    markdown = table(summary, layers, args.scenes, args.steps, args.model)
     print(markdown)
     print(f"done in {time.perf_counter() - started:.0f} s")
     if not args.no_write:
-        write(markdown, summary, layers, args.scenes, args.steps)
+        write(markdown, summary, layers, args.scenes, args.steps, args.model, report)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ EXECUTED = [
     "02_reading_gradcam.ipynb",
     "04_can_you_trust_the_map.ipynb",
     "05_audit_a_model.ipynb",
+    "06_vision_transformers.ipynb",
 ]
 NEEDS_DOWNLOAD = ["03_imagenet_vgg16.ipynb"]  # committed executed, or without any outputs
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

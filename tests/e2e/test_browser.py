@@ -242,3 +242,33 @@ def test_jupyterlab_the_guided_panel_of_notebook_04(jupyter_lab, page, tmp_path)
     explorer.wait_for_text(".gw-readout", "Guided Grad-CAM", UPDATE_TIMEOUT_S)
     explorer.assert_no_errors()
     print(f"notebook 04: Guided panel checked in {time.monotonic() - started:.1f} s")
+
+
+VIT_NOTEBOOK = "notebooks/06_vision_transformers.ipynb"
+
+
+def test_jupyterlab_the_vit_explorer_reads_token_layers(jupyter_lab, page, tmp_path):
+    """Open notebook 06 in JupyterLab, Run All: the explorer on the shipped ViT starts at its
+    final norm, read as 14 x 14 patch tokens after a class token, its raw map drawn one cell
+    per patch; picking an earlier block in the browser redraws the map and the readout."""
+    started = time.monotonic()
+    explorer = open_in_lab(jupyter_lab, page, VIT_NOTEBOOK, TRUST_TIMEOUT_S,
+                           tmp_path / "notebook06_failure.png")  # fmt: skip
+    labels, selected = explorer.options("layer")
+    spaced = [label.replace("\xa0", " ") for label in labels]  # no-break spaces in the DOM
+    chosen = selected.replace("\xa0", " ")
+    assert chosen.startswith("norm ·"), f"the ViT explorer starts at {chosen!r}"
+    assert "1 prefix token + 14×14 patches" in chosen, chosen
+    cell = raw_cell_pixels(14, 14)
+    before = explorer.panels()
+    assert before["raw-map"].natural_width == 14 * cell, before["raw-map"]
+    earlier = labels[spaced.index(next(text for text in spaced if text.startswith("block2_out ·")))]
+    explorer.choose("layer", earlier)
+    raw = explorer.wait_for_new_picture(
+        "raw-map", before["raw-map"].src, UPDATE_TIMEOUT_S, natural_width=14 * cell
+    )
+    assert (raw.natural_width, raw.natural_height) == (14 * cell, 14 * cell)
+    explorer.wait_for_new_picture("overlay", before["overlay"].src, UPDATE_TIMEOUT_S)
+    explorer.wait_for_text(".gw-readout", "block2_out (", UPDATE_TIMEOUT_S)
+    explorer.assert_no_errors()
+    print(f"notebook 06: ViT explorer checked in {time.monotonic() - started:.1f} s")
