@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "data", "models", "render", "widget", "methods", "metrics", "sanity",
-    "sources", "store", "auditing", "gallery", "distributed",
+    "sources", "store", "auditing", "gallery", "distributed", "export",
 }  # fmt: skip
 _LAZY_NAMES = {
     "CamExplorer": "widget",

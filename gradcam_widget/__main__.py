@@ -120,6 +120,34 @@ def _saliency(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from gradcam_widget import export
+
+    export.check_format(args.format, args.quality)  # before the slow model load
+    out = Path(args.out).expanduser()
+    if not out.parent.is_dir():
+        raise ValueError(f"cannot write {out}: the folder {out.parent} does not exist")
+    written = export.export_html(
+        out,
+        args.model,
+        args.image,
+        class_index=args.class_index,
+        score=args.score,
+        layers=args.layers,
+        methods=args.methods,
+        format=args.format,
+        quality=args.quality,
+        colormap=args.colormap,
+        opacity=args.opacity,
+        max_bytes=None if args.max_mb is None or args.max_mb <= 0 else int(args.max_mb * 1e6),
+    )
+    print(
+        f"wrote {written.path}: {written.nbytes / 1e6:.2f} MB, {written.combinations} "
+        f"combinations, {written.pictures} pictures, {written.seconds:.1f} s"
+    )
+    return 0
+
+
 def _fetch(args) -> int:
     from gradcam_widget import models
 
@@ -243,6 +271,35 @@ def _parser() -> argparse.ArgumentParser:
         "(auto, ray://HOST:10001); needs pip install 'gradcam_widget[ray]'",
     )
     audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    export = commands.add_parser(
+        "export",
+        help="write the static explorer: one self-contained HTML file (no server, no kernel)",
+        description="Write one HTML file holding the image and every combination of method x "
+        "layer x pooling x channels x order for the explained class, switched by plain HTML "
+        "menus; it opens from file:// with no network. Size: at most 3 pictures per layer and "
+        "method (12 for Grad-CAM), ~5-20 KB each as JPEG; about 1 MB for the shapes model.",
+    )
+    export.add_argument("--out", default="lesson.html", help="the HTML file (default "
+                        "lesson.html)")  # fmt: skip
+    export.add_argument("--model", default="shapes", help="shapes (offline) | vgg16 | ...")
+    export.add_argument("--image", default="two_shapes", help=f"an image file or a sample: "
+                        f"{', '.join(SAMPLES)} (default two_shapes)")  # fmt: skip
+    export.add_argument("--class", dest="class_index", type=int, default=None)
+    export.add_argument("--score", default="logit", choices=["logit", "probability"])
+    export.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated layer names, 'fused' for the fusion, or 'all' (default: the "
+        "default layer, the fusion layers and fused)",
+    )
+    export.add_argument("--methods", default=None, help="comma-separated method names "
+                        "(default all)")  # fmt: skip
+    export.add_argument("--format", default="jpeg", help="jpeg (default) | png")
+    export.add_argument("--quality", type=int, default=85, help="JPEG quality 1..100")
+    export.add_argument("--colormap", default="jet")
+    export.add_argument("--opacity", type=float, default=0.5, help="overlay opacity, 0..1")
+    export.add_argument("--max-mb", type=float, default=8.0,
+                        help="refuse a file larger than this many MB (0: no limit)")  # fmt: skip
     fetch = commands.add_parser("fetch", help="download pretrained weights into the Keras cache")
     fetch.add_argument("names", nargs="+", help="vgg16 | resnet50 | mobilenet_v2")
     return parser
@@ -297,7 +354,13 @@ def main(argv=None) -> int:
         warnings.showwarning = _show_warning
         try:
             args = _parser().parse_args(argv)
-            commands = {"demo": _demo, "saliency": _saliency, "fetch": _fetch, "audit": _audit}
+            commands = {
+                "demo": _demo,
+                "saliency": _saliency,
+                "fetch": _fetch,
+                "audit": _audit,
+                "export": _export,
+            }
             return commands[args.command](args)
         except Exception as error:  # not KeyboardInterrupt / SystemExit: those propagate
             print(f"error: {_one_line(error)}", file=sys.stderr)

@@ -1118,6 +1118,49 @@ class CamExplorer(widgets.VBox):
             path, self._capture.image, self.result, self.colormap, self.opacity
         )
 
+    def export_html(self, path, **options):
+        """Write the static explorer of the view on screen: one self-contained HTML file that
+        opens from ``file://`` with no kernel, server or network
+        (:func:`gradcam_widget.export.write_capture`).
+
+        The image and, for the class (or target) on screen, every combination of method ×
+        layer × pooling × channels × order, precomputed from the capture on screen (one more
+        pass when it holds only the layer on screen) with this explorer's colormap and
+        opacity; the page opens on the current settings. Default layers: the default layer,
+        the fusion layers, ``"fused"`` and the layer on screen; JPEG pictures. The file grows
+        with the distinct pictures (at most 3 per layer for each method, 12 for Grad-CAM,
+        each ~5–20 KB as JPEG); the shapes model's default export is about 1 MB, and a file over
+        ``max_bytes`` (default 8 MB) is refused.
+
+        Args:
+            path: the HTML file to write.
+            **options: ``layers`` (``None``, ``"all"`` or names), ``methods``, ``format``
+                (``"jpeg"`` or ``"png"``), ``quality``, ``max_bytes``, ``title`` (see
+                :func:`gradcam_widget.export.write_capture`).
+
+        Returns:
+            A :class:`gradcam_widget.export.Export` (path, bytes, combinations, pictures).
+
+        Raises:
+            ValueError: for an unknown layer or method, a bad format or quality, or a file
+                over ``max_bytes``; nothing is written then.
+        """
+        from gradcam_widget import export
+
+        self._check_open()
+        cap = self._capture
+        if options.get("layers") is None:
+            options["layers"] = export.default_layers(cap, self.layer)
+        options.setdefault("colormap", self.colormap)
+        options.setdefault("opacity", self.opacity)
+        options.setdefault("selected", {name: getattr(self, name) for name in export.OPTIONS})
+        if self.target is None:
+            options.setdefault("class_name", self._session.class_name(cap, cap.class_index))
+        try:
+            return export.write_capture(cap, path, **options)
+        finally:
+            self._session.trim()  # the capture may have grown (layers filled in)
+
     def panel_png(self, title: str) -> bytes:
         """The PNG bytes currently shown in panel ``title``.
 
