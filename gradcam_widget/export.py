@@ -271,7 +271,7 @@ h1 { font-size: 1.3em; margin: 0 0 .3em; }
 .gw-controls select:disabled { color: #999; }
 .gw-panels { display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }
 .gw-panels figure { margin: 0; }
-.gw-panels img { width: 224px; height: 224px; image-rendering: pixelated; display: block; }
+.gw-panels img { width: 224px; height: auto; image-rendering: pixelated; display: block; }
 .gw-panels figcaption { font-size: .85em; color: #555; }
 .gw-caption { margin: .8em 0; font-family: ui-monospace, monospace; font-size: .9em; }
 .gw-note { color: #666; font-size: .85em; max-width: 60em; }
@@ -313,7 +313,13 @@ def _select(option: str, label: str, entries, value: str) -> str:
 
 
 def _page(cap, title, subtitle, controls, input_uri, table, note) -> str:
-    data = json.dumps(table, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    # every <, > and & as a JSON escape: no text in the table can end or re-open the script
+    data = (
+        json.dumps(table, ensure_ascii=False, separators=(",", ":"))
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

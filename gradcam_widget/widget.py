@@ -81,6 +81,15 @@ MAX_UPLOAD_BYTES = 20 * 2**20
 the status line before it is decoded. The front end may stop it sooner: a default Jupyter
 server drops websocket messages over 10 MiB (Tornado's ``websocket_max_message_size``)."""
 
+MAX_UPLOAD_PIXELS = 40_000_000
+"""The most pixels an uploaded image may decode to (40 megapixels; a small file can hold a
+huge image). Checked after decoding, before the model; a path is read whatever its size."""
+
+UPLOAD_KEPT_SIDE = 2048
+"""An uploaded image is kept at most this many pixels on its longer side (shrunk once, with
+Lanczos, as it is read): the explorer fits it to the model's input from there, and a tab does
+not hold a 12-megapixel photo for the life of the image."""
+
 UPLOAD_ACCEPT = ".png,.jpg,.jpeg,.webp,.bmp"
 """The file types the upload button offers (the browser's file chooser filters by them; any
 image file Pillow reads is taken)."""
@@ -459,9 +468,11 @@ def _size_text(nbytes: int) -> str:
 
 
 def _is_file_bytes(image) -> bool:
+    """Bytes of a file: ``bytes``, ``bytearray`` or any contiguous ``memoryview`` (read as
+    its raw bytes)."""
     if isinstance(image, (bytes, bytearray)):
         return True
-    return isinstance(image, memoryview) and image.ndim == 1 and image.itemsize == 1
+    return isinstance(image, memoryview) and image.contiguous
 
 
 def _scene_seed(image) -> int | None:
@@ -515,7 +526,7 @@ def _read_new_image(image, name: str | None = None):
             Pillow reads (a message that names the file).
     """
     label = str(name) if name is not None else _image_name(image)
-    sample, nbytes = NO_SAMPLE, None
+    sample, nbytes, given = NO_SAMPLE, None, None
     if _is_file_bytes(image):
         nbytes = memoryview(image).nbytes
         if nbytes > MAX_UPLOAD_BYTES:
@@ -524,13 +535,25 @@ def _read_new_image(image, name: str | None = None):
                 "limit for an uploaded image (gradcam_widget.widget.MAX_UPLOAD_BYTES): make it "
                 "smaller, or pass its path to set_image"
             )
+        if isinstance(image, memoryview):
+            image = image.cast("B") if image.format != "B" or image.ndim != 1 else image
         image = images.open_image_bytes(image, label)
+        if image.width * image.height > MAX_UPLOAD_PIXELS:
+            raise ValueError(
+                f"{label!r} is {image.width}×{image.height} pixels, over the "
+                f"{MAX_UPLOAD_PIXELS / 1e6:.0f}-megapixel limit for an uploaded image "
+                "(gradcam_widget.widget.MAX_UPLOAD_PIXELS): make it smaller"
+            )
+        given = (image.height, image.width)  # the readout says the size as uploaded
+        if max(image.size) > UPLOAD_KEPT_SIDE:  # keep no more than the model will ever see
+            image.thumbnail((UPLOAD_KEPT_SIDE, UPLOAD_KEPT_SIDE), PILImage.Resampling.LANCZOS)
     elif (seed := _scene_seed(image)) is not None:
         sample = f"{SCENE_SAMPLE}{seed}"
         image = data.scene(seed, n_objects=1 + seed % 2).image
     elif isinstance(image, str) and image in data.SAMPLES and not Path(image).is_file():
         sample = image
-    return image, _ImageSource(label, _source_size(image), nbytes, sample)
+    size = given if nbytes is not None else _source_size(image)
+    return image, _ImageSource(label, size, nbytes, sample)
 
 
 def _image_line(source: _ImageSource, cap: Capture) -> str:
@@ -1057,7 +1080,11 @@ class CamExplorer(widgets.VBox):
     def _on_sample(self, change):
         """A sample chosen in the menu: shown as :meth:`set_image` shows it; a failure is in
         the status line and the menu goes back."""
-        if self._quiet_depth or change["new"] == NO_SAMPLE:
+        if self._quiet_depth:
+            return
+        if change["new"] == NO_SAMPLE:  # "—" chosen: nothing to show, the menu names the image
+            with self._quiet():
+                self._sync_menu(self._source)
             return
         try:
             self.set_image(change["new"])
@@ -1156,6 +1183,13 @@ class CamExplorer(widgets.VBox):
         options.setdefault("selected", {name: getattr(self, name) for name in export.OPTIONS})
         if self.target is None:
             options.setdefault("class_name", self._session.class_name(cap, cap.class_index))
+        if self.randomize:  # the view is a randomised copy's: the page must say so
+            blocks = f"{self.randomize} block{'s' if self.randomize != 1 else ''}"
+            options.setdefault(
+                "title",
+                f"Grad-CAM explorer · RANDOMISED model ({blocks} re-initialised: a sanity "
+                "check, not this model's explanation)",
+            )
         try:
             return export.write_capture(cap, path, **options)
         finally:

@@ -24,7 +24,7 @@ def table_of(text: str) -> dict:
     """The page's embedded table: combos, pictures, uses."""
     match = SCRIPT_DATA.search(text)
     assert match is not None, "no embedded table"
-    return json.loads(match.group(1).replace("<\\/", "</"))
+    return json.loads(match.group(1))
 
 
 def picture(uri: str) -> np.ndarray:
@@ -238,3 +238,29 @@ def test_explorer_exports_its_view(tmp_path):
     assert "gradcam|block4_conv1|max|weighted|relu_first" in table["combos"]
     assert "gradcam|fused|mean|top|resize_first" in table["combos"]
     assert len(table["combos"]) == 2 * 5 * 8  # 3 fusion layers, block4_conv1, fused
+
+
+def test_an_export_of_a_randomised_view_says_so(tmp_path):
+    ex = gw.CamExplorer("shapes", "two_shapes")
+    try:
+        ex.randomize = 1
+        written = ex.export_html(tmp_path / "random.html", methods=["gradcam"])
+    finally:
+        ex.close()
+    text = written.path.read_text(encoding="utf-8")
+    assert "RANDOMISED model (1 block re-initialised" in text
+
+
+def test_no_text_in_the_table_can_end_or_reopen_its_script(tmp_path, monkeypatch):
+    """A method label with ``<!--<script>`` or ``</script>`` stays inside the JSON block."""
+    from gradcam_widget import export
+
+    cap = gw.capture(gw.models.load("shapes"), "two_shapes", layers=["block5_conv3"])
+    real = export._caption
+    monkeypatch.setattr(export, "_caption", lambda *a: "<!--<script></script>&" + real(*a))
+    written = export.write_capture(cap, tmp_path / "x.html", layers=["block5_conv3"],
+                                   methods=["gradcam"])  # fmt: skip
+    text = written.path.read_text(encoding="utf-8")
+    data = SCRIPT_DATA.search(text).group(1)
+    assert "<" not in data and ">" not in data and "&" not in data.replace("\\u0026", "")
+    assert table_of(text)["combos"]

@@ -143,8 +143,9 @@ def test_guided_randomise_and_method_stay_on_across_a_new_image(explorer):
         ("big.png", encoded(photo()), 1000, None, "over the 1000 bytes limit"),
         ("cut.png", encoded(photo())[:200], None, None, "cannot read 'cut.png'"),
         ("bomb.png", encoded(photo()), None, 40_000, "DecompressionBombWarning"),
+        ("wide.png", encoded(photo()), None, "upload", "over the 0-megapixel limit"),
     ],
-    ids=["text", "empty", "over-limit", "truncated", "too-many-pixels"],
+    ids=["text", "empty", "over-limit", "truncated", "too-many-pixels", "over-upload-pixels"],
 )
 def test_a_bad_upload_is_refused_in_the_status_line_and_the_view_stays(
     explorer, monkeypatch, name, content, limit, pixels, message
@@ -153,7 +154,9 @@ def test_a_bad_upload_is_refused_in_the_status_line_and_the_view_stays(
     ex.pooling = "max"
     if limit is not None:
         monkeypatch.setattr(widget, "MAX_UPLOAD_BYTES", limit)
-    if pixels is not None:  # 300 x 200 = 60,000 pixels: over it, under twice it (a warning)
+    if pixels == "upload":  # the upload's own limit, far below Pillow's
+        monkeypatch.setattr(widget, "MAX_UPLOAD_PIXELS", 50_000)
+    elif pixels is not None:  # 300 x 200 = 60,000 pixels: over it, under twice it (a warning)
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels)
     before, passes = view(ex), ex.model_passes
 
@@ -256,3 +259,32 @@ def test_the_file_name_is_escaped_in_the_readout_and_status(explorer):
     upload(explorer, "<img src=x onerror=alert(1)>.png", encoded(photo(seed=43)))
     for html_text in (explorer.readout.value, explorer.status.value):
         assert "<img" not in html_text and "&lt;img src=x" in html_text
+
+
+def test_a_large_upload_is_kept_shrunk_and_the_readout_says_its_size(explorer, monkeypatch):
+    """The decoded upload is kept at most UPLOAD_KEPT_SIDE on its longer side (a tab does not
+    hold a huge photo); the readout still names the size as uploaded."""
+    ex = explorer
+    monkeypatch.setattr(widget, "UPLOAD_KEPT_SIDE", 100)
+    upload(ex, "tall.png", encoded(photo(300, 200)))
+    assert ex.error is None and max(ex._session.image.size) == 100
+    assert "300×200" in ex.readout.value
+
+
+def test_a_memoryview_of_any_item_size_is_read_as_the_files_bytes(explorer):
+    content = encoded(photo())
+    words = memoryview(content[: len(content) // 2 * 2]).cast("H")  # 2-byte items
+    padded = content if len(content) % 2 == 0 else content + b"\0"
+    ex = explorer
+    ex.set_image(memoryview(padded).cast("H") if len(content) % 2 else words, name="w.png")
+    assert ex.error is None and ex.image_name == "w.png"
+
+
+def test_choosing_the_dash_in_the_menu_keeps_the_menu_on_the_image(shapes):
+    ex = gw.CamExplorer(shapes, "two_shapes")
+    try:
+        assert ex.samples.value == "two_shapes"
+        ex.samples.value = widget.NO_SAMPLE
+        assert ex.samples.value == "two_shapes" and ex.image_name == "two_shapes"
+    finally:
+        ex.close()
