@@ -5,7 +5,8 @@ file of your own (PNG, JPEG, ...) or a sample name. ``saliency`` does what the s
 ``compute_saliency`` did: prints the top-5 classes with their probabilities, then writes the
 Grad-CAM overlay, Guided Backpropagation and Guided Grad-CAM in one figure (``--separate``:
 also as three PNGs). ``fetch`` downloads pretrained weights. ``audit`` explains a whole data
-set into a results folder (resumable; see :func:`gradcam_widget.audit`).
+set into a results folder (resumable; see :func:`gradcam_widget.audit`). ``app`` serves the
+explorer as a web page with Voila (:data:`APP_NOTEBOOK`; one kernel per browser tab).
 
 Every error is one line on stderr, ``error: ...``, with exit status 2 (argument errors
 included); warnings are one line each, ``warning: ...``. Ctrl-C keeps its traceback.
@@ -14,6 +15,8 @@ included); warnings are one line each, ``warning: ...``. Ctrl-C keeps its traceb
 from __future__ import annotations
 
 import argparse
+import ast
+import html
 import os
 import re
 import sys
@@ -22,6 +25,20 @@ from pathlib import Path
 
 EXIT_ERROR = 2
 """Exit status of every error, as argparse uses for bad arguments."""
+
+APP_NOTEBOOK = Path(__file__).resolve().parent / "app" / "explorer_app.ipynb"
+"""The notebook ``app`` serves with Voila (shipped as package data; its code is not shown)."""
+
+APP_MODEL_VARIABLE = "GW_APP_MODEL"
+"""Environment variable through which ``app`` tells the app notebook its first model."""
+
+APP_PORT = 8866
+"""Default port of ``app`` (Voila's own default)."""
+
+APP_WEBSOCKET_BYTES = 32 * 2**20
+"""Tornado's ``websocket_max_message_size`` for ``app``: above
+:data:`gradcam_widget.widget.MAX_UPLOAD_BYTES` (20 MiB) plus the message's own overhead, so an
+upload up to that limit reaches the kernel (Tornado's default drops messages over 10 MiB)."""
 
 
 class _UsageError(Exception):
@@ -200,6 +217,172 @@ def _audit(args) -> int:
     return 0
 
 
+def app_model(model: str) -> str:
+    """The ``--model`` of ``app`` checked, as the app notebook gets it: a name of
+    :data:`gradcam_widget.models.MODEL_NAMES` whose weights are here, or the absolute path of a
+    ``.keras`` / ``.h5`` file (the app's kernels run in another folder).
+
+    Raises:
+        ValueError: for an unknown name, a missing file, or ImageNet weights not cached.
+    """
+    from gradcam_widget import models
+
+    if model in models.MODEL_NAMES:
+        if not models.weights_cached(model):
+            raise ValueError(
+                f"the ImageNet weights of {model!r} are not cached: run `gradcam-widget fetch "
+                f"{model}` first (the app downloads nothing)"
+            )
+        return model
+    path = Path(os.path.expanduser(model))
+    if path.suffix in (".keras", ".h5"):
+        if not path.is_file():
+            raise ValueError(f"model file {model!r} does not exist")
+        return str(path.resolve())
+    raise ValueError(
+        f"unknown model {model!r}: use one of {', '.join(models.MODEL_NAMES)} or a .keras file"
+    )
+
+
+def app_models(initial: str = "shapes") -> list[tuple[str, str]]:
+    """The app's model menu, ``(label, value)`` pairs: every shipped model, the ImageNet ones
+    whose weights are cached (:func:`gradcam_widget.models.weights_cached`), and ``initial``
+    first when it is a model file (labelled with its file name)."""
+    from gradcam_widget import models
+
+    menu = [(name, name) for name in models.MODEL_NAMES if models.weights_cached(name)]
+    if initial not in models.MODEL_NAMES:
+        menu.insert(0, (Path(initial).name, initial))
+    return menu
+
+
+def app_url(ip: str, port: int, base_url: str = "/") -> str:
+    """Where the app answers: ``http://IP:PORT/BASE_URL/`` (``0.0.0.0`` / ``::`` read as this
+    machine's name, since a browser cannot open them)."""
+    import socket
+
+    host = socket.gethostname() if ip in ("0.0.0.0", "::", "") else ip
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}{_base_url(base_url)}"
+
+
+def _base_url(base_url: str) -> str:
+    """``base_url`` with one slash at each end (``/`` for none)."""
+    inner = base_url.strip("/")
+    return f"/{inner}/" if inner else "/"
+
+
+def app_command(
+    port: int = APP_PORT,
+    ip: str = "localhost",
+    base_url: str = "/",
+    open_browser: bool = False,
+    extra=(),
+    notebook: Path = APP_NOTEBOOK,
+) -> list[str]:
+    """The Voila command line ``app`` runs (this Python's ``-m voila``).
+
+    Code cells hidden (``--strip_sources=True``), every tab its own kernel (Voila's way), no
+    port retries (the printed URL is the one served), and Tornado's websocket limit raised to
+    :data:`APP_WEBSOCKET_BYTES` so uploads up to
+    :data:`gradcam_widget.widget.MAX_UPLOAD_BYTES` arrive (as a dict literal: traitlets reads
+    ``key=value`` as a string). ``extra`` Voila options come last (they win); a
+    ``--Voila.tornado_settings={...}`` among them is merged into that one (Voila takes one).
+
+    Raises:
+        ValueError: for a ``tornado_settings`` in ``extra`` that is not a dict literal.
+    """
+    settings = {"websocket_max_message_size": APP_WEBSOCKET_BYTES}
+    rest = []
+    for part in extra:
+        name, _, value = part.partition("=")
+        if name in ("--Voila.tornado_settings", "--tornado_settings"):
+            try:
+                given = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                given = None
+            if not isinstance(given, dict):
+                raise ValueError(f"{name} must be a Python dict literal; got {value!r}")
+            settings.update(given)
+        else:
+            rest.append(part)
+    command = [
+        sys.executable, "-m", "voila",
+        str(notebook),
+        f"--Voila.ip={ip}",
+        f"--Voila.port={port}",
+        "--Voila.port_retries=0",
+        f"--Voila.base_url={_base_url(base_url)}",
+        "--strip_sources=True",
+        f"--Voila.tornado_settings={settings!r}",
+    ]  # fmt: skip
+    if not open_browser:
+        command.append("--no-browser")
+    return [*command, *rest]
+
+
+def app_view(initial: str = "shapes"):
+    """The app's page: a Model menu (:func:`app_models`) above a
+    :class:`~gradcam_widget.widget.CamExplorer`; choosing another model replaces the explorer
+    (the image on screen is kept). What the app notebook displays.
+
+    Args:
+        initial: a model name or ``.keras`` path (as :func:`app_model` returns it).
+    """
+    import ipywidgets as widgets
+
+    from gradcam_widget.auditing import load_model
+    from gradcam_widget.widget import CamExplorer
+
+    menu = widgets.Dropdown(description="Model", options=app_models(initial), value=initial)
+    menu.add_class("gw-app-model")
+    note = widgets.HTML()
+    note.add_class("gw-app-note")
+    view = widgets.VBox([widgets.HBox([menu, note])])
+    view.add_class("gw-app")
+
+    def show(model: str, previous=None):
+        note.value = f"loading <b>{model}</b> ..."
+        explorer = CamExplorer(load_model(model)[0])
+        if previous is not None and previous.image_name != explorer.image_name:
+            explorer.set_image(previous.capture.image, name=previous.image_name)
+        if previous is not None:
+            previous.close()
+        view.children = [view.children[0], explorer]
+        view.explorer = explorer
+        note.value = ""
+
+    def on_model(change):
+        menu.disabled = True
+        try:
+            show(change["new"], getattr(view, "explorer", None))
+        except Exception as error:  # the explorer on screen stays
+            note.value = f"⚠ {html.escape(_one_line(error))}"
+        finally:
+            menu.disabled = False
+
+    show(initial)
+    menu.observe(on_model, names="value")
+    return view
+
+
+def _app(args) -> int:
+    import importlib.util
+    import subprocess
+
+    model = app_model(args.model)
+    if importlib.util.find_spec("voila") is None:
+        raise ValueError("the app needs Voila: pip install 'gradcam_widget[app]'")
+    if not APP_NOTEBOOK.is_file():
+        raise FileNotFoundError(f"the app notebook {APP_NOTEBOOK} is missing from the installation")
+    command = app_command(args.port, args.ip, args.base_url, not args.no_browser, args.voila)
+    environment = dict(os.environ, **{APP_MODEL_VARIABLE: model})
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(f"gradcam-widget app ({model}): {app_url(args.ip, args.port, args.base_url)}", flush=True)
+    return subprocess.run(command, env=environment, stdin=subprocess.DEVNULL).returncode
+
+
 def _parser() -> argparse.ArgumentParser:
     from gradcam_widget.data import SAMPLES
 
@@ -300,6 +483,23 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--opacity", type=float, default=0.5, help="overlay opacity, 0..1")
     export.add_argument("--max-mb", type=float, default=8.0,
                         help="refuse a file larger than this many MB (0: no limit)")  # fmt: skip
+    app = commands.add_parser(
+        "app",
+        help="serve the explorer as a web page with Voila (one kernel per browser tab)",
+        description="Serve the explorer, with a menu of the models available offline, as a web "
+        "page (Voila, no code shown). Every browser tab gets its own kernel. Voila options go "
+        "after --, e.g. gradcam-widget app -- --Voila.token=SECRET",
+    )
+    app.add_argument("--model", default="shapes", help="the first model: shapes (default), "
+                     "shapes_vit, ... or a .keras file")  # fmt: skip
+    app.add_argument("--port", type=int, default=APP_PORT, help=f"default {APP_PORT}")
+    app.add_argument("--ip", default="localhost", help="address to listen on (default "
+                     "localhost; 0.0.0.0: every network interface)")  # fmt: skip
+    app.add_argument("--base-url", default="/", help="URL prefix, behind a reverse proxy "
+                     "(e.g. /gradcam/)")  # fmt: skip
+    app.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    app.add_argument("voila", nargs="*", metavar="VOILA_OPTION",
+                     help="more Voila options, after --")  # fmt: skip
     fetch = commands.add_parser("fetch", help="download pretrained weights into the Keras cache")
     fetch.add_argument("names", nargs="+", help="vgg16 | resnet50 | mobilenet_v2")
     return parser
@@ -360,6 +560,7 @@ def main(argv=None) -> int:
                 "fetch": _fetch,
                 "audit": _audit,
                 "export": _export,
+                "app": _app,
             }
             return commands[args.command](args)
         except Exception as error:  # not KeyboardInterrupt / SystemExit: those propagate
