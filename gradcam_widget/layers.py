@@ -128,6 +128,7 @@ def _transformer_fusion(candidates, layer_classes, count, default, tokens) -> tu
     block4_out, norm``.
     """
     earlier = list(candidates[: list(candidates).index(default)])
+    position = {path: index for index, path in enumerate(earlier)}
     skipped = SKIPPED_FOR_DEFAULT + SKIPPED_TOKENS_FOR_DEFAULT + ("LayerNormalization",)
     groups: dict[str, list[str]] = {}
     for path in earlier:
@@ -142,7 +143,7 @@ def _transformer_fusion(candidates, layer_classes, count, default, tokens) -> tu
         return tuple(group[-count:])
     if not groups or count < 2:
         return (default,)
-    latest = max(groups.values(), key=lambda paths: earlier.index(paths[-1]))
+    latest = max(groups.values(), key=lambda paths: position[paths[-1]])
     return tuple(latest[-(count - 1) :]) + (default,)
 
 

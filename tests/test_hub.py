@@ -35,15 +35,20 @@ def _keras_hub():
     return keras_hub
 
 
-@pytest.fixture(scope="module")
-def hub_vit():
-    """A KerasHub ``ViTBackbone`` (64 x 64, patch 16, class token) under a pooling head."""
+def hub_backbone(num_layers: int):
+    """A small KerasHub ``ViTBackbone`` (64 x 64, patch 16, class token), seeded, offline."""
     keras_hub = _keras_hub()
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.ViTBackbone(
-        image_shape=(64, 64, 3), patch_size=16, num_layers=2, num_heads=2, hidden_dim=32,
-        mlp_dim=64, use_class_token=True,
+    return keras_hub.models.ViTBackbone(
+        image_shape=(64, 64, 3), patch_size=16, num_layers=num_layers, num_heads=2,
+        hidden_dim=32, mlp_dim=64, use_class_token=True,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hub_vit():
+    """A KerasHub ``ViTBackbone`` under a pooling head."""
+    backbone = hub_backbone(num_layers=2)
     inputs = keras.Input((64, 64, 3))
     pooled = keras.layers.GlobalAveragePooling1D(name="pool")(backbone(inputs))
     return keras.Model(inputs, keras.layers.Dense(3, name="logits")(pooled))
@@ -78,14 +83,8 @@ def test_keras_hubs_own_vit_classifier_is_read_before_its_class_token_readout():
     candidates one by one (inside the encoder, named by path), and the default is the last
     layer whose patch tokens do reach it: the last block's first norm, which its attention
     reads (the layer pytorch-grad-cam's users are told to pick by hand for such a model)."""
-    keras_hub = _keras_hub()
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.ViTBackbone(
-        image_shape=(64, 64, 3), patch_size=16, num_layers=3, num_heads=2, hidden_dim=32,
-        mlp_dim=64, use_class_token=True,
-    )  # fmt: skip
-    classifier = keras_hub.models.ViTImageClassifier(
-        backbone=backbone, num_classes=3, preprocessor=None
+    classifier = _keras_hub().models.ViTImageClassifier(
+        backbone=hub_backbone(num_layers=3), num_classes=3, preprocessor=None
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the default map is not empty: nothing to warn about

@@ -296,23 +296,32 @@ def _true_label_agreement(entry, images, targets):
     return (predicted == present).mean(), chance, top1
 
 
-def test_shapes_permuted_entry_loads_offline(monkeypatch, shapes, shapes_permuted):
-    assert "shapes_permuted" in models.MODEL_NAMES
-    assert models.weights_cached("shapes_permuted")
+def assert_shipped_like_shapes(monkeypatch, shapes, entry, model_name: str, asset: str):
+    """A shipped sibling of ``shapes``: listed, cached, the same entry fields, built once per
+    process, loaded by the real path with the network disabled, and at most 5 MB."""
+    name = entry.name
+    assert name in models.MODEL_NAMES and models.weights_cached(name)
     for field in ("preprocess", "class_names", "input_size", "multi_label"):
-        assert getattr(shapes_permuted, field) == getattr(shapes, field), field
-    assert shapes_permuted.name == "shapes_permuted"
-    assert models.load("shapes_permuted") is shapes_permuted  # built once per process
+        assert getattr(entry, field) == getattr(shapes, field), field
+    assert models.load(name) is entry  # built once per process
 
     def no_network(*args, **kwargs):
         raise OSError("network disabled by the test")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    fresh = models._load_shapes.__wrapped__("shapes_permuted")  # the real path, uncached
-    assert fresh.model.name == "shapes_vgg" and fresh.input_size == (224, 224)
-    path = ASSETS / models.SHAPES_PERMUTED_ASSET
+    fresh = models._load_shapes.__wrapped__(name)  # the real path, uncached
+    assert fresh.model.name == model_name and fresh.input_size == (224, 224)
+    path = ASSETS / asset
     assert path.stat().st_size <= 5 * 1024 * 1024
+    return path
+
+
+def test_shapes_permuted_entry_loads_offline(monkeypatch, shapes, shapes_permuted):
+    assert shapes_permuted.name == "shapes_permuted"
+    assert_shipped_like_shapes(
+        monkeypatch, shapes, shapes_permuted, "shapes_vgg", models.SHAPES_PERMUTED_ASSET
+    )
     record = json.loads((ASSETS / "shapes_permuted.json").read_text())
     assert tuple(record["class_names"]) == data.CLASS_NAMES
     assert record["train_seeds"][1] < PERMUTED_CHECK_SEEDS.start
@@ -444,22 +453,10 @@ def vit_scenes():
 
 
 def test_shapes_vit_entry_loads_offline(monkeypatch, shapes, shapes_vit):
-    assert "shapes_vit" in models.MODEL_NAMES
-    assert models.weights_cached("shapes_vit")
-    for field in ("preprocess", "class_names", "input_size", "multi_label"):
-        assert getattr(shapes_vit, field) == getattr(shapes, field), field
     assert shapes_vit.name == "shapes_vit"
-    assert models.load("shapes_vit") is shapes_vit  # built once per process
-
-    def no_network(*args, **kwargs):
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    fresh = models._load_shapes.__wrapped__("shapes_vit")  # the real path, uncached
-    assert fresh.model.name == "shapes_vit" and fresh.input_size == (224, 224)
-    path = ASSETS / models.SHAPES_VIT_ASSET
-    assert path.stat().st_size <= 5 * 1024 * 1024
+    path = assert_shipped_like_shapes(
+        monkeypatch, shapes, shapes_vit, "shapes_vit", models.SHAPES_VIT_ASSET
+    )
     # plain Keras layers only: the file loads with nothing registered
     plain = keras.models.load_model(path, compile=False)
     assert all(type(layer).__module__.startswith("keras.") for layer in plain.layers)
