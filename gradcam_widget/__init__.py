@@ -7,8 +7,9 @@
 >>> ex = gw.explain(model, images, targets=[3, 1, 7])   # one compiled pass per batch
 >>> ex.heatmaps.shape                                    # (3, 224, 224)
 
-``core`` is pure numpy; ``engine`` (with ``tapping``) is the only module that runs
-TensorFlow. The widget (:class:`CamExplorer`) is imported lazily so the core needs no Jupyter.
+``core`` is pure numpy; the engines (``engine_tf`` on Keras's TensorFlow backend,
+``engine_jax`` on its JAX backend) are the only modules that run the model. The widget
+(:class:`CamExplorer`) is imported lazily so the core needs no Jupyter.
 """
 
 from gradcam_widget import core, targets

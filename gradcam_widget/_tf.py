@@ -13,24 +13,7 @@ import contextlib
 import os
 import sys
 
-
-@contextlib.contextmanager
-def _silenced_stderr_fd():
-    """Point file descriptor 2 at /dev/null for the duration of the block."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters)
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+from gradcam_widget._quiet import silenced_stderr_fd
 
 
 def _import():
@@ -38,7 +21,7 @@ def _import():
     if "tensorflow" in sys.modules:
         import tensorflow
     else:
-        with _silenced_stderr_fd():
+        with silenced_stderr_fd():
             import tensorflow
     import keras
 

@@ -72,7 +72,7 @@ def load_model(model):
             return models.load(text), text
         path = Path(os.path.expanduser(text))
         if path.is_file() and path.suffix in (".keras", ".h5"):
-            from gradcam_widget._tf import keras
+            from gradcam_widget._keras import keras
 
             return keras.models.load_model(path, compile=False), str(path.resolve())
         raise AuditError(

@@ -274,7 +274,7 @@ def model_spec(model, load: str | None) -> dict:
 
 def _load_spec(spec: dict):
     from gradcam_widget import models
-    from gradcam_widget._tf import keras
+    from gradcam_widget._keras import keras
 
     if "name" in spec:
         return models.load(spec["name"])

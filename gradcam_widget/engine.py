@@ -1,6 +1,12 @@
-"""The compiled pass: the one module (with :mod:`gradcam_widget.tapping`) that runs TensorFlow.
+"""The compiled pass: what every backend's engine shares.
 
-An :class:`Engine` belongs to one model. Its pass takes a batch ``(N, H, W, C)`` and one
+An :class:`Engine` belongs to one model; :func:`engine_for` gives the one for Keras's backend in
+this process: :class:`gradcam_widget.engine_tf.TfEngine` (``tf.function`` and a
+``GradientTape``), :class:`gradcam_widget.engine_jax.JaxEngine` (``jax.jit`` of
+``jax.value_and_grad``) or :class:`gradcam_widget.engine_torch.TorchEngine` (eager,
+``torch.autograd.grad``). This module holds what they share and imports no backend itself.
+
+A pass takes a batch ``(N, H, W, C)`` and one
 integer per image (a class index, ``-1`` for the top class), calls the model while
 :func:`~gradcam_widget.tapping.tapped` records every leaf layer's output, turns the outputs into
 one value per image with a target (:mod:`gradcam_widget.targets`), and differentiates the sum of
@@ -27,15 +33,11 @@ import numpy as np
 
 from gradcam_widget import core
 from gradcam_widget import layers as layers_module
-from gradcam_widget._tf import keras, tf
+from gradcam_widget._keras import BACKEND, check_backend, keras
 from gradcam_widget.inputs import ModelCheckError
-from gradcam_widget.tapping import (
-    guided_replacements,
-    leaf_layers,
-    output_heads,
-    squashed_output,
-    tapped,
-)
+from gradcam_widget.tapping import guided_replacements, leaf_layers, output_heads, squashed_output
+
+ops = keras.ops
 
 MAX_TRACES = 8  # compiled passes kept per model (each holds a traced graph; see the README)
 
@@ -139,7 +141,7 @@ def model_errors(inputs_shape: tuple, model_shape: tuple):
         yield
     except ModelCheckError:
         raise
-    except (ValueError, TypeError, tf.errors.OpError) as error:
+    except _model_error_types() as error:
         text = str(getattr(error, "message", None) or error)
         size = "×".join(str(side) for side in inputs_shape[1:3])
         hint = ""
@@ -158,6 +160,17 @@ def model_errors(inputs_shape: tuple, model_shape: tuple):
             f"the model failed on a {size} input of shape {tuple(inputs_shape)}{hint}; "
             f"{takes}: {_error_line(text)[:300]}"
         ) from None
+
+
+def _model_error_types() -> tuple:
+    """The exceptions a model raises on inputs it cannot take, on this backend."""
+    if BACKEND == "tensorflow":
+        from gradcam_widget._tf import tf
+
+        return (ValueError, TypeError, tf.errors.OpError)
+    if BACKEND == "torch":  # PyTorch says a shape mismatch with a RuntimeError
+        return (ValueError, TypeError, RuntimeError)
+    return (ValueError, TypeError)
 
 
 _TOO_SMALL_WORDS = ("negative", "must be > 0", "empty", "primitive descriptor")
@@ -207,6 +220,13 @@ def check_precision(precision: str) -> str:
         ValueError: naming the choices, or saying why bfloat16 is not available here.
     """
     core.check_option("precision", precision, PRECISIONS)
+    if precision == "bfloat16" and BACKEND != "tensorflow":
+        raise ValueError(
+            "precision='bfloat16' is TensorFlow's oneDNN rewrite; on Keras's "
+            f"{BACKEND} backend, build the model under "
+            "keras.config.set_dtype_policy('mixed_bfloat16') instead and use "
+            "precision='float32'"
+        )
     if precision == "bfloat16" and not bfloat16_supported():
         raise ValueError(
             "precision='bfloat16' needs a CPU with AMX or AVX512-BF16 (it would be emulated, "
@@ -237,6 +257,8 @@ def _precision(precision: str):
             )
         switch = precision == "bfloat16" and not _active_precision
         if switch:
+            from gradcam_widget._tf import tf
+
             before = tf.config.optimizer.get_experimental_options().get(_GRAPPLER_BF16, False)
             tf.config.optimizer.set_experimental_options({_GRAPPLER_BF16: True})
         _active_precision.append(precision)
@@ -267,18 +289,23 @@ def feature_maps(record: dict, input_shape, overrides=None) -> tuple[dict, dict]
         ``({path: tensor}, {path: (prefix, h, w)})`` in call order.
     """
     height, width = (input_shape[1], input_shape[2]) if len(input_shape) == 4 else (None, None)
+    batch = input_shape[0]  # None inside a TensorFlow trace, the batch size inside a JAX one
     maps, tokens = {}, {}
     last_grid = None  # (h, w) of the last 4-D map before a token layer: its patch grid
     for path, tensor in record.items():
-        if tensor.shape.rank not in (3, 4) or tensor.shape[0] is not None:
+        try:
+            shape = tuple(tensor.shape)
+        except ValueError:  # a TensorFlow tensor of unknown rank
             continue
-        if not tensor.dtype.is_floating:
+        if len(shape) not in (3, 4) or shape[0] != batch:
+            continue  # not a batch of maps (a weight, a per-model constant)
+        if "float" not in keras.backend.standardize_dtype(tensor.dtype):
             continue
-        if tensor.shape.rank == 4:
+        if len(shape) == 4:
             maps[path] = tensor
-            last_grid = tuple(tensor.shape[1:3])
+            last_grid = shape[1:3]
             continue
-        if None in (height, width, tensor.shape[1], tensor.shape[2]):
+        if None in (height, width, shape[1], shape[2]):
             continue
         override = (overrides or {}).get(path, (overrides or {}).get(None))
         grid, prefix = override if override else (None, None)
@@ -306,7 +333,7 @@ def as_grid(tensor, layout):
     if layout is None or tensor is None:
         return tensor
     prefix, height, width = layout
-    return tf.reshape(tensor[:, prefix:, :], (-1, height, width, tensor.shape[-1]))
+    return ops.reshape(tensor[:, prefix:, :], (-1, height, width, tensor.shape[-1]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,21 +424,23 @@ class PassResult:
             input_gradients=input_gradients,
         )
 
-    def numpy(self, seconds: float) -> PassResult:
-        """This result with every tensor turned into a numpy array."""
+    def numpy(self, seconds: float = 0.0) -> PassResult:
+        """This result with every tensor (of any backend) turned into a numpy array."""
 
         def arrays(store: dict) -> dict:
-            return {path: tensor.numpy() for path, tensor in store.items()}
+            return {path: np.asarray(tensor) for path, tensor in store.items()}
 
         return replace(
             self,
-            scores=self.scores.numpy(),
-            values=self.values.numpy(),
-            class_indices=self.class_indices.numpy(),
+            scores=np.asarray(self.scores),
+            values=np.asarray(self.values),
+            class_indices=np.asarray(self.class_indices),
             activations=arrays(self.activations),
             gradients=arrays(self.gradients),
-            shapes={p: tuple(int(s) for s in t.numpy()) for p, t in self.shapes.items()},
-            input_gradients=None if self.input_gradients is None else self.input_gradients.numpy(),
+            shapes={p: tuple(int(s) for s in np.asarray(t)) for p, t in self.shapes.items()},
+            input_gradients=None
+            if self.input_gradients is None
+            else np.asarray(self.input_gradients),
             seconds=seconds,
         )
 
@@ -420,7 +449,14 @@ class PassResult:
 # Scoring: the one step every pass shares
 
 
-def scored_outputs(outputs, names: tuple[str, ...], score: str, multi_label: bool, squash=True):
+def scored_outputs(
+    outputs,
+    names: tuple[str, ...],
+    score: str,
+    multi_label: bool,
+    squash=True,
+    squashed: tuple | None = None,
+):
     """The model's outputs as a target sees them: one tensor for a one-output model, else
     ``{name: tensor}`` in output order.
 
@@ -429,7 +465,9 @@ def scored_outputs(outputs, names: tuple[str, ...], score: str, multi_label: boo
     gets one here, over its last axis (sigmoid for a multi-label entry or a single unit);
     ``squash=False`` leaves every output as the model gives it (a regression value).
     Whether an output is squashed is read from the traced graph itself, so it holds for
-    dict outputs in any key order and for subclassed models alike.
+    dict outputs in any key order and for subclassed models alike: by
+    :func:`~gradcam_widget.tapping.squashed_output` on TensorFlow, or given as ``squashed`` (one
+    entry per output) by an engine that read it beforehand (JAX).
     """
     if isinstance(outputs, dict):
         parts = list(outputs.values())
@@ -441,13 +479,13 @@ def scored_outputs(outputs, names: tuple[str, ...], score: str, multi_label: boo
     if len(names) != len(parts):
         names = tuple(f"output_{index}" for index in range(len(parts)))
     scored = []
-    for part in parts:
-        squashed = squashed_output(part)
-        part = tf.cast(part, tf.float32)
-        rank = part.shape.rank or 0
-        if score == "probability" and squash and squashed is None and rank >= 2:
+    for index, part in enumerate(parts):
+        kind = squashed_output(part) if squashed is None else squashed[index]
+        part = ops.cast(part, "float32")
+        rank = len(part.shape)
+        if score == "probability" and squash and kind is None and rank >= 2:
             units = part.shape[-1]
-            part = tf.sigmoid(part) if multi_label or units == 1 else tf.nn.softmax(part)
+            part = ops.sigmoid(part) if multi_label or units == 1 else ops.softmax(part, axis=-1)
         scored.append(part)
     if len(scored) == 1:
         return scored[0]
@@ -461,6 +499,11 @@ def scored_outputs(outputs, names: tuple[str, ...], score: str, multi_label: boo
 class Engine:
     """Owns the compiled passes of one model. Shared by every capture of that model.
 
+    This class holds what does not depend on the backend (caches, locks, batching, the facts a
+    pass finds); a subclass per backend compiles and runs the passes (``_make_pass``,
+    ``_call_pass``, ``_make_forward``, ``_call_forward``, ``_make_outputs``, ``_call_outputs``,
+    ``_trace_facts``, ``_find_reaching``).
+
     It holds the model only weakly (a model the user drops is freed, and its engine with it):
     the caller of :meth:`run` holds it.
 
@@ -472,6 +515,8 @@ class Engine:
             compiles are not counted);
         forward_images: images scored by forward-only passes (Score-CAM, the metrics).
     """
+
+    backend = "none"
 
     def __init__(self, model):
         self._model = weakref.ref(model)
@@ -503,6 +548,7 @@ class Engine:
                 self.token_overrides[layer] = (grid, None if prefix is None else int(prefix))
             self._facts.clear()
             self._functions.clear()
+            self._forwards.clear()
             self._reaching.clear()
 
     @property
@@ -523,9 +569,7 @@ class Engine:
         height, width, channels = self.input_size
         return (None, height, width, channels or inputs_shape[-1])
 
-    def _compiled(
-        self, key: tuple, make: Callable, signature: tuple, feed: tuple, store=None
-    ) -> Callable:
+    def _compiled(self, key: tuple, make: Callable, store=None) -> Callable:
         """The compiled function for ``key`` (made by ``make()`` on first use).
 
         At most :data:`MAX_TRACES` are kept per model, least recently used dropped: each
@@ -536,104 +580,21 @@ class Engine:
         if key in store:
             store.move_to_end(key)
             return store[key]
-        function = store[key] = tf.function(
-            make(),
-            input_signature=[tf.TensorSpec(signature, tf.float32), tf.TensorSpec(*feed)],
-            autograph=False,
-        )
+        function = store[key] = make()
         while len(store) > MAX_TRACES:
             store.popitem(last=False)
         return function
 
     def _pass(self, signature, target, score, multi_label, layers, to_input=None):
         key = ("pass", signature, target.trace_key, score, multi_label, layers, to_input)
-        make = lambda: self._make_pass(target, score, multi_label, layers, to_input)  # noqa: E731
-        return self._compiled(key, make, signature, target.feed_spec)
-
-    def _make_pass(
-        self,
-        target,
-        score: str,
-        multi_label: bool,
-        layers: tuple[str, ...] | None,
-        to_input: str | None = None,
-    ):
-        # The traced function holds the engine weakly and the model not at all: TensorFlow
-        # keeps the Python function from its C++ side, where the garbage collector cannot see
-        # a cycle through it, so a strong reference here would keep both alive for ever.
-        engine_ref = weakref.ref(self)
-
-        def run(inputs, feed):
-            engine = engine_ref()
-            engine.traces += 1
-            model = engine.model
-            guided = model if to_input == "guided" else None
-            with (
-                tapped(engine.leaves, model if score == "logit" else None, guided) as record,
-                tf.GradientTape() as tape,
-            ):
-                if to_input is not None:
-                    tape.watch(inputs)
-                outputs = model(inputs, training=False)
-                scored = scored_outputs(
-                    outputs, engine.output_names, score, multi_label, target.adds_squash
-                )
-                values, chosen, scores = target.traced(scored, feed)
-                total = tf.reduce_sum(values)
-            maps, tokens = feature_maps(record, inputs.shape, engine.token_overrides)
-            kept = tuple(maps) if layers is None else tuple(p for p in layers if p in maps)
-            sources = [maps[path] for path in kept] + ([inputs] if to_input else [])
-            gradients = tape.gradient(
-                total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
-            input_gradients = gradients.pop() if to_input else None
-            # token layers: differentiated as tokens, returned as grids (prefix tokens dropped)
-            gradients = [
-                as_grid(gradient, tokens.get(path))
-                for path, gradient in zip(kept, gradients, strict=True)
-            ]
-            maps = {path: as_grid(tensor, tokens.get(path)) for path, tensor in maps.items()}
-            parts = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            if isinstance(outputs, dict):
-                parts = list(outputs.values())
-            squashed = tuple(squashed_output(part) if score == "logit" else None for part in parts)
-            return PassResult(
-                candidates=tuple(maps),
-                static_shapes={path: tuple(tensor.shape[1:]) for path, tensor in maps.items()},
-                squashed=squashed,
-                layers=kept,
-                tokens=tokens,
-                scores=scores,
-                values=values,
-                class_indices=chosen,
-                activations={path: maps[path] for path in kept},
-                gradients=dict(zip(kept, gradients, strict=True)),
-                shapes={path: tf.shape(tensor)[1:] for path, tensor in maps.items()},
-                input_gradients=input_gradients,
-            )
-
-        return run
-
-    def _make_forward(self, target, score: str, multi_label: bool):
-        engine_ref = weakref.ref(self)  # weakly, as in _make_pass
-
-        def forward(inputs, feed):
-            engine = engine_ref()
-            model = engine.model
-            with tapped((), model if score == "logit" else None):
-                outputs = model(inputs, training=False)
-                scored = scored_outputs(
-                    outputs, engine.output_names, score, multi_label, target.adds_squash
-                )
-                values, _, scores = target.traced(scored, feed)
-                return values, tf.shape(scores)[-1]
-
-        return forward
+        return self._compiled(
+            key, lambda: self._make_pass(signature, target, score, multi_label, layers, to_input)
+        )
 
     def describe(self, inputs_shape: tuple, target, score: str, multi_label: bool) -> PassResult:
         """What a pass over inputs of ``inputs_shape`` finds (candidate layers, their traced
         shapes, squashed outputs), without running it: the first time per signature and
-        score mode, a gradient-free pass is traced with ``target`` (compiled, not run).
+        score mode, the model is traced with ``target`` (not run).
 
         Raises:
             ModelCheckError: when the model has no 4-D layer, or the target does not fit its
@@ -643,16 +604,7 @@ class Engine:
         key = (signature, score, multi_label)  # layers and shapes do not depend on the target
         with self._lock:
             if key not in self._facts:
-                function = self._pass(signature, target, score, multi_label, ())
-                traced = function.get_concrete_function().structured_outputs
-                # keep the facts only: a symbolic tensor would keep its whole graph alive
-                self._facts[key] = PassResult(
-                    traced.candidates,
-                    traced.static_shapes,
-                    traced.squashed,
-                    traced.layers,
-                    tokens=traced.tokens,
-                )
+                self._facts[key] = self._trace_facts(signature, target, score, multi_label)
                 while len(self._facts) > 4 * MAX_TRACES:
                     self._facts.pop(next(iter(self._facts)))
             facts = self._facts[key]
@@ -676,53 +628,18 @@ class Engine:
         signature = self.signature(inputs_shape)
         with self._lock:
             if signature not in self._reaching:
-                self._reaching[signature] = self._find_reaching(signature) or None
+                found = frozenset() if None in signature[1:] else self._find_reaching(signature)
+                self._reaching[signature] = found or None
             return self._reaching[signature]
 
-    def _find_reaching(self, signature: tuple) -> frozenset:
-        if None in signature[1:]:
-            return frozenset()  # token layers need a fixed input size
-        engine_ref = weakref.ref(self)  # weakly, as in _make_pass
-
-        def reach(inputs):
-            engine = engine_ref()
-            model = engine.model
-            with tapped(engine.leaves, model) as record, tf.GradientTape() as tape:
-                outputs = model(inputs, training=False)
-                parts = list(outputs.values()) if isinstance(outputs, dict) else outputs
-                parts = parts if isinstance(parts, (list, tuple)) else [parts]
-                total = tf.add_n(
-                    [
-                        tf.reduce_sum(
-                            tf.cast(part, tf.float32)
-                            * tf.random.stateless_normal(tf.shape(part), seed=(index, 1))
-                        )
-                        for index, part in enumerate(parts)
-                        if part.dtype.is_floating
-                    ]
-                    or [tf.constant(0.0)]
-                )
-            maps, tokens = feature_maps(record, inputs.shape, engine.token_overrides)
-            paths = list(tokens)
-            gradients = tape.gradient(
-                total,
-                [maps[path] for path in paths],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
-            return {
-                path: tf.reduce_any(as_grid(gradient, tokens[path]) != 0)
-                for path, gradient in zip(paths, gradients, strict=True)
-            }
-
-        function = tf.function(
-            reach, input_signature=[tf.TensorSpec(signature, tf.float32)], autograph=False
-        )
+    @staticmethod
+    def _noise(signature: tuple) -> np.ndarray:
+        """The two seeded noise images of :meth:`reaching_tokens`."""
         rng = np.random.default_rng(0)
-        noise = np.stack(
-            [rng.uniform(0.0, 1.0, signature[1:]), rng.uniform(0.0, 255.0, signature[1:])]
+        shape = signature[1:]
+        return np.stack([rng.uniform(0.0, 1.0, shape), rng.uniform(0.0, 255.0, shape)]).astype(
+            np.float32
         )
-        found = function(tf.constant(noise, dtype=tf.float32))
-        return frozenset(path for path, reached in found.items() if bool(reached))
 
     def run(
         self,
@@ -756,9 +673,9 @@ class Engine:
                 self.signature(inputs.shape), target, score, multi_label, layers, to_input
             )
             started = time.perf_counter()
-            out = function(tf.constant(inputs, dtype=tf.float32), tf.constant(feed))
+            result = self._call_pass(function, np.asarray(inputs, np.float32), feed)
             self.passes += 1
-            return out.numpy(time.perf_counter() - started)
+            return replace(result, seconds=time.perf_counter() - started)
 
     def forward_values(
         self,
@@ -771,9 +688,8 @@ class Engine:
     ) -> np.ndarray:
         """Forward passes only: the target's value for every image of ``batch``
         ``(N, H, W, C)``, ``batch_size`` at a time. Compiled once per target, score mode and
-        input signature (any N: no retrace), kept apart from the gradient passes (at most
-        :data:`MAX_TRACES` too); ``precision="bfloat16"`` runs them through oneDNN's bfloat16
-        rewrite.
+        input signature, kept apart from the gradient passes (at most :data:`MAX_TRACES` too);
+        ``precision="bfloat16"`` runs them through oneDNN's bfloat16 rewrite (TensorFlow).
 
         Raises:
             ModelCheckError: when a fed class index is beyond the scores the target reads.
@@ -781,16 +697,16 @@ class Engine:
         signature = self.signature(batch.shape)
         key = ("forward", signature, target.trace_key, score, multi_label)
         with self._lock:
-            make = lambda: self._make_forward(target, score, multi_label)  # noqa: E731
-            function = self._compiled(key, make, signature, target.feed_spec, self._forwards)
+            make = lambda: self._make_forward(signature, target, score, multi_label)  # noqa: E731
+            function = self._compiled(key, make, self._forwards)
             results = []
             with _precision(precision):
                 for start in range(0, len(batch), batch_size):
-                    chunk = batch[start : start + batch_size]
+                    chunk = np.asarray(batch[start : start + batch_size], np.float32)
                     fed = target.feed(len(chunk))
-                    values, width = function(tf.constant(chunk, dtype=tf.float32), tf.constant(fed))
-                    _check_fed(target, fed, int(width))
-                    results.append(values.numpy())
+                    values, width = self._call_forward(function, chunk, fed)
+                    _check_fed(target, fed, width)
+                    results.append(values)
                     self.forward_images += len(chunk)
             return np.concatenate(results).astype(np.float32)
 
@@ -798,34 +714,38 @@ class Engine:
         """Forward passes only: a one-output model's own outputs (nothing bypassed or
         squashed) for ``batch`` ``(N, H, W, C)``, ``batch_size`` at a time, compiled once."""
         signature = self.signature(batch.shape)
-        engine_ref = weakref.ref(self)  # weakly, as in _make_pass
-
-        def make():
-            def forward(inputs, feed):
-                outputs = engine_ref().model(inputs, training=False)
-                if isinstance(outputs, dict):
-                    outputs = list(outputs.values())
-                if isinstance(outputs, (list, tuple)):
-                    if len(outputs) != 1:
-                        raise ModelCheckError(
-                            f"the model has {len(outputs)} outputs; this pass reads one"
-                        )
-                    outputs = outputs[0]
-                return tf.cast(outputs, tf.float32)
-
-            return forward
-
         with self._lock:
             key = ("outputs", signature)
-            function = self._compiled(key, make, signature, ((None,), "int32"), self._forwards)
+            function = self._compiled(key, lambda: self._make_outputs(signature), self._forwards)
             results = []
             with _precision("float32"):
                 for start in range(0, len(batch), batch_size):
-                    chunk = batch[start : start + batch_size]
-                    feed = tf.constant(np.zeros(len(chunk), np.int32))
-                    results.append(function(tf.constant(chunk, dtype=tf.float32), feed).numpy())
+                    chunk = np.asarray(batch[start : start + batch_size], np.float32)
+                    results.append(self._call_outputs(function, chunk))
                     self.forward_images += len(chunk)
             return np.concatenate(results)
+
+
+def only_output(outputs):
+    """The one output of a model (``outputs`` as it returns them).
+
+    Raises:
+        ModelCheckError: for a model with several outputs.
+    """
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, (list, tuple)):
+        if len(outputs) != 1:
+            raise ModelCheckError(f"the model has {len(outputs)} outputs; this pass reads one")
+        outputs = outputs[0]
+    return outputs
+
+
+def output_parts(outputs) -> list:
+    """A model's outputs as a list, in output order."""
+    if isinstance(outputs, dict):
+        return list(outputs.values())
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def _check_fed(target, fed: np.ndarray, width: int) -> None:
@@ -839,6 +759,26 @@ _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ENGINES_LOCK = threading.Lock()
 
 
+def engine_class() -> type[Engine]:
+    """The engine for Keras's backend in this process.
+
+    Raises:
+        RuntimeError: for a backend this package has no engine for.
+    """
+    backend = check_backend()
+    if backend == "jax":
+        from gradcam_widget.engine_jax import JaxEngine
+
+        return JaxEngine
+    if backend == "torch":
+        from gradcam_widget.engine_torch import TorchEngine
+
+        return TorchEngine
+    from gradcam_widget.engine_tf import TfEngine
+
+    return TfEngine
+
+
 def engine_for(model) -> Engine:
     """The (cached) engine that runs passes of ``model`` (a keras.Model or a loaded entry).
 
@@ -847,5 +787,5 @@ def engine_for(model) -> Engine:
     with _ENGINES_LOCK:
         engine = _ENGINES.get(keras_model)
         if engine is None:
-            engine = _ENGINES[keras_model] = Engine(keras_model)
+            engine = _ENGINES[keras_model] = engine_class()(keras_model)
         return engine

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from gradcam_widget import captures, data, inputs
-from gradcam_widget._tf import keras, tf
+from gradcam_widget._keras import keras
 from gradcam_widget.engine import model_errors
 
 MODEL_NAMES: tuple[str, ...] = (
@@ -359,8 +359,8 @@ class KerasPreprocess:
 
     def __call__(self, batch):
         """Map an ``(N, H, W, 3)`` RGB batch in 0..255 to the model's input, same shape."""
-        if tf.is_tensor(batch):
-            return self._function(tf.cast(batch, tf.float32))
+        if keras.ops.is_tensor(batch):
+            return self._function(keras.ops.cast(batch, "float32"))
         return self._function(np.array(batch, dtype=np.float32))
 
     def __repr__(self) -> str:

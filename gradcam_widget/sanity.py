@@ -59,7 +59,7 @@ import cv2
 import numpy as np
 
 from gradcam_widget import core, methods
-from gradcam_widget._tf import keras
+from gradcam_widget._keras import keras
 from gradcam_widget.captures import capture
 from gradcam_widget.engine import unwrap
 from gradcam_widget.tapping import leaf_layers

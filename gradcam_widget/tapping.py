@@ -1,5 +1,7 @@
 """Keras tapping: record layer outputs and bypass the final softmax, for one thread only.
 
+Backend-neutral (TensorFlow is imported only on its backend, by the functions that need it).
+
 While a pass is traced, every leaf layer's ``call`` is wrapped on the instance so that its
 output tensor is recorded, and the model's final softmax/sigmoid is bypassed when the logit is
 asked for. The model is shared with the user, who may call it from another thread at the same
@@ -16,7 +18,7 @@ import contextlib
 import threading
 from collections.abc import Sequence
 
-from gradcam_widget._tf import keras, tf
+from gradcam_widget._keras import BACKEND, keras
 from gradcam_widget.inputs import ModelCheckError
 
 SQUASHING = ("softmax", "sigmoid")
@@ -152,6 +154,8 @@ def squashed_output(tensor) -> str | None:
     """``"softmax"``/``"sigmoid"`` when a traced ``tensor`` is computed by that op (through
     identities and casts): a squashing step that :func:`tapped` could not bypass, such as a
     softmax inside a ``Lambda``."""
+    if BACKEND == "torch":
+        return _squashed_by_autograd(tensor)
     op = getattr(tensor, "op", None)
     while op is not None and op.type in ("Identity", "IdentityN", "Cast", "Reshape") and op.inputs:
         op = op.inputs[0].op
@@ -159,12 +163,39 @@ def squashed_output(tensor) -> str | None:
     return {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(kind)
 
 
-class _Tap:
-    """What one tracing thread records: ``{path: output tensor}`` in call order."""
+_TORCH_PASS_THROUGH = (
+    "ToCopyBackward0",
+    "ViewBackward0",
+    "UnsafeViewBackward0",
+    "ReshapeAliasBackward0",
+    "CloneBackward0",
+    "AliasBackward0",
+)
 
-    def __init__(self):
+
+def _squashed_by_autograd(tensor) -> str | None:
+    """:func:`squashed_output` on PyTorch: read off the autograd graph (a tensor computed with
+    gradients enabled), through copies, casts and views."""
+    function = getattr(tensor, "grad_fn", None)
+    while function is not None and type(function).__name__ in _TORCH_PASS_THROUGH:
+        function = function.next_functions[0][0] if function.next_functions else None
+    kind = type(function).__name__ if function is not None else ""
+    return {"SoftmaxBackward0": "softmax", "SigmoidBackward0": "sigmoid"}.get(kind)
+
+
+class _Tap:
+    """What one tracing thread records: ``{path: output tensor}`` in call order; and what it
+    adds to some of them (``perturb``: ``{path: zeros}``, the JAX engine's handles for the
+    gradient with respect to a layer's output)."""
+
+    def __init__(self, perturb=None):
         self.record: dict = {}
-        self.graph = tf.compat.v1.get_default_graph()  # the pass being traced
+        self.perturb = perturb or {}
+        self.graph = None  # the TensorFlow graph being traced
+        if BACKEND == "tensorflow":
+            from gradcam_widget._tf import tf
+
+            self.graph = tf.compat.v1.get_default_graph()
 
     def active(self) -> bool:
         return getattr(_local, "tap", None) is self
@@ -172,6 +203,8 @@ class _Tap:
     def in_scope(self, tensor) -> bool:
         """False for a tensor of a loop's or a branch's own graph (a layer called inside
         ``keras.ops.fori_loop`` or ``cond``): the pass cannot read or differentiate it."""
+        if self.graph is None:
+            return True
         try:
             return tensor.graph is self.graph
         except AttributeError:  # an eager tensor
@@ -199,6 +232,11 @@ _GUIDED_CAPS = {"relu": None, "relu6": 6.0}  # activation name -> upper clip
 def _guided_relu(max_value=None):
     """ReLU (clipped at ``max_value``) whose backward pass lets through only positive
     gradients at positive inputs: ``grad * (grad > 0) * (input > 0)`` (Springenberg et al.)."""
+    if BACKEND == "jax":
+        return _guided_relu_jax(max_value)
+    if BACKEND == "torch":
+        return _guided_relu_torch(max_value)
+    from gradcam_widget._tf import tf
 
     @tf.custom_gradient
     def guided(inputs):
@@ -215,6 +253,53 @@ def _guided_relu(max_value=None):
         return outputs, backward
 
     return guided
+
+
+def _guided_relu_jax(max_value=None):
+    """:func:`_guided_relu` on JAX: a ``jax.custom_vjp`` function, used only inside the
+    traced call that installed it."""
+    import jax
+    import jax.numpy as jnp
+
+    def forward(inputs):
+        return jnp.maximum(inputs, 0) if max_value is None else jnp.clip(inputs, 0, max_value)
+
+    @jax.custom_vjp
+    def guided(inputs):
+        return forward(inputs)
+
+    def save(inputs):
+        return forward(inputs), inputs
+
+    def backward(inputs, upstream):
+        gate = (upstream > 0) & (inputs > 0)
+        if max_value is not None:
+            gate = gate & (inputs < max_value)
+        return (upstream * gate.astype(upstream.dtype),)
+
+    guided.defvjp(save, backward)
+    return guided
+
+
+def _guided_relu_torch(max_value=None):
+    """:func:`_guided_relu` on PyTorch: a ``torch.autograd.Function``."""
+    import torch
+
+    class GuidedReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(context, inputs):
+            context.save_for_backward(inputs)
+            return inputs.clamp(min=0) if max_value is None else inputs.clamp(0, max_value)
+
+        @staticmethod
+        def backward(context, upstream):
+            (inputs,) = context.saved_tensors
+            gate = (upstream > 0) & (inputs > 0)
+            if max_value is not None:
+                gate = gate & (inputs < max_value)
+            return upstream * gate.to(upstream.dtype)
+
+    return GuidedReLU.apply
 
 
 def guided_replacements(leaves, model) -> list[tuple[object, str, object]]:
@@ -262,7 +347,7 @@ def guided_replacements(leaves, model) -> list[tuple[object, str, object]]:
 
 
 @contextlib.contextmanager
-def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None):
+def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None, perturb=None):
     """Record every leaf's output, and bypass ``bypass``'s squashing, for this thread only.
 
     Args:
@@ -271,13 +356,16 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None):
             (``score="logit"``), or None.
         guided: the model whose ReLUs get the guided backward pass
             (:func:`guided_replacements`), or None.
+        perturb: ``{path: tensor}`` added to those leaves' outputs (zeros: the value is
+            unchanged, and the gradient with respect to the tensor is the gradient with
+            respect to the layer's output -- how the JAX engine differentiates a layer).
 
     Yields:
         The record ``{path: tensor}``, filled while the model is called in this block by this
         thread (a layer called twice keeps its last call). Other threads see the model as is.
     """
     with _TAP_LOCK:
-        tap, outer = _Tap(), getattr(_local, "tap", None)  # outer: an enclosing block's
+        tap, outer = _Tap(perturb), getattr(_local, "tap", None)  # outer: an enclosing block's
         restore: list[tuple[object, str, object]] = []
 
         def install(layer, name, value):
@@ -306,7 +394,9 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None):
 def _recording_call(tap: _Tap, path: str, original):
     def call(*args, **kwargs):
         outputs = original(*args, **kwargs)
-        if tap.active() and tf.is_tensor(outputs) and tap.in_scope(outputs):
+        if tap.active() and keras.ops.is_tensor(outputs) and tap.in_scope(outputs):
+            if path in tap.perturb:
+                outputs = outputs + tap.perturb[path]
             tap.record.pop(path, None)  # a shared layer keeps its last call
             tap.record[path] = outputs
         return outputs

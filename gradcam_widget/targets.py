@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gradcam_widget._tf import keras
+from gradcam_widget._keras import keras
 from gradcam_widget.inputs import ModelCheckError, check_class_index
 
 ops = keras.ops

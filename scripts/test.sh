@@ -4,7 +4,12 @@
 # browser scripts/e2e_setup.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test,e2e,photos,ray,hub
+bash scripts/setup.sh test,e2e,photos,ray,hub,jax
+# PyTorch for the backend matrix: its CPU build, pinned (an open range would fetch a CUDA build
+# of several GB); already there on a second run
+.venv/bin/python -c "import torch" 2>/dev/null \
+    || .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 bash scripts/e2e_setup.sh
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
 .venv/bin/ruff check .

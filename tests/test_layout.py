@@ -1,8 +1,9 @@
-"""The package's shape: modules not hidden by functions, TensorFlow only in the engine, methods
-that declare their options."""
+"""The package's shape: modules not hidden by functions, TensorFlow and JAX only in their
+engines, methods that declare their options."""
 
 import ast
 import importlib
+import importlib.util
 import pkgutil
 from pathlib import Path
 
@@ -13,35 +14,50 @@ import gradcam_widget as gw
 from gradcam_widget import methods
 
 PACKAGE = Path(gw.__file__).parent
-TENSORFLOW_MODULES = {"_tf", "engine", "tapping", "models"}  # models builds Keras models
+# engine and tapping import TensorFlow only on its backend, inside the functions that need it
+TENSORFLOW_MODULES = {"_tf", "engine", "engine_tf", "tapping"}
+JAX_MODULES = {"engine_jax", "tapping"}  # tapping: the guided ReLU's custom VJP
+TORCH_MODULES = {"engine_torch", "tapping"}
 
 
 def test_no_module_is_hidden_by_a_function_of_the_same_name():
     for info in pkgutil.iter_modules([str(PACKAGE)]):
+        optional = {"engine_jax": "jax", "engine_torch": "torch"}.get(info.name)
+        if optional and importlib.util.find_spec(optional) is None:
+            continue  # an engine for a backend that is not installed
         module = importlib.import_module(f"gradcam_widget.{info.name}")
         if hasattr(gw, info.name):
             assert getattr(gw, info.name) is module, f"gw.{info.name} hides the module"
 
 
-def _imports_tensorflow(path: Path) -> bool:
+def _imports(path: Path, library: str) -> bool:
     tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
+    for node in ast.walk(tree):  # imports inside functions too
         if isinstance(node, ast.Import) and any(
-            a.name.startswith("tensorflow") for a in node.names
+            a.name == library or a.name.startswith(f"{library}.") for a in node.names
         ):
             return True
         if isinstance(node, ast.ImportFrom):
-            if (node.module or "").startswith("tensorflow"):
+            module = node.module or ""
+            if module == library or module.startswith(f"{library}."):
                 return True
-            if node.module == "gradcam_widget._tf" and any(a.name == "tf" for a in node.names):
+            tf_alias = any(a.name == "tf" for a in node.names)
+            if library == "tensorflow" and module == "gradcam_widget._tf" and tf_alias:
                 return True
     return False
 
 
-def test_tensorflow_stays_in_the_engine():
-    users = {path.stem for path in PACKAGE.glob("*.py") if _imports_tensorflow(path)}
+def test_tensorflow_stays_in_the_engines():
+    users = {path.stem for path in PACKAGE.glob("*.py") if _imports(path, "tensorflow")}
     assert users <= TENSORFLOW_MODULES, sorted(users - TENSORFLOW_MODULES)
-    assert {"engine", "tapping"} <= users
+    assert {"engine_tf", "tapping"} <= users
+
+
+@pytest.mark.parametrize(("library", "allowed"), [("jax", JAX_MODULES), ("torch", TORCH_MODULES)])
+def test_jax_and_torch_stay_in_their_engines(library, allowed):
+    users = {path.stem for path in PACKAGE.glob("*.py") if _imports(path, library)}
+    assert users <= allowed, sorted(users - allowed)
+    assert f"engine_{library}" in users
 
 
 def test_methods_declare_their_options_by_signature():

@@ -1,0 +1,363 @@
+"""The JAX engine: the compiled pass on Keras's JAX backend (``KERAS_BACKEND=jax``).
+
+JAX has no tape to watch a layer's output. The pass therefore adds a zero tensor to the output
+of each layer it explains (:func:`~gradcam_widget.tapping.tapped`'s ``perturb``) and takes the
+gradient with respect to those zeros: it is the gradient with respect to the layer's output,
+and the backward pass stops at the shallowest requested layer (no weight gradient is computed).
+The model runs through ``model.stateless_call`` with its variables' values passed in, so one
+``jax.jit`` of ``jax.value_and_grad`` serves every call with inputs of one shape (it compiles
+once per batch and image size) and sees the weights as they are at each call.
+
+What a pass finds (candidate layers, token layouts, output shapes, whether an output still comes
+out of a softmax or sigmoid) is read once per image size from the traced program
+(``jax.make_jaxpr``), without running it.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradcam_widget.engine import (
+    Engine,
+    PassResult,
+    as_grid,
+    feature_maps,
+    only_output,
+    output_parts,
+    scored_outputs,
+)
+from gradcam_widget.inputs import ModelCheckError
+from gradcam_widget.tapping import tapped
+
+FACTS_BATCH = 2  # images in the abstract batch the facts are traced with
+
+
+def bucket(count: int) -> int:
+    """The batch size a batch of ``count`` images is compiled for: the next power of two.
+
+    ``jax.jit`` compiles once per shape; padding a batch up to a power of two (with copies of
+    its last image, dropped from the results) bounds the compiled programs to a handful per
+    image size, where the TensorFlow engine's one trace serves every batch size. The images of
+    a batch are independent in inference mode, so the padding changes no result."""
+    return 1 << max(int(count) - 1, 0).bit_length()
+
+
+def _padded(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` with its last row repeated up to ``size`` rows."""
+    if len(array) == size:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], size - len(array), axis=0)])
+
+
+class JaxEngine(Engine):
+    """The engine on JAX (see the module docstring)."""
+
+    backend = "jax"
+
+    def __init__(self, model):
+        super().__init__(model)
+        self._traced: dict[tuple, dict] = {}  # (signature, bypass) -> what the model computes
+
+    def set_token_grid(self, layer, grid, prefix) -> None:
+        with self._lock:
+            super().set_token_grid(layer, grid, prefix)
+            self._traced.clear()
+
+    def signature(self, inputs_shape: tuple) -> tuple:
+        """``(None, H, W, C)`` of the inputs themselves: ``jax.jit`` compiles per shape, and
+        the facts of a pass are read per image size."""
+        return (None, *(int(side) for side in inputs_shape[1:4]))
+
+    # -- the model, called statelessly ------------------------------------------------------
+
+    def _state(self) -> tuple[list, list]:
+        """The values of the model's variables now (trainable, non-trainable)."""
+        model = self.model
+        if not model.built:  # a subclassed model never called: build it on a blank image
+            height, width, channels = self.input_size
+            if None in (height, width, channels):
+                raise ModelCheckError(
+                    "the model is not built and its input size is not declared: call it once "
+                    "on an image first"
+                )
+            model(np.zeros((1, height, width, channels), np.float32), training=False)
+        return (
+            [variable.value for variable in model.trainable_variables],
+            [variable.value for variable in model.non_trainable_variables],
+        )
+
+    @staticmethod
+    def _call(model, trainable, non_trainable, inputs):
+        outputs, _ = model.stateless_call(trainable, non_trainable, inputs, training=False)
+        return outputs
+
+    def _model_facts(self, signature: tuple, bypass: bool) -> dict:
+        """What the model computes for inputs of ``signature`` (with its squashing heads
+        bypassed or not), read from its traced program: the candidate layers and their token
+        layouts, each layer output's shape and dtype, the outputs' structure and which of them
+        come out of a softmax or sigmoid."""
+        key = (signature, bypass)
+        if key in self._traced:
+            return self._traced[key]
+        model = self.model
+        trainable, non_trainable = self._state()
+        found: dict = {}
+
+        def forward(trainable, non_trainable, inputs):
+            with tapped(self.leaves, model if bypass else None) as record:
+                outputs = self._call(model, trainable, non_trainable, inputs)
+            maps, tokens = feature_maps(record, inputs.shape, self.token_overrides)
+            found["tokens"] = tokens
+            found["raw"] = {
+                path: (tuple(tensor.shape[1:]), tensor.dtype) for path, tensor in maps.items()
+            }
+            found["grids"] = {
+                path: tuple(as_grid(tensor, tokens.get(path)).shape[1:])
+                for path, tensor in maps.items()
+            }
+            return output_parts(outputs), outputs
+
+        abstract = jax.ShapeDtypeStruct((FACTS_BATCH, *signature[1:]), jnp.float32)
+        closed, (_, structure) = jax.make_jaxpr(forward, return_shape=True)(
+            trainable, non_trainable, abstract
+        )
+        count = len(output_parts(structure))
+        found["squashed"] = tuple(
+            _squashing(closed.jaxpr, closed.jaxpr.outvars[index]) for index in range(count)
+        )
+        found["outputs"] = structure
+        self._traced[key] = found
+        return found
+
+    # -- the hooks of Engine ----------------------------------------------------------------
+
+    def _trace_facts(self, signature, target, score, multi_label) -> PassResult:
+        facts = self._model_facts(signature, score == "logit")
+        squashed = facts["squashed"] if score == "logit" else (None,) * len(facts["squashed"])
+        # the target read against the outputs' shapes: a misfit is said now, not at the pass
+        shape, dtype = target.feed_spec
+        feed = jax.ShapeDtypeStruct((FACTS_BATCH, *shape[1:]), dtype)
+        names = self.output_names
+
+        def read(outputs, feed):
+            scored = scored_outputs(
+                outputs, names, score, multi_label, target.adds_squash, facts["squashed"]
+            )
+            return target.traced(scored, feed)
+
+        jax.eval_shape(read, facts["outputs"], feed)
+        return PassResult(
+            candidates=tuple(facts["grids"]),
+            static_shapes=dict(facts["grids"]),
+            squashed=squashed,
+            layers=(),
+            tokens=dict(facts["tokens"]),
+        )
+
+    def _make_pass(self, signature, target, score, multi_label, layers, to_input=None):
+        self.describe(signature, target, score, multi_label)  # the target checked first
+        facts = self._model_facts(signature, score == "logit")
+        candidates = tuple(facts["grids"])
+        kept = candidates if layers is None else tuple(p for p in layers if p in candidates)
+        tokens = facts["tokens"]
+        squashed = facts["squashed"]
+        engine_ref = weakref.ref(self)  # the compiled function must not keep the engine alive
+
+        def objective(perturb, inputs, trainable, non_trainable, feed):
+            engine = engine_ref()
+            engine.traces += 1
+            model = engine.model
+            bypass = model if score == "logit" else None
+            guided = model if to_input == "guided" else None
+            with tapped(engine.leaves, bypass, guided, perturb) as record:
+                outputs = engine._call(model, trainable, non_trainable, inputs)
+            scored = scored_outputs(
+                outputs, engine.output_names, score, multi_label, target.adds_squash, squashed
+            )
+            values, chosen, scores = target.traced(scored, feed)
+            values = values.astype(jnp.float32)
+            activations = {
+                path: as_grid(record[path], tokens.get(path)).astype(jnp.float32) for path in kept
+            }
+            aux = {
+                "scores": scores.astype(jnp.float32),
+                "values": values,
+                "chosen": chosen,
+                "activations": activations,
+            }
+            return jnp.sum(values), aux
+
+        differentiate = jax.value_and_grad(
+            objective, argnums=(0, 1) if to_input else 0, has_aux=True
+        )
+
+        def step(perturb, inputs, trainable, non_trainable, feed):
+            (_, aux), gradients = differentiate(perturb, inputs, trainable, non_trainable, feed)
+            to_layers, to_inputs = gradients if to_input else (gradients, None)
+            aux["gradients"] = {
+                path: as_grid(to_layers[path], tokens.get(path)).astype(jnp.float32)
+                for path in kept
+            }
+            aux["input_gradients"] = to_inputs
+            return aux
+
+        facts_result = PassResult(
+            candidates=candidates,
+            static_shapes=dict(facts["grids"]),
+            squashed=squashed if score == "logit" else (None,) * len(squashed),
+            layers=kept,
+            tokens=dict(tokens),
+        )
+        raw = {path: facts["raw"][path] for path in kept}
+        return jax.jit(step), facts_result, raw
+
+    def _call_pass(self, function, inputs: np.ndarray, feed: np.ndarray) -> PassResult:
+        step, facts, raw = function
+        count = len(inputs)
+        size = bucket(count)
+        perturb = {path: jnp.zeros((size, *shape), dtype) for path, (shape, dtype) in raw.items()}
+        trainable, non_trainable = self._state()
+        out = step(perturb, _padded(inputs, size), trainable, non_trainable, _padded(feed, size))
+        out = jax.tree_util.tree_map(lambda array: np.asarray(array)[:count], out)
+        return PassResult(
+            candidates=facts.candidates,
+            static_shapes=facts.static_shapes,
+            squashed=facts.squashed,
+            layers=facts.layers,
+            tokens=facts.tokens,
+            scores=np.asarray(out["scores"]),
+            values=np.asarray(out["values"]),
+            class_indices=np.asarray(out["chosen"]),
+            activations={path: np.asarray(a) for path, a in out["activations"].items()},
+            gradients={path: np.asarray(g) for path, g in out["gradients"].items()},
+            shapes=dict(facts.static_shapes),
+            input_gradients=None
+            if out["input_gradients"] is None
+            else np.asarray(out["input_gradients"], np.float32),
+        )
+
+    def _make_forward(self, signature, target, score: str, multi_label: bool):
+        self.describe(signature, target, score, multi_label)
+        squashed = self._model_facts(signature, score == "logit")["squashed"]
+        engine_ref = weakref.ref(self)
+
+        def forward(inputs, trainable, non_trainable, feed):
+            engine = engine_ref()
+            model = engine.model
+            with tapped((), model if score == "logit" else None):
+                outputs = engine._call(model, trainable, non_trainable, inputs)
+            scored = scored_outputs(
+                outputs, engine.output_names, score, multi_label, target.adds_squash, squashed
+            )
+            values, _, scores = target.traced(scored, feed)
+            return values.astype(jnp.float32), scores.shape[-1]
+
+        return jax.jit(forward)
+
+    def _call_forward(self, function, chunk: np.ndarray, fed: np.ndarray):
+        trainable, non_trainable = self._state()
+        size = bucket(len(chunk))
+        values, width = function(
+            _padded(chunk, size), trainable, non_trainable, _padded(np.asarray(fed), size)
+        )
+        return np.asarray(values)[: len(chunk)], int(width)
+
+    def _make_outputs(self, signature):
+        engine_ref = weakref.ref(self)
+
+        def forward(inputs, trainable, non_trainable):
+            outputs = engine_ref()._call(engine_ref().model, trainable, non_trainable, inputs)
+            return only_output(outputs).astype(jnp.float32)
+
+        return jax.jit(forward)
+
+    def _call_outputs(self, function, chunk: np.ndarray) -> np.ndarray:
+        trainable, non_trainable = self._state()
+        outputs = function(_padded(chunk, bucket(len(chunk))), trainable, non_trainable)
+        return np.asarray(outputs)[: len(chunk)]
+
+    def _find_reaching(self, signature: tuple) -> frozenset:
+        facts = self._model_facts(signature, False)
+        tokens = facts["tokens"]
+        if not tokens:
+            return frozenset()
+        noise = self._noise(signature)
+        raw = {path: facts["raw"][path] for path in tokens}
+        perturb = {
+            path: jnp.zeros((len(noise), *shape), dtype) for path, (shape, dtype) in raw.items()
+        }
+        model = self.model
+        trainable, non_trainable = self._state()
+
+        def projected(perturb):
+            with tapped(self.leaves, None, None, perturb):
+                outputs = self._call(model, trainable, non_trainable, jnp.asarray(noise))
+            total = jnp.float32(0.0)
+            for index, part in enumerate(output_parts(outputs)):
+                if jnp.issubdtype(part.dtype, jnp.floating):
+                    weights = jax.random.normal(jax.random.key(index), part.shape, jnp.float32)
+                    total = total + jnp.sum(part.astype(jnp.float32) * weights)
+            return total
+
+        gradients = jax.grad(projected)(perturb)
+        return frozenset(
+            path for path in tokens if bool(jnp.any(as_grid(gradients[path], tokens[path]) != 0))
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a softmax or a sigmoid off the traced program
+
+_PASS_THROUGH = ("convert_element_type", "reshape", "copy", "copy_p", "squeeze")
+_CALLS = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint")
+
+
+def _producers(jaxpr) -> dict:
+    return {id(var): equation for equation in jaxpr.eqns for var in equation.outvars}
+
+
+def _inner_jaxpr(equation):
+    inner = equation.params.get("jaxpr") or equation.params.get("call_jaxpr")
+    return getattr(inner, "jaxpr", inner)
+
+
+def _squashing(jaxpr, var, depth: int = 0) -> str | None:
+    """``"softmax"``/``"sigmoid"`` when ``var`` of ``jaxpr`` is computed by that function
+    (through casts, reshapes and nested calls), else ``None``: the JAX counterpart of
+    :func:`gradcam_widget.tapping.squashed_output`. A sigmoid is JAX's ``logistic``; a softmax
+    is ``exp(x) / sum(exp(x))`` over an axis (the shift by the maximum before it aside)."""
+    producers = _producers(jaxpr)
+    equation = producers.get(id(var))
+    while equation is not None and equation.primitive.name in _PASS_THROUGH:
+        var = equation.invars[0]
+        equation = producers.get(id(var))
+    if equation is None:
+        return None
+    name = equation.primitive.name
+    if name in _CALLS and depth < 8:
+        inner = _inner_jaxpr(equation)
+        if inner is None:
+            return None
+        index = [id(out) for out in equation.outvars].index(id(var))
+        return _squashing(inner, inner.outvars[index], depth + 1)
+    if name == "logistic":
+        return "sigmoid"
+    if name == "div" and len(equation.invars) == 2:
+        numerator, denominator = equation.invars
+        exp = producers.get(id(numerator))
+        if exp is None or exp.primitive.name != "exp":
+            return None
+        total = producers.get(id(denominator))
+        while total is not None and total.primitive.name in (*_PASS_THROUGH, "broadcast_in_dim"):
+            total = producers.get(id(total.invars[0]))
+        if (
+            total is not None
+            and total.primitive.name == "reduce_sum"
+            and total.invars[0] is numerator
+        ):
+            return "softmax"
+    return None

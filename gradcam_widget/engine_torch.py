@@ -1,0 +1,225 @@
+"""The PyTorch engine: the pass on Keras's PyTorch backend (``KERAS_BACKEND=torch``).
+
+Keras on PyTorch runs eagerly, so nothing is compiled: each pass calls the model once with a
+zero tensor added to the output of each layer it explains
+(:func:`~gradcam_widget.tapping.tapped`'s ``perturb``, as on JAX) and asks
+``torch.autograd.grad`` for the gradient with respect to those zeros only -- the gradient with
+respect to the layers' outputs; autograd walks back no further than the shallowest of them and
+computes no weight gradient. Whether an output still comes out of a softmax or sigmoid is read
+off the autograd graph (``SoftmaxBackward0``, ``SigmoidBackward0``).
+
+What a pass finds (candidate layers, token layouts, shapes) is read once per image size from one
+forward pass over two blank images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gradcam_widget._keras import keras
+from gradcam_widget.engine import (
+    Engine,
+    PassResult,
+    as_grid,
+    feature_maps,
+    only_output,
+    output_parts,
+    scored_outputs,
+)
+from gradcam_widget.tapping import squashed_output, tapped
+
+FACTS_BATCH = 2  # blank images in the forward pass the facts are read from
+ops = keras.ops
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float32).numpy()
+
+
+class TorchEngine(Engine):
+    """The engine on PyTorch (see the module docstring)."""
+
+    backend = "torch"
+
+    def __init__(self, model):
+        super().__init__(model)
+        self._traced: dict[tuple, dict] = {}  # (signature, bypass) -> what the model computes
+
+    def set_token_grid(self, layer, grid, prefix) -> None:
+        with self._lock:
+            super().set_token_grid(layer, grid, prefix)
+            self._traced.clear()
+
+    def signature(self, inputs_shape: tuple) -> tuple:
+        """``(None, H, W, C)`` of the inputs themselves: the facts are read per image size."""
+        return (None, *(int(side) for side in inputs_shape[1:4]))
+
+    def _model_facts(self, signature: tuple, bypass: bool) -> dict:
+        key = (signature, bypass)
+        if key in self._traced:
+            return self._traced[key]
+        model = self.model
+        blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
+        with torch.enable_grad(), tapped(self.leaves, model if bypass else None) as record:
+            outputs = model(blank, training=False)
+        maps, tokens = feature_maps(record, tuple(blank.shape), self.token_overrides)
+        found = {
+            "tokens": tokens,
+            "raw": {path: (tuple(t.shape[1:]), t.dtype) for path, t in maps.items()},
+            "grids": {
+                path: tuple(as_grid(t, tokens.get(path)).shape[1:]) for path, t in maps.items()
+            },
+            "squashed": tuple(squashed_output(part) for part in output_parts(outputs)),
+        }
+        self._traced[key] = found
+        return found
+
+    def _trace_facts(self, signature, target, score, multi_label) -> PassResult:
+        facts = self._model_facts(signature, score == "logit")
+        # the target read against the outputs of one real pass: a misfit is said now
+        feed = ops.convert_to_tensor(target.feed(FACTS_BATCH))
+        model = self.model
+        blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
+        with torch.no_grad(), tapped((), model if score == "logit" else None):
+            outputs = model(blank, training=False)
+        scored = scored_outputs(
+            outputs, self.output_names, score, multi_label, target.adds_squash, facts["squashed"]
+        )
+        target.traced(scored, feed)
+        squashed = facts["squashed"] if score == "logit" else (None,) * len(facts["squashed"])
+        return PassResult(
+            candidates=tuple(facts["grids"]),
+            static_shapes=dict(facts["grids"]),
+            squashed=squashed,
+            layers=(),
+            tokens=dict(facts["tokens"]),
+        )
+
+    # Nothing to compile: a "function" is what the pass needs to know.
+
+    def _make_pass(self, signature, target, score, multi_label, layers, to_input=None):
+        facts = self.describe(signature, target, score, multi_label)
+        candidates = facts.candidates
+        kept = candidates if layers is None else tuple(p for p in layers if p in candidates)
+        return (target, score, multi_label, kept, to_input, signature, facts)
+
+    def _call_pass(self, function, inputs: np.ndarray, feed: np.ndarray) -> PassResult:
+        target, score, multi_label, kept, to_input, signature, facts = function
+        model = self.model
+        traced = self._model_facts(signature, score == "logit")
+        tokens = traced["tokens"]
+        count = len(inputs)
+        device = ops.zeros((1,)).device
+        perturb = {
+            path: torch.zeros(
+                (count, *traced["raw"][path][0]),
+                dtype=traced["raw"][path][1],
+                device=device,
+                requires_grad=True,
+            )
+            for path in kept
+        }
+        batch = ops.convert_to_tensor(inputs, "float32")
+        if to_input:
+            batch.requires_grad_(True)
+        bypass = model if score == "logit" else None
+        guided = model if to_input == "guided" else None
+        with torch.enable_grad():
+            with tapped(self.leaves, bypass, guided, perturb) as record:
+                outputs = model(batch, training=False)
+            scored = scored_outputs(
+                outputs, self.output_names, score, multi_label, target.adds_squash,
+                traced["squashed"],
+            )  # fmt: skip
+            values, chosen, scores = target.traced(scored, ops.convert_to_tensor(feed))
+            sources = [perturb[path] for path in kept] + ([batch] if to_input else [])
+            total = ops.sum(ops.cast(values, "float32"))
+            gradients = (
+                torch.autograd.grad(total, sources, allow_unused=True)
+                if sources and total.requires_grad
+                else [None] * len(sources)
+            )
+        gradients = [
+            torch.zeros_like(source) if gradient is None else gradient
+            for source, gradient in zip(sources, gradients, strict=True)
+        ]
+        input_gradients = _numpy(gradients.pop()) if to_input else None
+        return PassResult(
+            candidates=facts.candidates,
+            static_shapes=facts.static_shapes,
+            squashed=facts.squashed,
+            layers=kept,
+            tokens=facts.tokens,
+            scores=_numpy(scores),
+            values=_numpy(values),
+            class_indices=chosen.detach().cpu().numpy(),
+            activations={path: _numpy(as_grid(record[path], tokens.get(path))) for path in kept},
+            gradients={
+                path: _numpy(as_grid(gradient, tokens.get(path)))
+                for path, gradient in zip(kept, gradients, strict=True)
+            },
+            shapes=dict(facts.static_shapes),
+            input_gradients=input_gradients,
+        )
+
+    def _make_forward(self, signature, target, score: str, multi_label: bool):
+        self.describe(signature, target, score, multi_label)
+        return (target, score, multi_label, self._model_facts(signature, score == "logit"))
+
+    def _call_forward(self, function, chunk: np.ndarray, fed: np.ndarray):
+        target, score, multi_label, traced = function
+        model = self.model
+        with torch.no_grad(), tapped((), model if score == "logit" else None):
+            outputs = model(ops.convert_to_tensor(chunk, "float32"), training=False)
+            scored = scored_outputs(
+                outputs, self.output_names, score, multi_label, target.adds_squash,
+                traced["squashed"],
+            )  # fmt: skip
+            values, _, scores = target.traced(scored, ops.convert_to_tensor(fed))
+        return _numpy(values), int(scores.shape[-1])
+
+    def _make_outputs(self, signature):
+        return signature
+
+    def _call_outputs(self, function, chunk: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            outputs = self.model(ops.convert_to_tensor(chunk, "float32"), training=False)
+        return _numpy(only_output(outputs))
+
+    def _find_reaching(self, signature: tuple) -> frozenset:
+        traced = self._model_facts(signature, False)
+        tokens = traced["tokens"]
+        if not tokens:
+            return frozenset()
+        noise = ops.convert_to_tensor(self._noise(signature))
+        device = noise.device
+        perturb = {
+            path: torch.zeros(
+                (len(noise), *traced["raw"][path][0]),
+                dtype=traced["raw"][path][1],
+                device=device,
+                requires_grad=True,
+            )
+            for path in tokens
+        }
+        generator = torch.Generator(device="cpu").manual_seed(1)
+        with torch.enable_grad():
+            with tapped(self.leaves, None, None, perturb):
+                outputs = self.model(noise, training=False)
+            total = sum(
+                (part.float() * torch.randn(part.shape, generator=generator).to(device)).sum()
+                for part in output_parts(outputs)
+                if part.is_floating_point()
+            )
+            if not torch.is_tensor(total) or not total.requires_grad:
+                return frozenset()
+            paths = list(tokens)
+            gradients = torch.autograd.grad(
+                total, [perturb[path] for path in paths], allow_unused=True
+            )
+        return frozenset(
+            path
+            for path, gradient in zip(paths, gradients, strict=True)
+            if gradient is not None and bool((as_grid(gradient, tokens[path]) != 0).any())
+        )
