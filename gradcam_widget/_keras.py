@@ -4,7 +4,8 @@ Keras 3 runs on TensorFlow, JAX or PyTorch, picked when ``keras`` is first impor
 ``KERAS_BACKEND`` environment variable, else ``~/.keras/keras.json``, else TensorFlow). This
 module is where the package imports Keras: on TensorFlow it goes through :mod:`gradcam_widget._tf`
 (which silences TensorFlow's start-up log), on JAX it imports Keras alone -- TensorFlow is then
-never imported. :data:`BACKEND` says which backend this process runs.
+not imported by this package (Keras's own ``clone_model`` imports it when it is installed).
+:data:`BACKEND` says which backend this process runs.
 """
 
 from __future__ import annotations

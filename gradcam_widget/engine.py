@@ -604,9 +604,10 @@ class Engine:
         key = (signature, score, multi_label)  # layers and shapes do not depend on the target
         with self._lock:
             if key not in self._facts:
-                self._facts[key] = self._trace_facts(signature, target, score, multi_label)
-                while len(self._facts) > 4 * MAX_TRACES:
-                    self._facts.pop(next(iter(self._facts)))
+                self._facts[key] = self._trace_facts(
+                    signature, target, score, multi_label, inputs_shape[0]
+                )
+                _bound(self._facts)
             facts = self._facts[key]
             if not facts.candidates:
                 raise ModelCheckError(
@@ -630,6 +631,7 @@ class Engine:
             if signature not in self._reaching:
                 found = frozenset() if None in signature[1:] else self._find_reaching(signature)
                 self._reaching[signature] = found or None
+                _bound(self._reaching)
             return self._reaching[signature]
 
     @staticmethod
@@ -724,6 +726,13 @@ class Engine:
                     results.append(self._call_outputs(function, chunk))
                     self.forward_images += len(chunk)
             return np.concatenate(results)
+
+
+def _bound(store: dict, size: int = 4 * MAX_TRACES) -> None:
+    """Drop the oldest entries of a facts cache beyond ``size`` (one entry per input
+    signature: a model that takes any image size would otherwise grow it for ever)."""
+    while len(store) > size:
+        store.pop(next(iter(store)))
 
 
 def only_output(outputs):

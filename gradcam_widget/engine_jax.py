@@ -24,6 +24,7 @@ import numpy as np
 from gradcam_widget.engine import (
     Engine,
     PassResult,
+    _bound,
     as_grid,
     feature_maps,
     only_output,
@@ -51,6 +52,12 @@ def _padded(array: np.ndarray, size: int) -> np.ndarray:
     if len(array) == size:
         return array
     return np.concatenate([array, np.repeat(array[-1:], size - len(array), axis=0)])
+
+
+def _handles(perturb: dict, calls: dict) -> dict:
+    """``perturb`` as :func:`~gradcam_widget.tapping.tapped` takes it: each zero tensor added
+    to its layer's last call (the call the record keeps)."""
+    return {path: (calls[path], zeros) for path, zeros in perturb.items()}
 
 
 class JaxEngine(Engine):
@@ -111,6 +118,7 @@ class JaxEngine(Engine):
             with tapped(self.leaves, model if bypass else None) as record:
                 outputs = self._call(model, trainable, non_trainable, inputs)
             maps, tokens = feature_maps(record, inputs.shape, self.token_overrides)
+            found["calls"] = {path: record.calls[path] for path in maps}
             found["tokens"] = tokens
             found["raw"] = {
                 path: (tuple(tensor.shape[1:]), tensor.dtype) for path, tensor in maps.items()
@@ -131,16 +139,23 @@ class JaxEngine(Engine):
         )
         found["outputs"] = structure
         self._traced[key] = found
+        _bound(self._traced)
         return found
 
     # -- the hooks of Engine ----------------------------------------------------------------
 
-    def _trace_facts(self, signature, target, score, multi_label) -> PassResult:
+    def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
         facts = self._model_facts(signature, score == "logit")
         squashed = facts["squashed"] if score == "logit" else (None,) * len(facts["squashed"])
-        # the target read against the outputs' shapes: a misfit is said now, not at the pass
+        # the target read against the outputs' shapes, at the batch it is first asked for (a
+        # callable may hold per-image data): a misfit is said now, not at the pass
+        count = FACTS_BATCH if count is None else int(count)
         shape, dtype = target.feed_spec
-        feed = jax.ShapeDtypeStruct((FACTS_BATCH, *shape[1:]), dtype)
+        feed = jax.ShapeDtypeStruct((count, *shape[1:]), dtype)
+        outputs = jax.tree_util.tree_map(
+            lambda part: jax.ShapeDtypeStruct((count, *part.shape[1:]), part.dtype),
+            facts["outputs"],
+        )
         names = self.output_names
 
         def read(outputs, feed):
@@ -149,7 +164,7 @@ class JaxEngine(Engine):
             )
             return target.traced(scored, feed)
 
-        jax.eval_shape(read, facts["outputs"], feed)
+        jax.eval_shape(read, outputs, feed)
         return PassResult(
             candidates=tuple(facts["grids"]),
             static_shapes=dict(facts["grids"]),
@@ -165,6 +180,7 @@ class JaxEngine(Engine):
         kept = candidates if layers is None else tuple(p for p in layers if p in candidates)
         tokens = facts["tokens"]
         squashed = facts["squashed"]
+        calls = facts["calls"]
         engine_ref = weakref.ref(self)  # the compiled function must not keep the engine alive
 
         def objective(perturb, inputs, trainable, non_trainable, feed):
@@ -173,7 +189,7 @@ class JaxEngine(Engine):
             model = engine.model
             bypass = model if score == "logit" else None
             guided = model if to_input == "guided" else None
-            with tapped(engine.leaves, bypass, guided, perturb) as record:
+            with tapped(engine.leaves, bypass, guided, _handles(perturb, calls)) as record:
                 outputs = engine._call(model, trainable, non_trainable, inputs)
             scored = scored_outputs(
                 outputs, engine.output_names, score, multi_label, target.adds_squash, squashed
@@ -213,12 +229,12 @@ class JaxEngine(Engine):
             tokens=dict(tokens),
         )
         raw = {path: facts["raw"][path] for path in kept}
-        return jax.jit(step), facts_result, raw
+        return jax.jit(step), facts_result, raw, target.pads
 
     def _call_pass(self, function, inputs: np.ndarray, feed: np.ndarray) -> PassResult:
-        step, facts, raw = function
+        step, facts, raw, pads = function
         count = len(inputs)
-        size = bucket(count)
+        size = bucket(count) if pads else count
         perturb = {path: jnp.zeros((size, *shape), dtype) for path, (shape, dtype) in raw.items()}
         trainable, non_trainable = self._state()
         out = step(perturb, _padded(inputs, size), trainable, non_trainable, _padded(feed, size))
@@ -256,11 +272,12 @@ class JaxEngine(Engine):
             values, _, scores = target.traced(scored, feed)
             return values.astype(jnp.float32), scores.shape[-1]
 
-        return jax.jit(forward)
+        return jax.jit(forward), target.pads
 
     def _call_forward(self, function, chunk: np.ndarray, fed: np.ndarray):
+        function, pads = function
         trainable, non_trainable = self._state()
-        size = bucket(len(chunk))
+        size = bucket(len(chunk)) if pads else len(chunk)
         values, width = function(
             _padded(chunk, size), trainable, non_trainable, _padded(np.asarray(fed), size)
         )
@@ -292,9 +309,10 @@ class JaxEngine(Engine):
         }
         model = self.model
         trainable, non_trainable = self._state()
+        calls = facts["calls"]
 
         def projected(perturb):
-            with tapped(self.leaves, None, None, perturb):
+            with tapped(self.leaves, None, None, _handles(perturb, calls)):
                 outputs = self._call(model, trainable, non_trainable, jnp.asarray(noise))
             total = jnp.float32(0.0)
             for index, part in enumerate(output_parts(outputs)):
@@ -347,17 +365,23 @@ def _squashing(jaxpr, var, depth: int = 0) -> str | None:
     if name == "logistic":
         return "sigmoid"
     if name == "div" and len(equation.invars) == 2:
-        numerator, denominator = equation.invars
+        numerator, denominator = (_through(producers, var) for var in equation.invars)
         exp = producers.get(id(numerator))
         if exp is None or exp.primitive.name != "exp":
             return None
         total = producers.get(id(denominator))
-        while total is not None and total.primitive.name in (*_PASS_THROUGH, "broadcast_in_dim"):
-            total = producers.get(id(total.invars[0]))
-        if (
-            total is not None
-            and total.primitive.name == "reduce_sum"
-            and total.invars[0] is numerator
-        ):
-            return "softmax"
+        while total is not None and total.primitive.name == "broadcast_in_dim":
+            total = producers.get(id(_through(producers, total.invars[0])))
+        if total is not None and total.primitive.name == "reduce_sum":
+            # the sum of the same exponentials (a bfloat16 softmax sums a float32 copy)
+            return "softmax" if _through(producers, total.invars[0]) is numerator else None
     return None
+
+
+def _through(producers: dict, var):
+    """``var`` followed back through casts, reshapes and copies."""
+    equation = producers.get(id(var))
+    while equation is not None and equation.primitive.name in _PASS_THROUGH:
+        var = equation.invars[0]
+        equation = producers.get(id(var))
+    return var

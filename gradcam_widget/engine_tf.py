@@ -110,7 +110,7 @@ class TfEngine(Engine):
     def _call_pass(self, function, inputs: np.ndarray, feed: np.ndarray) -> PassResult:
         return function(tf.constant(inputs), tf.constant(feed)).numpy()
 
-    def _trace_facts(self, signature, target, score, multi_label) -> PassResult:
+    def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
         # a gradient-free pass, traced (compiled, not run): it also serves later passes that
         # keep no layer
         function = self._pass(signature, target, score, multi_label, ())

@@ -21,6 +21,7 @@ from gradcam_widget._keras import keras
 from gradcam_widget.engine import (
     Engine,
     PassResult,
+    _bound,
     as_grid,
     feature_maps,
     only_output,
@@ -65,6 +66,7 @@ class TorchEngine(Engine):
             outputs = model(blank, training=False)
         maps, tokens = feature_maps(record, tuple(blank.shape), self.token_overrides)
         found = {
+            "calls": {path: record.calls[path] for path in maps},
             "tokens": tokens,
             "raw": {path: (tuple(t.shape[1:]), t.dtype) for path, t in maps.items()},
             "grids": {
@@ -73,20 +75,24 @@ class TorchEngine(Engine):
             "squashed": tuple(squashed_output(part) for part in output_parts(outputs)),
         }
         self._traced[key] = found
+        _bound(self._traced)
         return found
 
-    def _trace_facts(self, signature, target, score, multi_label) -> PassResult:
+    def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
         facts = self._model_facts(signature, score == "logit")
-        # the target read against the outputs of one real pass: a misfit is said now
-        feed = ops.convert_to_tensor(target.feed(FACTS_BATCH))
-        model = self.model
-        blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
-        with torch.no_grad(), tapped((), model if score == "logit" else None):
-            outputs = model(blank, training=False)
-        scored = scored_outputs(
-            outputs, self.output_names, score, multi_label, target.adds_squash, facts["squashed"]
-        )
-        target.traced(scored, feed)
+        if target.per_image is None and target.pads:
+            # the target read against the outputs of a pass over blank images: a misfit is
+            # said now (one with per-image data is read by the pass, at its own batch)
+            feed = ops.convert_to_tensor(target.feed(FACTS_BATCH))
+            model = self.model
+            blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
+            with torch.no_grad(), tapped((), model if score == "logit" else None):
+                outputs = model(blank, training=False)
+            scored = scored_outputs(
+                outputs, self.output_names, score, multi_label, target.adds_squash,
+                facts["squashed"],
+            )  # fmt: skip
+            target.traced(scored, feed)
         squashed = facts["squashed"] if score == "logit" else (None,) * len(facts["squashed"])
         return PassResult(
             candidates=tuple(facts["grids"]),
@@ -125,8 +131,9 @@ class TorchEngine(Engine):
             batch.requires_grad_(True)
         bypass = model if score == "logit" else None
         guided = model if to_input == "guided" else None
+        handles = {path: (traced["calls"][path], zeros) for path, zeros in perturb.items()}
         with torch.enable_grad():
-            with tapped(self.leaves, bypass, guided, perturb) as record:
+            with tapped(self.leaves, bypass, guided, handles) as record:
                 outputs = model(batch, training=False)
             scored = scored_outputs(
                 outputs, self.output_names, score, multi_label, target.adds_squash,
@@ -204,8 +211,9 @@ class TorchEngine(Engine):
             for path in tokens
         }
         generator = torch.Generator(device="cpu").manual_seed(1)
+        handles = {path: (traced["calls"][path], zeros) for path, zeros in perturb.items()}
         with torch.enable_grad():
-            with tapped(self.leaves, None, None, perturb):
+            with tapped(self.leaves, None, None, handles):
                 outputs = self.model(noise, training=False)
             total = sum(
                 (part.float() * torch.randn(part.shape, generator=generator).to(device)).sum()

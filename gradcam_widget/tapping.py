@@ -183,19 +183,42 @@ def _squashed_by_autograd(tensor) -> str | None:
     return {"SoftmaxBackward0": "softmax", "SigmoidBackward0": "sigmoid"}.get(kind)
 
 
+def _jax_trace():
+    """The JAX trace current in this thread (``None`` where JAX does not say: then every
+    output is taken as the pass's own)."""
+    try:
+        from jax._src import core
+
+        return core.trace_ctx.trace
+    except (ImportError, AttributeError):  # pragma: no cover - another JAX
+        return None
+
+
+class Record(dict):
+    """``{path: output tensor}`` in call order (a layer called several times keeps its last
+    call); :attr:`calls` counts each layer's calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+
 class _Tap:
-    """What one tracing thread records: ``{path: output tensor}`` in call order; and what it
-    adds to some of them (``perturb``: ``{path: zeros}``, the JAX engine's handles for the
-    gradient with respect to a layer's output)."""
+    """What one tracing thread records (a :class:`Record`), and what it adds to some outputs
+    (``perturb``: ``{path: (call number, zeros)}``, the JAX and PyTorch engines' handles for the
+    gradient with respect to a layer's output: the zeros are added to that call only)."""
 
     def __init__(self, perturb=None):
-        self.record: dict = {}
+        self.record = Record()
         self.perturb = perturb or {}
         self.graph = None  # the TensorFlow graph being traced
+        self.trace = None  # the JAX trace the pass runs in
         if BACKEND == "tensorflow":
             from gradcam_widget._tf import tf
 
             self.graph = tf.compat.v1.get_default_graph()
+        elif BACKEND == "jax":
+            self.trace = _jax_trace()
 
     def active(self) -> bool:
         return getattr(_local, "tap", None) is self
@@ -203,6 +226,8 @@ class _Tap:
     def in_scope(self, tensor) -> bool:
         """False for a tensor of a loop's or a branch's own graph (a layer called inside
         ``keras.ops.fori_loop`` or ``cond``): the pass cannot read or differentiate it."""
+        if self.trace is not None:  # JAX: inside a loop's body another trace is current
+            return _jax_trace() is self.trace
         if self.graph is None:
             return True
         try:
@@ -356,13 +381,16 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None, pertu
             (``score="logit"``), or None.
         guided: the model whose ReLUs get the guided backward pass
             (:func:`guided_replacements`), or None.
-        perturb: ``{path: tensor}`` added to those leaves' outputs (zeros: the value is
-            unchanged, and the gradient with respect to the tensor is the gradient with
-            respect to the layer's output -- how the JAX engine differentiates a layer).
+        perturb: ``{path: (call number, tensor)}``: the tensor is added to that call's output
+            of the leaf (zeros: the value is unchanged, and the gradient with respect to the
+            tensor is the gradient with respect to that output -- how the JAX and PyTorch
+            engines differentiate a layer; the call number is the last call's, the one the
+            record keeps, as counted by :attr:`Record.calls` on an earlier call).
 
     Yields:
-        The record ``{path: tensor}``, filled while the model is called in this block by this
-        thread (a layer called twice keeps its last call). Other threads see the model as is.
+        The :class:`Record` ``{path: tensor}``, filled while the model is called in this block
+        by this thread (a layer called twice keeps its last call). Other threads see the model
+        as is.
     """
     with _TAP_LOCK:
         tap, outer = _Tap(perturb), getattr(_local, "tap", None)  # outer: an enclosing block's
@@ -395,8 +423,10 @@ def _recording_call(tap: _Tap, path: str, original):
     def call(*args, **kwargs):
         outputs = original(*args, **kwargs)
         if tap.active() and keras.ops.is_tensor(outputs) and tap.in_scope(outputs):
-            if path in tap.perturb:
-                outputs = outputs + tap.perturb[path]
+            call = tap.record.calls[path] = tap.record.calls.get(path, 0) + 1
+            handle = tap.perturb.get(path)
+            if handle is not None and handle[0] == call:
+                outputs = outputs + handle[1]
             tap.record.pop(path, None)  # a shared layer keeps its last call
             tap.record[path] = outputs
         return outputs

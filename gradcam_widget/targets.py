@@ -48,6 +48,9 @@ class Target:
     uses_score = True  # False when score="probability" has no meaning for it
     adds_squash = True  # score="probability" squashes an output that has no softmax/sigmoid
     per_image: int | None = None  # how many images its per-image data covers, if it has any
+    # False when the target may hold per-image data the package cannot see (a user's callable
+    # closing over an array): its batches are never padded, nor read at another batch size
+    pads = True
     feed_spec: tuple = ((None,), "int32")  # shape and dtype of what feed() gives
 
     @property
@@ -434,6 +437,8 @@ class Regression(Target):
 
 class _Callable(Target):
     """A user's ``target(outputs) -> (N,)``."""
+
+    pads = False
 
     def __init__(self, function: Callable):
         self.function = function

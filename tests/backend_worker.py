@@ -341,11 +341,115 @@ def widget_and_audit_check(model, images):
     checks.append("widget settings switched; an audit of 5 images")
 
 
+def review_findings_check():
+    """What a hostile review found on JAX and PyTorch, each compared across the backends."""
+    image = np.random.default_rng(12).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    # a mixed_bfloat16 model whose Dense softmax is not bypassed (score="probability"): its
+    # softmax must be found (JAX sums a float32 copy of the exponentials) and not applied twice
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((16, 16, 3))
+        x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        outputs = keras.layers.Dense(5, activation="softmax", name="head")(x)
+        mixed = keras.Model(inputs, outputs)
+    finally:
+        keras.config.set_dtype_policy(before)
+    seed_weights(mixed, 13)
+    own = numpy(mixed(image[None].astype(np.float32), training=False))[0].astype(np.float32)
+    cap = gw.capture(mixed, image, class_index=2, score="probability")
+    np.testing.assert_allclose(cap.scores, own, atol=1e-2, err_msg="softmax applied twice")
+    maps["mixed|probability-scores"] = cap.scores
+    # a layer called twice: its map is the last call's (activations and gradient alike); and
+    # a layer called at two scales
+    for kind in ("twice", "scales"):
+        inputs = keras.Input((16, 16, 3))
+        shared = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="shared")
+        x = shared(inputs)
+        if kind == "twice":
+            x = shared(x)
+        else:
+            small = shared(keras.layers.AveragePooling2D(2, name="half")(inputs))
+            x = x + keras.layers.UpSampling2D(name="up")(small)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
+        seed_weights(model, 14)
+        cap = gw.capture(model, image, class_index=1)
+        maps[f"shared-{kind}|activations"] = cap.activations("shared")
+        maps[f"shared-{kind}|gradients"] = cap.gradients("shared")
+    # a layer called inside a loop (a subclassed model) is not explained, and breaks nothing
+    loop = LoopModel()
+    loop(np.zeros((1, 16, 16, 3), np.float32))
+    seed_weights(loop, 15)
+    cap = gw.capture(loop, image, class_index=0)
+    maps["loop|first"] = cap.cam(cap.layers[0]).heatmap
+    # per-image data at a batch that is not a power of two: a class list, one mask per image,
+    # a callable that closes over one row per image
+    images = np.random.default_rng(16).integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.Conv2D(4, 1, name="classes"),
+        ]
+    )
+    seed_weights(model, 17)
+    masks = np.zeros((3, 16, 16), bool)
+    masks[0, :8], masks[1, 8:], masks[2, :, :8] = True, True, True
+    region = gw.explain(model, images, targets=gw.targets.Region(1, masks), batch_size=3)
+    maps["per-image|region"] = region.heatmaps
+    classifier = tiny_cnn()
+    onehot = np.eye(4, dtype=np.float32)[[2, 0, 3]]
+    rows = gw.explain(
+        classifier,
+        np.random.default_rng(18).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8),
+        targets=lambda outputs: ops.sum(ops.multiply(outputs, onehot), axis=-1),
+        batch_size=3,
+    )
+    maps["per-image|callable"] = rows.heatmaps
+    # facts are kept for a bounded number of image sizes
+    free = keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    seed_weights(free, 19)
+    for side in range(8, 48):
+        gw.capture(free, np.zeros((side, side, 3), np.uint8), class_index=0)
+    engine = gw.engine.engine_for(free)
+    stores = [engine._facts, engine._reaching, getattr(engine, "_traced", {})]
+    assert all(len(store) <= 4 * gw.engine.MAX_TRACES for store in stores), [
+        len(store) for store in stores
+    ]
+    checks.append("review: bf16 softmax, shared layers, a loop, per-image data, bounded facts")
+
+
+class LoopModel(keras.Model):
+    """A subclassed model that calls one layer inside ``keras.ops.fori_loop``."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = keras.layers.Conv2D(4, 3, padding="same", activation="relu")
+        self.inner = keras.layers.Conv2D(4, 3, padding="same", activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(5)
+
+    def call(self, x, training=False):
+        x = self.first(x)
+        x = ops.fori_loop(0, 2, lambda index, t: self.inner(t), x)
+        return self.head(self.pool(x))
+
+
 def main(out: str) -> None:
     vgg16_check()
     mobilenet_check()
     model, images = softmax_and_options_check()
     widget_and_audit_check(model, images)
+    review_findings_check()
     np.savez(out, **{key: np.asarray(value, np.float32) for key, value in maps.items()})
     print(
         json.dumps(

@@ -61,7 +61,7 @@ def summary(runs, backend) -> dict:
 def test_every_check_passes_on_the_backend(runs, backend):
     found = summary(runs, backend)
     assert found["backend"] == backend
-    assert len(found["checks"]) >= 12, found["checks"]
+    assert len(found["checks"]) >= 13, found["checks"]
     assert found["maps"] > 100
 
 
@@ -75,11 +75,11 @@ def test_the_backends_agree_with_tensorflow(runs, backend):
     summary(runs, "tensorflow")
     summary(runs, backend)
     tf_maps = np.load(runs["tensorflow"][1])
-    jax_maps = np.load(runs[backend][1])
-    assert sorted(tf_maps.files) == sorted(jax_maps.files)
+    other_maps = np.load(runs[backend][1])
+    assert sorted(tf_maps.files) == sorted(other_maps.files)
     worst = {}
     for key in tf_maps.files:
-        a, b = tf_maps[key], jax_maps[key]
+        a, b = tf_maps[key], other_maps[key]
         assert a.shape == b.shape, key
         if key.startswith("audit|"):
             np.testing.assert_array_equal(a, b, err_msg=key)
@@ -88,8 +88,13 @@ def test_the_backends_agree_with_tensorflow(runs, backend):
         scale = 1.0 if "|" in key and a.max() <= 1.0 and a.min() >= 0.0 else np.abs(a).max()
         worst[key] = float(np.abs(a - b).max() / max(scale, 1e-30))
     # XGrad-CAM divides each channel by its activations' sum, which is near zero for a conv
-    # before a batch norm (its outputs are centred): float32 round-off is amplified there
-    loose = {key: value for key, value in worst.items() if "|xgradcam" in key}
-    tight = {key: value for key, value in worst.items() if key not in loose}
-    assert max(tight.values()) <= 1e-4, sorted(tight.items(), key=lambda kv: -kv[1])[:5]
-    assert max(loose.values()) <= 1e-3, sorted(loose.items(), key=lambda kv: -kv[1])[:5]
+    # before a batch norm (its outputs are centred): float32 round-off is amplified there; a
+    # mixed_bfloat16 model computes with 8 bits of mantissa on every backend
+    bounds = {"|xgradcam": 1e-3, "mixed|": 1e-2}
+
+    def bound(key):
+        return next((value for part, value in bounds.items() if part in key), 1e-4)
+
+    over = {key: value for key, value in worst.items() if value > bound(key)}
+    assert not over, sorted(over.items(), key=lambda kv: -kv[1])[:5]
+    assert max(worst.values()) > 0  # the comparison compares something
