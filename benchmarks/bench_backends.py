@@ -1,17 +1,22 @@
-"""The JAX engine against the TensorFlow engine on CPU: first view, 13 layers, batch.
+"""The JAX and PyTorch engines against the TensorFlow engine on CPU: first view, 13 layers, batch.
 
 Keras picks its backend when it is first imported, so each backend is measured in a process of
 its own: every round the parent starts one worker per backend (this script with ``--worker
-tensorflow`` or ``--worker jax``), in alternating order from round to round so that load on
-this shared machine hits both alike. A worker sets ``KERAS_BACKEND`` before importing Keras
-and the package, builds VGG16 (``weights=None``) and sets every variable from a seeded numpy
-generator (He-normal kernels, zero biases), so both backends run the very same network on the
-very same seeded 224x224 images (0..255), and then measures, in this order:
+tensorflow``, ``--worker jax`` or ``--worker torch``), the order rotated from round to round
+(TF, JAX, PyTorch; then JAX, PyTorch, TF; ...) so that load on this shared machine hits all of
+them alike. PyTorch is measured when ``torch`` imports in this Python (checked in a subprocess
+first); otherwise a line says it was skipped and the table has TensorFlow and JAX only. A worker
+sets ``KERAS_BACKEND`` before importing Keras and the package, builds VGG16 (``weights=None``)
+and sets every variable from a seeded numpy generator (He-normal kernels, zero biases; not
+``keras.utils.set_random_seed``, which imports TensorFlow), so every backend runs the very same
+network on the very same seeded 224x224 images (0..255), and then measures, in this order:
 
 * **first view**: ``gw.capture(model, image, layers=[None])`` (the default layer only, as
   ``gw.grad_cam`` asks) then ``cap.cam()``. *Cold* is the first call in the process, on a new
-  engine: tracing and compilation included (what a user waits for after loading a model);
-  *warm* is the median of 3 new images of the same size, the compiled function reused;
+  engine: tracing and compilation included (what a user waits for after loading a model; the
+  PyTorch engine is eager and compiles nothing, its cold call reads the model's facts from one
+  forward pass over two blank images); *warm* is the median of 3 new images of the same size,
+  the compiled function reused;
 * **13 layers**: ``gw.capture(model, image, layers="all")`` and a ``cam`` for each of the 13
   conv layers. *Cold*: the first call on a new engine (the package's engine cache for the model
   is dropped first, so the facts of the model are traced again and the pass compiled; the
@@ -19,23 +24,25 @@ very same seeded 224x224 images (0..255), and then measures, in this order:
   images;
 * **batch**: ``gw.explain(model, images, targets=[one class per image], layer="block5_conv3",
   batch_size=64).heatmaps`` over ``--images`` images. *Cold*: a new engine again (JAX compiles
-  per batch shape, TensorFlow traces once for any batch size); *warm*: the same call again;
-  reported as images per second;
+  per batch shape, TensorFlow traces once for any batch size, PyTorch compiles nothing); *warm*:
+  the same call again; reported as images per second;
 * the worker's **peak RSS** (the kernel's high-water mark ``VmHWM``, see ``rss.py``) at the end;
   importing and building the model are timed too but are not part of any figure above.
 
-A worker prints one JSON line and saves the ``block5_conv3`` raw maps (and heatmaps) of the
-batch and of the cold first view, so the parent reports the largest difference between the
-backends (float32 on both; expected around 1e-5 of the maps' scale or less). A warm call that
-compiled again is counted (``engine.traces``) and shown. Workers' stderr is kept and printed
-only when a worker fails. Run::
+A worker prints one JSON line (with its thread count on PyTorch and whether TensorFlow got
+imported) and saves the ``block5_conv3`` raw maps (and heatmaps) of the batch and of the cold
+first view, so the parent reports the largest difference between TensorFlow's maps and each
+other backend's (float32 on all; expected around 1e-5 of the maps' scale or less). A warm call
+that compiled again is counted (``engine.traces``; always 0 on PyTorch, which never compiles)
+and shown. Workers' stderr is kept and printed only when a worker fails. Run::
 
-    .venv/bin/python benchmarks/bench_backends.py              # 3-7 min on 2 shared cores
+    .venv/bin/python benchmarks/bench_backends.py              # 5-10 min on 2 shared cores
     .venv/bin/python benchmarks/bench_backends.py --rounds 5 --out bench-results/backends.json
     .venv/bin/python benchmarks/bench_backends.py --smoke      # < 1 min: a small CNN
 
-The table gives the median over rounds per backend and the JAX/TF time ratio (the median of
-the per-round ratios: < 1 means JAX is faster; for img/s rows it is still a time ratio).
+The table gives the median over rounds per backend and the JAX/TF and PyTorch/TF time ratios
+(each the median of the per-round ratios, with their min..max: < 1 means that backend is faster
+than TensorFlow; for img/s rows it is still a time ratio, for peak RSS a memory ratio).
 """
 
 from __future__ import annotations
@@ -56,8 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("tensorflow", "jax")
-NAMES = {"tensorflow": "TensorFlow", "jax": "JAX"}
+BACKENDS = ("tensorflow", "jax", "torch")  # TensorFlow first: the others are compared to it
+NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 LAYER = "block5_conv3"
 FIRST_VIEW_WARM = 3  # new images timed warm per worker (median)
 ALL_LAYERS_WARM = 2
@@ -109,6 +116,10 @@ def worker(backend: str, count: int, smoke: bool, maps_path: str) -> dict:
 
     assert keras.backend.backend() == backend, keras.backend.backend()
     imported = time.perf_counter() - started
+
+    def as_numpy(value, dtype=np.float32) -> np.ndarray:
+        """A backend tensor (a torch tensor on PyTorch) or an array, as numpy."""
+        return np.asarray(keras.ops.convert_to_numpy(value), dtype)
 
     started = time.perf_counter()
     model = small_cnn(keras) if smoke else keras.applications.VGG16(weights=None)
@@ -185,13 +196,18 @@ def worker(backend: str, count: int, smoke: bool, maps_path: str) -> dict:
     figures["engine"] = type(engine_module.engine_for(model)).__name__
     figures["warnings"] = sorted({str(w.message).splitlines()[0][:200] for w in caught})
     figures["peak_rss_mb"] = status("VmHWM") / MB
+    figures["tensorflow_imported"] = "tensorflow" in sys.modules
+    if backend == "torch":
+        import torch
+
+        figures["threads"] = torch.get_num_threads()
     np.savez(
         maps_path,
-        batch_raw=np.asarray(ex.raw, np.float32),
-        batch_heatmaps=np.asarray(heatmaps, np.float32),
-        batch_classes=np.asarray(ex.class_indices),
-        first_view_raw=np.asarray(view.raw, np.float32),
-        first_view_heatmap=np.asarray(view.heatmap, np.float32),
+        batch_raw=as_numpy(ex.raw),
+        batch_heatmaps=as_numpy(heatmaps),
+        batch_classes=as_numpy(ex.class_indices, np.int64),
+        first_view_raw=as_numpy(view.raw),
+        first_view_heatmap=as_numpy(view.heatmap),
     )
     return figures
 
@@ -210,6 +226,7 @@ ROWS = [  # (label, key, kind)
     ("(not in the table above) import keras + package s", "import_s", "time"),
     ("(not in the table above) build VGG16 + set weights s", "build_model_s", "time"),
 ]
+MAPS = ("batch_raw", "batch_heatmaps", "first_view_raw", "first_view_heatmap")
 
 
 def run_worker(backend: str, args, maps_path: str) -> dict:
@@ -228,29 +245,55 @@ def run_worker(backend: str, args, maps_path: str) -> dict:
 
 
 def differences(maps: dict) -> dict:
-    """Largest differences between the backends' maps (same round), and the maps' scale."""
-    first, second = (np.load(maps[backend]) for backend in BACKENDS)
-    out = {}
-    for name in ("batch_raw", "batch_heatmaps", "first_view_raw", "first_view_heatmap"):
-        a, b = first[name], second[name]
-        out[f"max |TF - JAX| {name}"] = float(np.abs(a - b).max())
-        out[f"max |TF| {name}"] = float(np.abs(a).max())
-    out["batch classes equal"] = bool((first["batch_classes"] == second["batch_classes"]).all())
-    raw_a, raw_b = first["batch_raw"], second["batch_raw"]
+    """Largest differences between TensorFlow's maps and each other backend's (same round):
+    ``{"scale": {check: max |TF|}, backend: {check: value}}``."""
+    loaded = {backend: np.load(path) for backend, path in maps.items()}
+    reference = loaded["tensorflow"]
+    out: dict = {"scale": {}}
+    for name in MAPS:
+        out["scale"][f"max |TF| {name}"] = float(np.abs(reference[name]).max())
+    raw_a = reference["batch_raw"]
     scale = np.maximum(np.abs(raw_a).reshape(len(raw_a), -1).max(axis=1), 1e-30)
-    relative = np.abs(raw_a - raw_b).reshape(len(raw_a), -1).max(axis=1) / scale
-    out["max over images of max |TF - JAX| / max |TF| (batch raw)"] = float(relative.max())
-    out["median over images of that"] = float(np.median(relative))
-    over = np.flatnonzero(relative > 1e-4)
-    out["images with that > 1e-4 (index: max |TF| raw)"] = (
-        ", ".join(f"{i}: {scale[i]:.3g}" for i in over) if len(over) else "none"
-    )
+    for backend, other in loaded.items():
+        if backend == "tensorflow":
+            continue
+        checks = {}
+        for name in MAPS:
+            checks[f"max |diff| {name}"] = float(np.abs(reference[name] - other[name]).max())
+        checks["batch classes equal"] = bool(
+            (reference["batch_classes"] == other["batch_classes"]).all()
+        )
+        raw_b = other["batch_raw"]
+        relative = np.abs(raw_a - raw_b).reshape(len(raw_a), -1).max(axis=1) / scale
+        checks["max over images of max |diff| / max |TF| (batch raw)"] = float(relative.max())
+        checks["median over images of max |diff| / max |TF| (batch raw)"] = float(
+            np.median(relative)
+        )
+        over = np.flatnonzero(relative > 1e-4)
+        checks["images with that > 1e-4 (index: max |TF| raw)"] = (
+            ", ".join(f"{i}: {scale[i]:.3g}" for i in over) if len(over) else "none"
+        )
+        out[backend] = checks
     return out
+
+
+def torch_importable() -> tuple[bool, str]:
+    """Whether ``import torch`` works in this Python (tried in a subprocess: this process
+    stays light), and its version or the error."""
+    command = [sys.executable, "-c", "import torch; print(torch.__version__)"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return False, f"{type(error).__name__}: {error}"
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
+        return False, lines[-1]
+    return True, done.stdout.strip()
 
 
 def versions() -> dict:
     found = {"python": platform.python_version()}
-    for package in ("tensorflow", "keras", "jax", "jaxlib", "numpy"):
+    for package in ("tensorflow", "keras", "jax", "jaxlib", "torch", "numpy"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -286,14 +329,19 @@ def main(argv=None) -> int:
         args.rounds, args.images = 1, 4
 
     started = time.perf_counter()
-    results = {backend: [] for backend in BACKENDS}
+    has_torch, torch_said = torch_importable()
+    backends = BACKENDS if has_torch else tuple(b for b in BACKENDS if b != "torch")
+    if not has_torch:
+        print(f"PyTorch skipped: torch is not importable here ({torch_said})", flush=True)
+    others = [b for b in backends if b != "tensorflow"]
+    results = {backend: [] for backend in backends}
     diffs = []
-    sys.stdout.flush()
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as temporary:
         folder = str(args.keep_maps or temporary)
         os.makedirs(folder, exist_ok=True)
         for round_index in range(args.rounds):
-            order = BACKENDS if round_index % 2 == 0 else BACKENDS[::-1]
+            shift = round_index % len(backends)
+            order = backends[shift:] + backends[:shift]
             maps = {}
             for backend in order:
                 maps[backend] = os.path.join(folder, f"{backend}-{round_index}.npz")
@@ -313,56 +361,91 @@ def main(argv=None) -> int:
 
     table = {}
     for label, key, kind in ROWS:
-        per_backend = {b: [value(f, key, kind) for f in results[b]] for b in BACKENDS}
-        ratios = [  # JAX time / TF time, paired per round
-            (j[key] / t[key]) for t, j in zip(results["tensorflow"], results["jax"], strict=True)
-        ]
-        table[label] = {
-            **{b: statistics.median(v) for b, v in per_backend.items()},
-            "jax_over_tf": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-            "per_round": per_backend,
-        }
+        per_backend = {b: [value(f, key, kind) for f in results[b]] for b in backends}
+        row = {b: statistics.median(v) for b, v in per_backend.items()}
+        for other in others:
+            ratios = [  # other's time / TF's time, paired per round
+                (o[key] / t[key])
+                for t, o in zip(results["tensorflow"], results[other], strict=True)
+            ]
+            row[f"{other}_over_tf"] = statistics.median(ratios)
+            row[f"{other}_over_tf_min"] = min(ratios)
+            row[f"{other}_over_tf_max"] = max(ratios)
+        row["per_round"] = per_backend
+        table[label] = row
     model = "small CNN 64x64 (smoke)" if args.smoke else "VGG16 224x224, seeded He-normal weights"
     found = versions()
     print(
         f"{model}; batch: {args.images} images, batch_size {BATCH_SIZE}, layer {LAYER}; "
-        f"{args.rounds} round(s), backends alternating; CPU: {cpu_model()} "
+        f"{args.rounds} round(s), backends rotating; CPU: {cpu_model()} "
         f"({os.cpu_count()} cores)"
     )
     print("versions: " + ", ".join(f"{name} {version}" for name, version in found.items()))
-    print("\n| metric | TensorFlow | JAX | JAX/TF time ratio (min..max) | faster |")
-    print("|---|---:|---:|---:|---|")
+    print(
+        "\n| metric | "
+        + " | ".join(NAMES[b] for b in backends)
+        + " | "
+        + " | ".join(f"{NAMES[o]}/TF time ratio (min..max)" for o in others)
+        + " | best |"
+    )
+    print("|---|" + "---:|" * (len(backends) + len(others)) + "---|")
     for label, row in table.items():
-        ratio = row["jax_over_tf"]
-        if "RSS" in label:
-            faster = "JAX less" if ratio < 1 else "TF less"
-        else:
-            faster = "JAX" if ratio < 1 else "TF"
+        _, key, kind = next(r for r in ROWS if r[0] == label)
+        # the backend with the least time (the most img/s) or the least memory
+        medians = {b: statistics.median(f[key] for f in results[b]) for b in backends}
+        best = NAMES[min(medians, key=medians.get)] + (" least" if "RSS" in label else "")
         digits = 1 if ("RSS" in label or "img/s" in label) else 3
+        cells = [f"{row[b]:.{digits}f}" for b in backends]
+        cells += [
+            f"{row[f'{o}_over_tf']:.3f} "
+            f"({row[f'{o}_over_tf_min']:.2f}..{row[f'{o}_over_tf_max']:.2f})"
+            for o in others
+        ]
+        print(f"| {label} | " + " | ".join(cells) + f" | {best} |")
+
+    checks: dict = {}
+    for group in diffs[0]:
+        checks[group] = {}
+        for name in diffs[0][group]:
+            values = [d[group][name] for d in diffs]
+            if isinstance(values[0], bool):
+                checks[group][name] = all(values)
+            elif isinstance(values[0], str):
+                checks[group][name] = sorted(set(values))
+            else:
+                checks[group][name] = max(values)
+
+    def cell(text: str) -> str:  # a markdown table cell: its "|" escaped
+        return text.replace("|", "\\|")
+
+    def shown(found) -> str:
+        return f"{found:.3g}" if isinstance(found, float) else str(found)
+
+    print("\n| map scale, TensorFlow (worst round) | value |\n|---|---:|")
+    for name, found_value in checks["scale"].items():
+        print(f"| {cell(name)} | {shown(found_value)} |")
+    if others:
         print(
-            f"| {label} | {row['tensorflow']:.{digits}f} | {row['jax']:.{digits}f} | "
-            f"{ratio:.3f} ({row['ratio_min']:.2f}..{row['ratio_max']:.2f}) | {faster} |"
+            "\n| map check against TensorFlow (worst round) | "
+            + " | ".join(f"{NAMES[o]} vs TF" for o in others)
+            + " |\n|---|"
+            + "---:|" * len(others)
         )
-    print("\n| map check (worst round) | value |\n|---|---:|")
-    checks = {}
-    for name in diffs[0]:
-        values = [d[name] for d in diffs]
-        if isinstance(values[0], (bool, str)):
-            checks[name] = all(values) if isinstance(values[0], bool) else sorted(set(values))
-        else:
-            checks[name] = max(values)
-        shown = f"{checks[name]:.3g}" if isinstance(checks[name], float) else checks[name]
-        print(f"| {name} | {shown} |")
-    retraced = {b: [f["warm_calls_that_compiled"] for f in results[b]] for b in BACKENDS}
+        for name in checks[others[0]]:
+            values = " | ".join(shown(checks[o][name]) for o in others)
+            print(f"| {cell(name)} | {values} |")
+    retraced = {b: [f["warm_calls_that_compiled"] for f in results[b]] for b in backends}
     print(f"\nwarm calls that compiled again: {json.dumps(retraced)}")
-    for backend in BACKENDS:
+    for backend in backends:
         said = sorted({w for f in results[backend] for w in f["warnings"]})
         if said:
             print(f"{NAMES[backend]} warnings: {said}")
-    engines = {b: sorted({f["engine"] for f in results[b]}) for b in BACKENDS}
+    engines = {b: sorted({f["engine"] for f in results[b]}) for b in backends}
     print(f"engines: {json.dumps(engines)}")
+    imported_tf = {b: any(f["tensorflow_imported"] for f in results[b]) for b in backends}
+    print(f"TensorFlow imported in the worker: {json.dumps(imported_tf)}")
+    if "torch" in results:
+        print(f"PyTorch threads: {sorted({f['threads'] for f in results['torch']})}")
     print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -372,6 +455,8 @@ def main(argv=None) -> int:
                     "model": model,
                     "images": args.images,
                     "rounds": args.rounds,
+                    "backends": list(backends),
+                    "torch_skipped": None if has_torch else torch_said,
                     "cpu": cpu_model(),
                     "cores": os.cpu_count(),
                     "versions": found,

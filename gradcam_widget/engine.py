@@ -569,6 +569,40 @@ class Engine:
         height, width, channels = self.input_size
         return (None, height, width, channels or inputs_shape[-1])
 
+    # -- the model, called statelessly (the JAX and PyTorch engines) -----------------------
+
+    def _state(self) -> tuple[list, list]:
+        """The values of the model's variables now (trainable, non-trainable), each as
+        :meth:`_value` gives it; a subclassed model never called is built on a blank image.
+
+        Raises:
+            ModelCheckError: for a model that is not built and declares no input size.
+        """
+        model = self.model
+        if not model.built:
+            height, width, channels = self.input_size
+            if None in (height, width, channels):
+                raise ModelCheckError(
+                    "the model is not built and its input size is not declared: call it once "
+                    "on an image first"
+                )
+            model(np.zeros((1, height, width, channels), np.float32), training=False)
+        return (
+            [self._value(variable) for variable in model.trainable_variables],
+            [self._value(variable) for variable in model.non_trainable_variables],
+        )
+
+    @staticmethod
+    def _value(variable):
+        return variable.value
+
+    def _stateless(self, inputs, state=None):
+        """The model's outputs for ``inputs``, its variables' values passed in (``state``:
+        :meth:`_state`'s, else read now); nothing on the model is changed."""
+        trainable, non_trainable = self._state() if state is None else state
+        outputs, _ = self.model.stateless_call(trainable, non_trainable, inputs, training=False)
+        return outputs
+
     def _compiled(self, key: tuple, make: Callable, store=None) -> Callable:
         """The compiled function for ``key`` (made by ``make()`` on first use).
 

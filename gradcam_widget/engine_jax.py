@@ -31,7 +31,6 @@ from gradcam_widget.engine import (
     output_parts,
     scored_outputs,
 )
-from gradcam_widget.inputs import ModelCheckError
 from gradcam_widget.tapping import tapped
 
 FACTS_BATCH = 2  # images in the abstract batch the facts are traced with
@@ -79,29 +78,6 @@ class JaxEngine(Engine):
         the facts of a pass are read per image size."""
         return (None, *(int(side) for side in inputs_shape[1:4]))
 
-    # -- the model, called statelessly ------------------------------------------------------
-
-    def _state(self) -> tuple[list, list]:
-        """The values of the model's variables now (trainable, non-trainable)."""
-        model = self.model
-        if not model.built:  # a subclassed model never called: build it on a blank image
-            height, width, channels = self.input_size
-            if None in (height, width, channels):
-                raise ModelCheckError(
-                    "the model is not built and its input size is not declared: call it once "
-                    "on an image first"
-                )
-            model(np.zeros((1, height, width, channels), np.float32), training=False)
-        return (
-            [variable.value for variable in model.trainable_variables],
-            [variable.value for variable in model.non_trainable_variables],
-        )
-
-    @staticmethod
-    def _call(model, trainable, non_trainable, inputs):
-        outputs, _ = model.stateless_call(trainable, non_trainable, inputs, training=False)
-        return outputs
-
     def _model_facts(self, signature: tuple, bypass: bool) -> dict:
         """What the model computes for inputs of ``signature`` (with its squashing heads
         bypassed or not), read from its traced program: the candidate layers and their token
@@ -116,7 +92,7 @@ class JaxEngine(Engine):
 
         def forward(trainable, non_trainable, inputs):
             with tapped(self.leaves, model if bypass else None) as record:
-                outputs = self._call(model, trainable, non_trainable, inputs)
+                outputs = self._stateless(inputs, (trainable, non_trainable))
             maps, tokens = feature_maps(record, inputs.shape, self.token_overrides)
             found["calls"] = {path: record.calls[path] for path in maps}
             found["tokens"] = tokens
@@ -190,7 +166,7 @@ class JaxEngine(Engine):
             bypass = model if score == "logit" else None
             guided = model if to_input == "guided" else None
             with tapped(engine.leaves, bypass, guided, _handles(perturb, calls)) as record:
-                outputs = engine._call(model, trainable, non_trainable, inputs)
+                outputs = engine._stateless(inputs, (trainable, non_trainable))
             scored = scored_outputs(
                 outputs, engine.output_names, score, multi_label, target.adds_squash, squashed
             )
@@ -265,7 +241,7 @@ class JaxEngine(Engine):
             engine = engine_ref()
             model = engine.model
             with tapped((), model if score == "logit" else None):
-                outputs = engine._call(model, trainable, non_trainable, inputs)
+                outputs = engine._stateless(inputs, (trainable, non_trainable))
             scored = scored_outputs(
                 outputs, engine.output_names, score, multi_label, target.adds_squash, squashed
             )
@@ -287,7 +263,7 @@ class JaxEngine(Engine):
         engine_ref = weakref.ref(self)
 
         def forward(inputs, trainable, non_trainable):
-            outputs = engine_ref()._call(engine_ref().model, trainable, non_trainable, inputs)
+            outputs = engine_ref()._stateless(inputs, (trainable, non_trainable))
             return only_output(outputs).astype(jnp.float32)
 
         return jax.jit(forward)
@@ -307,13 +283,12 @@ class JaxEngine(Engine):
         perturb = {
             path: jnp.zeros((len(noise), *shape), dtype) for path, (shape, dtype) in raw.items()
         }
-        model = self.model
         trainable, non_trainable = self._state()
         calls = facts["calls"]
 
         def projected(perturb):
             with tapped(self.leaves, None, None, _handles(perturb, calls)):
-                outputs = self._call(model, trainable, non_trainable, jnp.asarray(noise))
+                outputs = self._stateless(jnp.asarray(noise), (trainable, non_trainable))
             total = jnp.float32(0.0)
             for index, part in enumerate(output_parts(outputs)):
                 if jnp.issubdtype(part.dtype, jnp.floating):

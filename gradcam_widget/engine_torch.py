@@ -1,7 +1,8 @@
 """The PyTorch engine: the pass on Keras's PyTorch backend (``KERAS_BACKEND=torch``).
 
-Keras on PyTorch runs eagerly, so nothing is compiled: each pass calls the model once with a
-zero tensor added to the output of each layer it explains
+Keras on PyTorch runs eagerly, so nothing is compiled: each pass calls the model once
+(statelessly, its weights passed in detached: autograd records nothing for a weight gradient
+that is never asked for) with a zero tensor added to the output of each layer it explains
 (:func:`~gradcam_widget.tapping.tapped`'s ``perturb``, as on JAX) and asks
 ``torch.autograd.grad`` for the gradient with respect to those zeros only -- the gradient with
 respect to the layers' outputs; autograd walks back no further than the shallowest of them and
@@ -56,14 +57,21 @@ class TorchEngine(Engine):
         """``(None, H, W, C)`` of the inputs themselves: the facts are read per image size."""
         return (None, *(int(side) for side in inputs_shape[1:4]))
 
+    @staticmethod
+    def _value(variable):
+        # detached: autograd then keeps no activation for a weight gradient that is never
+        # asked for (only what lies after the first tensor that needs a gradient)
+        return variable.value.detach()
+
     def _model_facts(self, signature: tuple, bypass: bool) -> dict:
         key = (signature, bypass)
         if key in self._traced:
             return self._traced[key]
         model = self.model
         blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
+        blank.requires_grad_(True)  # so that the outputs carry their autograd graph
         with torch.enable_grad(), tapped(self.leaves, model if bypass else None) as record:
-            outputs = model(blank, training=False)
+            outputs = self._stateless(blank)
         maps, tokens = feature_maps(record, tuple(blank.shape), self.token_overrides)
         found = {
             "calls": {path: record.calls[path] for path in maps},
@@ -87,7 +95,7 @@ class TorchEngine(Engine):
             model = self.model
             blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
             with torch.no_grad(), tapped((), model if score == "logit" else None):
-                outputs = model(blank, training=False)
+                outputs = self._stateless(blank)
             scored = scored_outputs(
                 outputs, self.output_names, score, multi_label, target.adds_squash,
                 facts["squashed"],
@@ -134,7 +142,7 @@ class TorchEngine(Engine):
         handles = {path: (traced["calls"][path], zeros) for path, zeros in perturb.items()}
         with torch.enable_grad():
             with tapped(self.leaves, bypass, guided, handles) as record:
-                outputs = model(batch, training=False)
+                outputs = self._stateless(batch)
             scored = scored_outputs(
                 outputs, self.output_names, score, multi_label, target.adds_squash,
                 traced["squashed"],
@@ -178,7 +186,7 @@ class TorchEngine(Engine):
         target, score, multi_label, traced = function
         model = self.model
         with torch.no_grad(), tapped((), model if score == "logit" else None):
-            outputs = model(ops.convert_to_tensor(chunk, "float32"), training=False)
+            outputs = self._stateless(ops.convert_to_tensor(chunk, "float32"))
             scored = scored_outputs(
                 outputs, self.output_names, score, multi_label, target.adds_squash,
                 traced["squashed"],
@@ -191,7 +199,7 @@ class TorchEngine(Engine):
 
     def _call_outputs(self, function, chunk: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            outputs = self.model(ops.convert_to_tensor(chunk, "float32"), training=False)
+            outputs = self._stateless(ops.convert_to_tensor(chunk, "float32"))
         return _numpy(only_output(outputs))
 
     def _find_reaching(self, signature: tuple) -> frozenset:
@@ -214,7 +222,7 @@ class TorchEngine(Engine):
         handles = {path: (traced["calls"][path], zeros) for path, zeros in perturb.items()}
         with torch.enable_grad():
             with tapped(self.leaves, None, None, handles):
-                outputs = self.model(noise, training=False)
+                outputs = self._stateless(noise)
             total = sum(
                 (part.float() * torch.randn(part.shape, generator=generator).to(device)).sum()
                 for part in output_parts(outputs)

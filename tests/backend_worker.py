@@ -341,6 +341,22 @@ def widget_and_audit_check(model, images):
     checks.append("widget settings switched; an audit of 5 images")
 
 
+def vit_check():
+    """The shipped ViT: token layers found, read as 1 class token + 14x14 patches, the default
+    layer by the reaching rule, every method and fusion."""
+    entry = gw.models.load("shapes_vit")
+    image = gw.data.scene(1000003).image
+    cap = gw.capture(entry, image)
+    assert cap.default_layer == "norm", cap.default_layer
+    assert cap.tokens("norm") == (1, 14, 14), cap.tokens("norm")
+    reaching = gw.engine.engine_for(entry).reaching_tokens((1, 224, 224, 3))
+    maps["vit|reaching"] = np.array([len(reaching or ())])
+    for method in METHODS:
+        maps[f"vit|norm|{method}"] = cap.cam(method=method).heatmap
+    maps["vit|fused"] = cap.fuse().heatmap
+    checks.append("shapes_vit: token layers, the default layer, every method, fusion")
+
+
 def review_findings_check():
     """What a hostile review found on JAX and PyTorch, each compared across the backends."""
     image = np.random.default_rng(12).integers(0, 256, (16, 16, 3)).astype(np.uint8)
@@ -450,6 +466,7 @@ def main(out: str) -> None:
     model, images = softmax_and_options_check()
     widget_and_audit_check(model, images)
     review_findings_check()
+    vit_check()
     np.savez(out, **{key: np.asarray(value, np.float32) for key, value in maps.items()})
     print(
         json.dumps(

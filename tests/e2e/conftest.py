@@ -141,18 +141,21 @@ def jupyter_lab(tmp_path_factory, notebook, lab_root):
         server.stop()
 
 
-@pytest.fixture
-def voila(tmp_path_factory, notebook):
-    """``voila <notebook>``; always shut down (its kernel included)."""
+def _voila(tmp_path_factory, notebook, name: str, adjust=None):
+    """``voila <notebook>`` with its own Jupyter state (``adjust(environment, home)`` may
+    change the environment first); always shut down (its kernel included)."""
     require_module("voila", "Voila")
     from e2e_servers import isolated_environment, start_server, voila_command
 
-    home = tmp_path_factory.mktemp("voila")
+    home = tmp_path_factory.mktemp(name)
+    environment = isolated_environment(home)
+    if adjust is not None:
+        adjust(environment, home)
     server = start_server(
         "voila",
         lambda port, token: voila_command(port, token, notebook),
         ready_path="/voila/static/",  # answers without running the notebook
-        environment=isolated_environment(home),
+        environment=environment,
         workdir=REPO,
         log_path=home / "server.log",
         timeout=SERVER_START_TIMEOUT_S,
@@ -161,3 +164,31 @@ def voila(tmp_path_factory, notebook):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def voila(tmp_path_factory, notebook):
+    """``voila <notebook>``; always shut down (its kernel included)."""
+    yield from _voila(tmp_path_factory, notebook, "voila")
+
+
+def _jax_without_tensorflow(environment: dict, home: Path) -> None:
+    """Keras on JAX in the kernel, and TensorFlow made unimportable there (a module of that
+    name that raises ImportError first on the path), as on a machine that has no TensorFlow:
+    a notebook that still needed it fails."""
+    blocker = home / "no_tensorflow"
+    blocker.mkdir()
+    (blocker / "tensorflow.py").write_text(
+        'raise ImportError("TensorFlow is blocked in this test: the JAX kernel must not need it")\n'
+    )
+    environment["KERAS_BACKEND"] = "jax"
+    environment["PYTHONPATH"] = os.pathsep.join(
+        part for part in (str(blocker), environment.get("PYTHONPATH", "")) if part
+    )
+
+
+@pytest.fixture
+def voila_jax(tmp_path_factory, notebook):
+    """``voila <notebook>`` whose kernel runs Keras on JAX with no TensorFlow to import."""
+    require_module("jax", "JAX")
+    yield from _voila(tmp_path_factory, notebook, "voila-jax", _jax_without_tensorflow)

@@ -217,6 +217,26 @@ def test_voila_shows_the_explorer_and_it_follows_the_controls(
     print(f"Voila: explorer checked in {time.monotonic() - started:.1f} s")
 
 
+def test_voila_on_jax_without_tensorflow_shows_the_explorer(
+    voila_jax, page, screenshot_dir, tmp_path
+):
+    """The same app with its kernel on Keras's JAX backend and TensorFlow unimportable: the
+    explorer appears and follows layer and pooling in the browser."""
+    started = time.monotonic()
+    explorer = ExplorerPage(page)
+    page.goto(voila_jax.url("/"), wait_until="commit", timeout=PAGE_LOAD_TIMEOUT_MS)
+    try:
+        explorer.wait_until_ready(EXPLORER_TIMEOUT_S, VOILA_FINISHED)
+    except AssertionError as error:
+        shot = explorer.screenshot_failure(tmp_path / "voila_jax_failure.png")
+        raise AssertionError(f"{error} {shot}\nserver log:\n{voila_jax.log_tail()}") from None
+    explorer.assert_healthy()
+    change_layer(explorer)
+    change_pooling(explorer)
+    explorer.screenshot(screenshot_dir / "voila_jax.png")
+    print(f"Voila on JAX: explorer checked in {time.monotonic() - started:.1f} s")
+
+
 TRUST_NOTEBOOK = "notebooks/04_can_you_trust_the_map.ipynb"
 # Notebook 04 runs the sanity checks before its explorer: more cells before the first view.
 TRUST_TIMEOUT_S = 2 * EXPLORER_TIMEOUT_S
