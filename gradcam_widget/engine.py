@@ -535,6 +535,10 @@ class Engine:
         self._lock = threading.RLock()
         self.token_overrides: dict = {}  # {path or None: (grid, prefix)}, see set_token_grid
         self._reaching: dict[tuple, frozenset] = {}  # see reaching_tokens
+        # layers built under keras.RematScope (their call is rematerialised)
+        self.rematerialised = tuple(
+            path for path, layer in self.leaves if getattr(layer, "_remat_mode", None)
+        )
 
     def set_token_grid(self, layer: str | None, grid, prefix) -> None:
         """Read token layer ``layer`` (``None``: every token layer) as ``grid`` with ``prefix``
@@ -600,8 +604,15 @@ class Engine:
         """The model's outputs for ``inputs``, its variables' values passed in (``state``:
         :meth:`_state`'s, else read now); nothing on the model is changed."""
         trainable, non_trainable = self._state() if state is None else state
-        outputs, _ = self.model.stateless_call(trainable, non_trainable, inputs, training=False)
-        return outputs
+        model = self.model
+        mapping = [
+            *zip(model.trainable_variables, trainable, strict=True),
+            *zip(model.non_trainable_variables, non_trainable, strict=True),
+        ]
+        # the model called as usual inside the scope (not model.stateless_call, which hands
+        # training= to a call() that may not take it)
+        with keras.StatelessScope(state_mapping=mapping):
+            return model(inputs, training=False)
 
     def _compiled(self, key: tuple, make: Callable, store=None) -> Callable:
         """The compiled function for ``key`` (made by ``make()`` on first use).
@@ -634,6 +645,15 @@ class Engine:
             ModelCheckError: when the model has no 4-D layer, or the target does not fit its
                 outputs.
         """
+        if self.rematerialised and self.backend in ("tensorflow", "jax"):
+            raise ModelCheckError(
+                f"{len(self.rematerialised)} layers of this model were built under "
+                f"keras.RematScope ({', '.join(self.rematerialised[:3])}, ...): on "
+                f"{self.backend} each runs in a rematerialised call of its own (TensorFlow's "
+                "only eagerly, JAX's jax.checkpoint), whose outputs a compiled pass cannot "
+                "read: build the model without RematScope to explain it, or explain it on "
+                "Keras's torch backend"
+            )
         signature = self.signature(inputs_shape)
         key = (signature, score, multi_label)  # layers and shapes do not depend on the target
         with self._lock:

@@ -31,6 +31,7 @@ from gradcam_widget.engine import (
     output_parts,
     scored_outputs,
 )
+from gradcam_widget.inputs import ModelCheckError
 from gradcam_widget.tapping import tapped
 
 FACTS_BATCH = 2  # images in the abstract batch the facts are traced with
@@ -95,6 +96,7 @@ class JaxEngine(Engine):
                 outputs = self._stateless(inputs, (trainable, non_trainable))
             maps, tokens = feature_maps(record, inputs.shape, self.token_overrides)
             found["calls"] = {path: record.calls[path] for path in maps}
+            found["outside"] = sorted(record.outside)
             found["tokens"] = tokens
             found["raw"] = {
                 path: (tuple(tensor.shape[1:]), tensor.dtype) for path, tensor in maps.items()
@@ -122,6 +124,12 @@ class JaxEngine(Engine):
 
     def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
         facts = self._model_facts(signature, score == "logit")
+        if not facts["grids"] and facts["outside"]:
+            raise ModelCheckError(
+                "every layer that could be explained runs inside a loop, a branch or a "
+                f"checkpoint of its own ({', '.join(facts['outside'][:4])}): its outputs "
+                "cannot be read from outside on JAX; explain the model on Keras's torch backend"
+            )
         squashed = facts["squashed"] if score == "logit" else (None,) * len(facts["squashed"])
         # the target read against the outputs' shapes, at the batch it is first asked for (a
         # callable may hold per-image data): a misfit is said now, not at the pass

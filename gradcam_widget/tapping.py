@@ -196,11 +196,13 @@ def _jax_trace():
 
 class Record(dict):
     """``{path: output tensor}`` in call order (a layer called several times keeps its last
-    call); :attr:`calls` counts each layer's calls."""
+    call); :attr:`calls` counts each layer's calls, :attr:`outside` names the layers left out
+    because they ran inside a loop, a branch or a checkpoint of their own."""
 
     def __init__(self):
         super().__init__()
         self.calls: dict[str, int] = {}
+        self.outside: set[str] = set()  # layers whose outputs lived in another graph or trace
 
 
 class _Tap:
@@ -422,7 +424,9 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None, pertu
 def _recording_call(tap: _Tap, path: str, original):
     def call(*args, **kwargs):
         outputs = original(*args, **kwargs)
-        if tap.active() and keras.ops.is_tensor(outputs) and tap.in_scope(outputs):
+        if tap.active() and keras.ops.is_tensor(outputs) and not tap.in_scope(outputs):
+            tap.record.outside.add(path)
+        elif tap.active() and keras.ops.is_tensor(outputs):
             call = tap.record.calls[path] = tap.record.calls.get(path, 0) + 1
             handle = tap.perturb.get(path)
             if handle is not None and handle[0] == call:

@@ -26,6 +26,7 @@ BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 
 import gradcam_widget as gw  # noqa: E402
 from gradcam_widget._keras import keras  # noqa: E402
+from gradcam_widget.inputs import ModelCheckError  # noqa: E402
 
 ops = keras.ops
 warnings.filterwarnings("ignore", message="The structure of `inputs`")
@@ -441,7 +442,45 @@ def review_findings_check():
     assert all(len(store) <= 4 * gw.engine.MAX_TRACES for store in stores), [
         len(store) for store in stores
     ]
+    # a subclassed model whose call() takes no training argument
+    bare = BareCallModel()
+    bare(np.zeros((1, 16, 16, 3), np.float32))
+    seed_weights(bare, 20)
+    maps["bare-call|gradcam"] = gw.capture(bare, image, class_index=1).cam().heatmap
+    # layers under keras.RematScope: on JAX each runs in a jax.checkpoint of its own, whose
+    # outputs cannot be read from outside, and TensorFlow rematerialises only eagerly: said
+    # plainly on both (PyTorch explains it)
+    with keras.RematScope(mode="full"):
+        inputs = keras.Input((16, 16, 3))
+        x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        remat = keras.Model(inputs, keras.layers.Dense(3)(x))
+    seed_weights(remat, 21)
+    if BACKEND in ("jax", "tensorflow"):
+        try:
+            gw.capture(remat, image, class_index=0)
+        except ModelCheckError as error:
+            assert "RematScope" in str(error), error
+        else:
+            raise AssertionError(f"a RematScope model on {BACKEND} gave no clear refusal")
+    else:
+        maps_only_here = gw.capture(remat, image, class_index=0).cam().heatmap
+        assert np.isfinite(maps_only_here).all()
     checks.append("review: bf16 softmax, shared layers, a loop, per-image data, bounded facts")
+    checks.append("review: a call() without training, RematScope said on TensorFlow and JAX")
+
+
+class BareCallModel(keras.Model):
+    """A subclassed model whose ``call`` takes the image alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.head(self.pool(self.conv(x)))
 
 
 class LoopModel(keras.Model):

@@ -61,7 +61,7 @@ def summary(runs, backend) -> dict:
 def test_every_check_passes_on_the_backend(runs, backend):
     found = summary(runs, backend)
     assert found["backend"] == backend
-    assert len(found["checks"]) >= 14, found["checks"]
+    assert len(found["checks"]) >= 15, found["checks"]
     assert found["maps"] > 100
 
 
