@@ -165,27 +165,14 @@ def specs() -> dict[str, Spec]:
 # The contenders
 
 
-@contextlib.contextmanager
-def silenced_stderr():
-    """File descriptor 2 pointed at /dev/null for the block: TensorFlow's first import writes
-    log lines there before any logging setting applies."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def build_keras(spec: Spec, dtype: str):
     """The Keras model, seeded, under the dtype policy of ``dtype`` (restored after)."""
     import keras
 
     before = keras.config.dtype_policy()
-    with silenced_stderr():  # it imports TensorFlow, where installed, to seed it too
+    from gradcam_widget._quiet import silenced_stderr_fd
+
+    with silenced_stderr_fd():  # it imports TensorFlow, where installed, to seed it too
         keras.utils.set_random_seed(0)
     try:
         if dtype == "bfloat16":

@@ -573,47 +573,6 @@ class Engine:
         height, width, channels = self.input_size
         return (None, height, width, channels or inputs_shape[-1])
 
-    # -- the model, called statelessly (the JAX and PyTorch engines) -----------------------
-
-    def _state(self) -> tuple[list, list]:
-        """The values of the model's variables now (trainable, non-trainable), each as
-        :meth:`_value` gives it; a subclassed model never called is built on a blank image.
-
-        Raises:
-            ModelCheckError: for a model that is not built and declares no input size.
-        """
-        model = self.model
-        if not model.built:
-            height, width, channels = self.input_size
-            if None in (height, width, channels):
-                raise ModelCheckError(
-                    "the model is not built and its input size is not declared: call it once "
-                    "on an image first"
-                )
-            model(np.zeros((1, height, width, channels), np.float32), training=False)
-        return (
-            [self._value(variable) for variable in model.trainable_variables],
-            [self._value(variable) for variable in model.non_trainable_variables],
-        )
-
-    @staticmethod
-    def _value(variable):
-        return variable.value
-
-    def _stateless(self, inputs, state=None):
-        """The model's outputs for ``inputs``, its variables' values passed in (``state``:
-        :meth:`_state`'s, else read now); nothing on the model is changed."""
-        trainable, non_trainable = self._state() if state is None else state
-        model = self.model
-        mapping = [
-            *zip(model.trainable_variables, trainable, strict=True),
-            *zip(model.non_trainable_variables, non_trainable, strict=True),
-        ]
-        # the model called as usual inside the scope (not model.stateless_call, which hands
-        # training= to a call() that may not take it)
-        with keras.StatelessScope(state_mapping=mapping):
-            return model(inputs, training=False)
-
     def _compiled(self, key: tuple, make: Callable, store=None) -> Callable:
         """The compiled function for ``key`` (made by ``make()`` on first use).
 
@@ -661,7 +620,7 @@ class Engine:
                 self._facts[key] = self._trace_facts(
                     signature, target, score, multi_label, inputs_shape[0]
                 )
-                _bound(self._facts)
+                trim_oldest(self._facts)
             facts = self._facts[key]
             if not facts.candidates:
                 raise ModelCheckError(
@@ -685,7 +644,7 @@ class Engine:
             if signature not in self._reaching:
                 found = frozenset() if None in signature[1:] else self._find_reaching(signature)
                 self._reaching[signature] = found or None
-                _bound(self._reaching)
+                trim_oldest(self._reaching)
             return self._reaching[signature]
 
     @staticmethod
@@ -782,7 +741,72 @@ class Engine:
             return np.concatenate(results)
 
 
-def _bound(store: dict, size: int = 4 * MAX_TRACES) -> None:
+class StatelessEngine(Engine):
+    """What the JAX and PyTorch engines share: the model called statelessly (its variables'
+    values passed in), the facts of a pass read per image size (``_traced``), and the zeros
+    added to the explained layers' last calls (:func:`perturbation`)."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self._traced: dict[tuple, dict] = {}  # (signature, bypass) -> what the model computes
+
+    def set_token_grid(self, layer, grid, prefix) -> None:
+        with self._lock:
+            super().set_token_grid(layer, grid, prefix)
+            self._traced.clear()
+
+    def signature(self, inputs_shape: tuple) -> tuple:
+        """``(None, H, W, C)`` of the inputs themselves: the facts of a pass are read per
+        image size (and ``jax.jit`` compiles per shape)."""
+        return (None, *(int(side) for side in inputs_shape[1:4]))
+
+    def _state(self) -> tuple[list, list]:
+        """The values of the model's variables now (trainable, non-trainable), each as
+        :meth:`_value` gives it; a subclassed model never called is built on a blank image.
+
+        Raises:
+            ModelCheckError: for a model that is not built and declares no input size.
+        """
+        model = self.model
+        if not model.built:
+            height, width, channels = self.input_size
+            if None in (height, width, channels):
+                raise ModelCheckError(
+                    "the model is not built and its input size is not declared: call it once "
+                    "on an image first"
+                )
+            model(np.zeros((1, height, width, channels), np.float32), training=False)
+        return (
+            [self._value(variable) for variable in model.trainable_variables],
+            [self._value(variable) for variable in model.non_trainable_variables],
+        )
+
+    @staticmethod
+    def _value(variable):
+        return variable.value
+
+    def _stateless(self, inputs, state=None):
+        """The model's outputs for ``inputs``, its variables' values passed in (``state``:
+        :meth:`_state`'s, else read now); nothing on the model is changed."""
+        trainable, non_trainable = self._state() if state is None else state
+        model = self.model
+        mapping = [
+            *zip(model.trainable_variables, trainable, strict=True),
+            *zip(model.non_trainable_variables, non_trainable, strict=True),
+        ]
+        # the model called as usual inside the scope (not model.stateless_call, which hands
+        # training= to a call() that may not take it)
+        with keras.StatelessScope(state_mapping=mapping):
+            return model(inputs, training=False)
+
+
+def perturbation(perturb: dict, calls: dict) -> dict:
+    """``{path: zeros}`` as :func:`~gradcam_widget.tapping.tapped` takes it: each zero tensor
+    added to its layer's last call (the call the record keeps; ``calls`` counted them)."""
+    return {path: (calls[path], zeros) for path, zeros in perturb.items()}
+
+
+def trim_oldest(store: dict, size: int = 4 * MAX_TRACES) -> None:
     """Drop the oldest entries of a facts cache beyond ``size`` (one entry per input
     signature: a model that takes any image size would otherwise grow it for ever)."""
     while len(store) > size:

@@ -22,14 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradcam_widget.engine import (
-    Engine,
     PassResult,
-    _bound,
+    StatelessEngine,
     as_grid,
     feature_maps,
     only_output,
     output_parts,
+    perturbation,
     scored_outputs,
+    trim_oldest,
 )
 from gradcam_widget.inputs import ModelCheckError
 from gradcam_widget.tapping import tapped
@@ -54,30 +55,10 @@ def _padded(array: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([array, np.repeat(array[-1:], size - len(array), axis=0)])
 
 
-def _handles(perturb: dict, calls: dict) -> dict:
-    """``perturb`` as :func:`~gradcam_widget.tapping.tapped` takes it: each zero tensor added
-    to its layer's last call (the call the record keeps)."""
-    return {path: (calls[path], zeros) for path, zeros in perturb.items()}
-
-
-class JaxEngine(Engine):
+class JaxEngine(StatelessEngine):
     """The engine on JAX (see the module docstring)."""
 
     backend = "jax"
-
-    def __init__(self, model):
-        super().__init__(model)
-        self._traced: dict[tuple, dict] = {}  # (signature, bypass) -> what the model computes
-
-    def set_token_grid(self, layer, grid, prefix) -> None:
-        with self._lock:
-            super().set_token_grid(layer, grid, prefix)
-            self._traced.clear()
-
-    def signature(self, inputs_shape: tuple) -> tuple:
-        """``(None, H, W, C)`` of the inputs themselves: ``jax.jit`` compiles per shape, and
-        the facts of a pass are read per image size."""
-        return (None, *(int(side) for side in inputs_shape[1:4]))
 
     def _model_facts(self, signature: tuple, bypass: bool) -> dict:
         """What the model computes for inputs of ``signature`` (with its squashing heads
@@ -117,7 +98,7 @@ class JaxEngine(Engine):
         )
         found["outputs"] = structure
         self._traced[key] = found
-        _bound(self._traced)
+        trim_oldest(self._traced)
         return found
 
     # -- the hooks of Engine ----------------------------------------------------------------
@@ -173,7 +154,7 @@ class JaxEngine(Engine):
             model = engine.model
             bypass = model if score == "logit" else None
             guided = model if to_input == "guided" else None
-            with tapped(engine.leaves, bypass, guided, _handles(perturb, calls)) as record:
+            with tapped(engine.leaves, bypass, guided, perturbation(perturb, calls)) as record:
                 outputs = engine._stateless(inputs, (trainable, non_trainable))
             scored = scored_outputs(
                 outputs, engine.output_names, score, multi_label, target.adds_squash, squashed
@@ -295,7 +276,7 @@ class JaxEngine(Engine):
         calls = facts["calls"]
 
         def projected(perturb):
-            with tapped(self.leaves, None, None, _handles(perturb, calls)):
+            with tapped(self.leaves, None, None, perturbation(perturb, calls)):
                 outputs = self._stateless(jnp.asarray(noise), (trainable, non_trainable))
             total = jnp.float32(0.0)
             for index, part in enumerate(output_parts(outputs)):

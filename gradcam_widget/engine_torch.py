@@ -20,14 +20,15 @@ import torch
 
 from gradcam_widget._keras import keras
 from gradcam_widget.engine import (
-    Engine,
     PassResult,
-    _bound,
+    StatelessEngine,
     as_grid,
     feature_maps,
     only_output,
     output_parts,
+    perturbation,
     scored_outputs,
+    trim_oldest,
 )
 from gradcam_widget.tapping import squashed_output, tapped
 
@@ -39,23 +40,10 @@ def _numpy(tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float32).numpy()
 
 
-class TorchEngine(Engine):
+class TorchEngine(StatelessEngine):
     """The engine on PyTorch (see the module docstring)."""
 
     backend = "torch"
-
-    def __init__(self, model):
-        super().__init__(model)
-        self._traced: dict[tuple, dict] = {}  # (signature, bypass) -> what the model computes
-
-    def set_token_grid(self, layer, grid, prefix) -> None:
-        with self._lock:
-            super().set_token_grid(layer, grid, prefix)
-            self._traced.clear()
-
-    def signature(self, inputs_shape: tuple) -> tuple:
-        """``(None, H, W, C)`` of the inputs themselves: the facts are read per image size."""
-        return (None, *(int(side) for side in inputs_shape[1:4]))
 
     @staticmethod
     def _value(variable):
@@ -83,7 +71,7 @@ class TorchEngine(Engine):
             "squashed": tuple(squashed_output(part) for part in output_parts(outputs)),
         }
         self._traced[key] = found
-        _bound(self._traced)
+        trim_oldest(self._traced)
         return found
 
     def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
@@ -139,7 +127,7 @@ class TorchEngine(Engine):
             batch.requires_grad_(True)
         bypass = model if score == "logit" else None
         guided = model if to_input == "guided" else None
-        handles = {path: (traced["calls"][path], zeros) for path, zeros in perturb.items()}
+        handles = perturbation(perturb, traced["calls"])
         with torch.enable_grad():
             with tapped(self.leaves, bypass, guided, handles) as record:
                 outputs = self._stateless(batch)
@@ -219,7 +207,7 @@ class TorchEngine(Engine):
             for path in tokens
         }
         generator = torch.Generator(device="cpu").manual_seed(1)
-        handles = {path: (traced["calls"][path], zeros) for path, zeros in perturb.items()}
+        handles = perturbation(perturb, traced["calls"])
         with torch.enable_grad():
             with tapped(self.leaves, None, None, handles):
                 outputs = self._stateless(noise)

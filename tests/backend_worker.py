@@ -12,7 +12,6 @@ stdout is a JSON summary.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -24,15 +23,14 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 
+from longhand import OPTIONS, reference_cam  # noqa: E402
+
 import gradcam_widget as gw  # noqa: E402
 from gradcam_widget._keras import keras  # noqa: E402
 from gradcam_widget.inputs import ModelCheckError  # noqa: E402
 
 ops = keras.ops
 warnings.filterwarnings("ignore", message="The structure of `inputs`")
-OPTIONS = list(
-    itertools.product(("mean", "max"), ("weighted", "top"), ("relu_first", "resize_first"))
-)
 METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "scorecam")
 maps: dict[str, np.ndarray] = {}
 checks: list[str] = []
@@ -90,26 +88,6 @@ def gradient_of(function, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         value = function(tensor)
         total = tf.reduce_sum(value)
     return value.numpy(), tape.gradient(total, tensor).numpy()
-
-
-def reference_cam(activations, gradients, size, options):
-    """Grad-CAM written out longhand (numpy + cv2), as tests/test_capture.py does."""
-    import cv2
-
-    pooling, channels, order = options
-    weights = (np.mean if pooling == "mean" else np.max)(gradients, axis=(0, 1))
-    if channels == "top":
-        keep = np.zeros_like(weights)
-        keep[np.argmax(weights)] = 1.0
-        weights = weights * keep
-    raw = np.tensordot(activations, weights, axes=([2], [0]))
-    height, width = size
-    if order == "relu_first":
-        cam = cv2.resize(np.maximum(raw, 0).astype(np.float32), (width, height))
-    else:
-        cam = np.maximum(cv2.resize(raw.astype(np.float32), (width, height)), 0)
-    heatmap = cam / cam.max() if cam.max() > 0 else np.zeros_like(cam)
-    return raw, heatmap, weights
 
 
 def check_against_longhand(name, cap, layer, activations, gradients, size):

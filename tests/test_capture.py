@@ -1,42 +1,14 @@
 """The compiled capture against a plain eager GradientTape implementation written here."""
 
-import itertools
-
-import cv2
 import numpy as np
 import pytest
+from longhand import OPTIONS, reference_cam
 
 import gradcam_widget as gw
 from gradcam_widget._tf import keras, tf
 from gradcam_widget.engine import engine_for
 
-OPTIONS = list(
-    itertools.product(("mean", "max"), ("weighted", "top"), ("relu_first", "resize_first"))
-)
-
-
 # --- a straightforward reference, one layer at a time, eager ---------------------------
-
-
-def reference_cam(activations, gradients, size, options):
-    """Grad-CAM written out longhand: numpy + cv2, no gradcam_widget code.
-
-    ``options`` is ``(pooling, channels, order)``, as in :data:`OPTIONS`."""
-    pooling, channels, order = options
-    pool = np.mean if pooling == "mean" else np.max
-    weights = pool(gradients, axis=(0, 1))
-    if channels == "top":
-        keep = np.zeros_like(weights)
-        keep[np.argmax(weights)] = 1.0
-        weights = weights * keep
-    raw = np.tensordot(activations, weights, axes=([2], [0]))
-    height, width = size
-    if order == "relu_first":
-        cam = cv2.resize(np.maximum(raw, 0).astype(np.float32), (width, height))
-    else:
-        cam = np.maximum(cv2.resize(raw.astype(np.float32), (width, height)), 0)
-    heatmap = cam / cam.max() if cam.max() > 0 else np.zeros_like(cam)
-    return raw, heatmap, weights
 
 
 def reference_tensors(feature_model, head, image, class_index, squash=None):

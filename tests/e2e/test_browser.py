@@ -196,25 +196,30 @@ def test_jupyterlab_shows_the_explorer_and_it_follows_the_controls(
     print(f"JupyterLab: explorer checked in {time.monotonic() - started:.1f} s")
 
 
+def check_voila(server, page, shot, failure_shot, label: str) -> None:
+    """Open the Voila app ``server`` serves, check the explorer, change layer and pooling in
+    the browser, and check that the pictures follow."""
+    started = time.monotonic()
+    explorer = ExplorerPage(page)
+    page.goto(server.url("/"), wait_until="commit", timeout=PAGE_LOAD_TIMEOUT_MS)
+    try:
+        explorer.wait_until_ready(EXPLORER_TIMEOUT_S, VOILA_FINISHED)
+    except AssertionError as error:
+        screenshot = explorer.screenshot_failure(failure_shot)
+        raise AssertionError(f"{error} {screenshot}\nserver log:\n{server.log_tail()}") from None
+    explorer.assert_healthy()
+    change_layer(explorer)
+    change_pooling(explorer)
+    explorer.screenshot(shot)
+    print(f"{label}: explorer checked in {time.monotonic() - started:.1f} s")
+
+
 def test_voila_shows_the_explorer_and_it_follows_the_controls(
     voila, page, notebook, screenshot_dir, tmp_path
 ):
     """Open the notebook as a Voila app, check the explorer, change layer and pooling in the
     browser, and check that the pictures follow."""
-    started = time.monotonic()
-    explorer = ExplorerPage(page)
-    page.goto(voila.url("/"), wait_until="commit", timeout=PAGE_LOAD_TIMEOUT_MS)
-    try:
-        explorer.wait_until_ready(EXPLORER_TIMEOUT_S, VOILA_FINISHED)
-    except AssertionError as error:
-        shot = explorer.screenshot_failure(tmp_path / "voila_failure.png")
-        raise AssertionError(f"{error} {shot}\nserver log:\n{voila.log_tail()}") from None
-    explorer.assert_healthy()
-
-    change_layer(explorer)
-    change_pooling(explorer)
-    explorer.screenshot(screenshot_dir / "voila.png")
-    print(f"Voila: explorer checked in {time.monotonic() - started:.1f} s")
+    check_voila(voila, page, screenshot_dir / "voila.png", tmp_path / "voila_failure.png", "Voila")
 
 
 def test_voila_on_jax_without_tensorflow_shows_the_explorer(
@@ -222,19 +227,13 @@ def test_voila_on_jax_without_tensorflow_shows_the_explorer(
 ):
     """The same app with its kernel on Keras's JAX backend and TensorFlow unimportable: the
     explorer appears and follows layer and pooling in the browser."""
-    started = time.monotonic()
-    explorer = ExplorerPage(page)
-    page.goto(voila_jax.url("/"), wait_until="commit", timeout=PAGE_LOAD_TIMEOUT_MS)
-    try:
-        explorer.wait_until_ready(EXPLORER_TIMEOUT_S, VOILA_FINISHED)
-    except AssertionError as error:
-        shot = explorer.screenshot_failure(tmp_path / "voila_jax_failure.png")
-        raise AssertionError(f"{error} {shot}\nserver log:\n{voila_jax.log_tail()}") from None
-    explorer.assert_healthy()
-    change_layer(explorer)
-    change_pooling(explorer)
-    explorer.screenshot(screenshot_dir / "voila_jax.png")
-    print(f"Voila on JAX: explorer checked in {time.monotonic() - started:.1f} s")
+    check_voila(
+        voila_jax,
+        page,
+        screenshot_dir / "voila_jax.png",
+        tmp_path / "voila_jax_failure.png",
+        "Voila on JAX",
+    )
 
 
 TRUST_NOTEBOOK = "notebooks/04_can_you_trust_the_map.ipynb"
