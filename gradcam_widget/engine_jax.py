@@ -4,9 +4,9 @@ JAX has no tape to watch a layer's output. The pass therefore adds a zero tensor
 of each layer it explains (:func:`~gradcam_widget.tapping.tapped`'s ``perturb``) and takes the
 gradient with respect to those zeros: it is the gradient with respect to the layer's output,
 and the backward pass stops at the shallowest requested layer (no weight gradient is computed).
-The model runs through ``model.stateless_call`` with its variables' values passed in, so one
-``jax.jit`` of ``jax.value_and_grad`` serves every call with inputs of one shape (it compiles
-once per batch and image size) and sees the weights as they are at each call.
+The model runs statelessly (called inside a ``keras.StatelessScope``) with its variables' values
+passed in, so one ``jax.jit`` of ``jax.value_and_grad`` serves every call with inputs of one
+shape (it compiles once per batch and image size) and sees the weights as they are at each call.
 
 What a pass finds (candidate layers, token layouts, output shapes, whether an output still comes
 out of a softmax or sigmoid) is read once per image size from the traced program
