@@ -335,7 +335,11 @@ def run_audit_process(out: Path, scenes: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
     scenes = "scenes:1000000-1000096"  # 12 shards of 8
+    started = time.monotonic()
     reference = quiet_audit("shapes", scenes, tmp_path / "reference", shard_size=8, batch_size=8)
+    # a later kill falls within the shard after a commit: wait at most one shard's time (on a
+    # quiet machine a shard takes a fraction of a second; a fixed wait let the run finish)
+    shard_seconds = (time.monotonic() - started) / 12
     out = tmp_path / "killed"
     rng = random.Random(20261128)
     kills = 0
@@ -350,7 +354,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
         ):
             assert time.time() < deadline, "the audit made no progress"
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 2.0 if kills == 0 else 0.6))
+        time.sleep(rng.uniform(0.0, 2.0 if kills == 0 else min(shard_seconds, 0.6)))
         if process.poll() is not None:
             break  # it finished before the kill: nothing left to interrupt
         process.send_signal(signal.SIGKILL)
