@@ -129,14 +129,25 @@ def test_the_capture_and_the_widget_name_the_tokens():
     assert labels["patches"] == "patches · 4×4×16"
 
 
+def patch_tokens():
+    """Seeded: a 32 x 32 input and its 4 x 4 grid of 8-channel patch tokens ``(N, 16, 8)``."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    patches = L.Conv2D(8, 8, strides=8, name="patches")(inputs)
+    return inputs, L.Reshape((16, 8), name="tokens")(patches)
+
+
+def with_class_token(x):
+    """``x`` with a learned class token in front (a Dense of a constant)."""
+    token = L.Dense(8, name="cls")(L.Lambda(lambda t: t[:, :1, :] * 0.0 + 1.0, name="one")(x))
+    return L.Concatenate(axis=1, name="with_cls")([token, x])
+
+
 def test_a_token_layer_the_score_cannot_see_is_named_in_a_warning():
     """A class-token readout: after the last block only the class token reaches the logits,
     so that block's patch tokens have no gradient and their map is empty, said once."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 3))
-    x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patches")(inputs))
-    token = L.Dense(8, name="cls")(L.Lambda(lambda t: t[:, :1, :] * 0.0 + 1.0, name="one")(x))
-    x = L.Concatenate(axis=1, name="with_cls")([token, x])
+    inputs, x = patch_tokens()
+    x = with_class_token(x)
     y = L.MultiHeadAttention(2, 4, name="attn")(x, x)
     x = L.Add(name="block")([x, y])
     x = L.Dense(8, name="last")(x)  # a per-token layer after the last attention
@@ -221,11 +232,8 @@ def test_the_default_of_a_transformer_is_its_final_norm():
     """Pooled patch tokens after a final norm and the class token cut off: the default is the
     final norm -- the tokens as the head reads them -- not the cut (the same patch tokens) nor
     the last block's output before the norm."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 3))
-    x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patches")(inputs))
-    token = L.Dense(8, name="cls")(L.Lambda(lambda t: t[:, :1, :] * 0.0 + 1.0, name="one")(x))
-    x = L.Concatenate(axis=1, name="with_cls")([token, x])
+    inputs, x = patch_tokens()
+    x = with_class_token(x)
     for block in (1, 2, 3):
         y = L.MultiHeadAttention(2, 4, name=f"attn{block}")(x, x)
         x = L.Add(name=f"block{block}_out")([x, y])
@@ -276,9 +284,7 @@ class MyAttention(L.MultiHeadAttention):
 
 
 def test_a_custom_token_encoder_is_opened_block_by_block():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 3))
-    x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patches")(inputs))
+    inputs, x = patch_tokens()
     x = Encoder(name="encoder")(x)
     model = keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(x)))
     cap = gw.capture(model, image(), layers="all")
@@ -353,9 +359,7 @@ class LoopedTokens(keras.layers.Layer):
 
 
 def test_a_layer_called_inside_a_loop_is_not_recorded():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 3))
-    x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patches")(inputs))
+    inputs, x = patch_tokens()
     x = LoopedTokens(name="looped")(x)
     model = keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(x)))
     cap = gw.capture(model, image(), layers="all")
