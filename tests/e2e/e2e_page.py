@@ -314,3 +314,20 @@ class ExplorerPage:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.explorer.scroll_into_view_if_needed()
         self.page.screenshot(path=str(path))
+
+
+VOILA_FINISHED = '() => document.readyState === "complete"'
+PAGE_LOAD_TIMEOUT_MS = 60_000
+
+
+def open_voila(server, page: Page, timeout_s: float, failure_shot: Path) -> ExplorerPage:
+    """Open the Voila app ``server`` serves in ``page`` and wait for a ready explorer (on
+    failure: a screenshot at ``failure_shot`` and the server log in the message)."""
+    explorer = ExplorerPage(page)
+    page.goto(server.url("/"), wait_until="commit", timeout=PAGE_LOAD_TIMEOUT_MS)
+    try:
+        explorer.wait_until_ready(timeout_s, VOILA_FINISHED)
+    except AssertionError as error:
+        note = explorer.screenshot_failure(failure_shot)
+        raise AssertionError(f"{error} {note}\nserver log:\n{server.log_tail()}") from None
+    return explorer

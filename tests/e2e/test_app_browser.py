@@ -15,7 +15,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from e2e_page import ExplorerPage
+from e2e_page import ExplorerPage, open_voila
 from PIL import Image
 
 from gradcam_widget import data, widget
@@ -25,8 +25,6 @@ pytestmark = pytest.mark.e2e
 # Kernel start + TensorFlow import + model load + first pass (~10-20 s on two idle cores).
 EXPLORER_TIMEOUT_S = 150.0
 UPDATE_TIMEOUT_S = 30.0
-PAGE_LOAD_TIMEOUT_MS = 60_000
-VOILA_FINISHED = '() => document.readyState === "complete"'
 UPLOAD_NAME = "my_photo.png"
 SAMPLE = "shape scene 1000001"
 # Over Tornado's default 10 MiB websocket message limit, under MAX_UPLOAD_BYTES (20 MiB):
@@ -79,19 +77,6 @@ def app(tmp_path_factory):
         server.stop()
 
 
-def open_app(app, page, shot) -> ExplorerPage:
-    """Open the app in ``page`` and wait for a ready explorer (a screenshot and the server
-    log on failure)."""
-    explorer = ExplorerPage(page)
-    page.goto(app.url("/"), wait_until="commit", timeout=PAGE_LOAD_TIMEOUT_MS)
-    try:
-        explorer.wait_until_ready(EXPLORER_TIMEOUT_S, VOILA_FINISHED)
-    except AssertionError as error:
-        note = explorer.screenshot_failure(shot)
-        raise AssertionError(f"{error} {note}\nserver log:\n{app.log_tail()}") from None
-    return explorer
-
-
 def kernels(app) -> list[psutil.Process]:
     """The app's kernel processes (``ipykernel_launcher``) alive now."""
     found = []
@@ -135,7 +120,7 @@ def test_app_upload_and_a_second_tab(app, page, tmp_path):
     photo = tmp_path / UPLOAD_NAME
     Image.fromarray(data.scene(31, n_objects=1, size=(300, 400)).image).save(photo)
 
-    first = open_app(app, page, tmp_path / "app_first_failure.png")
+    first = open_voila(app, page, EXPLORER_TIMEOUT_S, tmp_path / "app_first_failure.png")
     first.assert_no_errors()
     assert "app_view(" not in first.page_text(), "the app page shows the notebook's code"
     models, selected = first.options("app-model")
@@ -157,7 +142,7 @@ def test_app_upload_and_a_second_tab(app, page, tmp_path):
     first.assert_no_errors()
 
     second_page = page.context.new_page()
-    second = open_app(app, second_page, tmp_path / "app_second_failure.png")
+    second = open_voila(app, second_page, EXPLORER_TIMEOUT_S, tmp_path / "app_second_failure.png")
     second.assert_no_errors()
     assert UPLOAD_NAME not in second.readout_text(), "the second tab shares the first's view"
     running = kernels(app)

@@ -15,7 +15,14 @@ import re
 import time
 
 import pytest
-from e2e_page import ExplorerPage, PlaywrightTimeout, layer_grid, raw_cell_pixels
+from e2e_page import (
+    PAGE_LOAD_TIMEOUT_MS,
+    ExplorerPage,
+    PlaywrightTimeout,
+    layer_grid,
+    open_voila,
+    raw_cell_pixels,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +30,6 @@ pytestmark = pytest.mark.e2e
 # 2-core CI machine with nothing else running; generous, but bounded.
 EXPLORER_TIMEOUT_S = 150.0
 UPDATE_TIMEOUT_S = 30.0
-PAGE_LOAD_TIMEOUT_MS = 60_000
 KERNEL_START_TIMEOUT_MS = 60_000
 
 
@@ -119,7 +125,6 @@ LAB_FINISHED = """() => {
 LAB_STARTED = """() => [...document.querySelectorAll(".jp-InputArea-prompt")]
     .some((prompt) => prompt.textContent.includes("*"))"""
 # Voila streams the page while the notebook runs: the document is complete when it is done.
-VOILA_FINISHED = '() => document.readyState === "complete"'
 RUN_ALL_ATTEMPTS = 3
 # The status bar's kernel item once the notebook is connected: "Python 3 (ipykernel) | Idle".
 LAB_KERNEL_IDLE = re.compile(r"^(?!No Kernel).+\| Idle$")
@@ -200,13 +205,7 @@ def check_voila(server, page, shot, failure_shot, label: str) -> None:
     """Open the Voila app ``server`` serves, check the explorer, change layer and pooling in
     the browser, and check that the pictures follow."""
     started = time.monotonic()
-    explorer = ExplorerPage(page)
-    page.goto(server.url("/"), wait_until="commit", timeout=PAGE_LOAD_TIMEOUT_MS)
-    try:
-        explorer.wait_until_ready(EXPLORER_TIMEOUT_S, VOILA_FINISHED)
-    except AssertionError as error:
-        screenshot = explorer.screenshot_failure(failure_shot)
-        raise AssertionError(f"{error} {screenshot}\nserver log:\n{server.log_tail()}") from None
+    explorer = open_voila(server, page, EXPLORER_TIMEOUT_S, failure_shot)
     explorer.assert_healthy()
     change_layer(explorer)
     change_pooling(explorer)

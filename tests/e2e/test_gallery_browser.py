@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_page import ExplorerPage, PlaywrightTimeout
-from test_browser import LAB_FINISHED, PAGE_LOAD_TIMEOUT_MS, run_all_cells
+from e2e_page import PAGE_LOAD_TIMEOUT_MS, ExplorerPage, PlaywrightTimeout
+from test_browser import LAB_FINISHED, run_all_cells
 
 pytestmark = pytest.mark.e2e
 
