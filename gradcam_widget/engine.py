@@ -760,6 +760,50 @@ class StatelessEngine(Engine):
         image size (and ``jax.jit`` compiles per shape)."""
         return (None, *(int(side) for side in inputs_shape[1:4]))
 
+    def _model_facts(self, signature: tuple, bypass: bool) -> dict:
+        """What the model computes for inputs of ``signature`` (its squashing heads bypassed
+        or not): :meth:`_layer_facts` and, per output, ``"squashed"`` and (JAX) ``"outputs"``;
+        read by the backend's ``_read_model`` once, kept for a bounded number of sizes."""
+        key = (signature, bypass)
+        if key not in self._traced:
+            self._traced[key] = self._read_model(signature, bypass)
+            trim_oldest(self._traced)
+        return self._traced[key]
+
+    def _layer_facts(self, record, input_shape) -> dict:
+        """From a tapped call's record: the candidate layers' call counts, token layouts,
+        output shapes and dtypes (``raw``) and grid shapes, and the layers left ``outside``."""
+        maps, tokens = feature_maps(record, input_shape, self.token_overrides)
+        return {
+            "calls": {path: record.calls[path] for path in maps},
+            "outside": sorted(record.outside),
+            "tokens": tokens,
+            "raw": {path: (tuple(t.shape[1:]), t.dtype) for path, t in maps.items()},
+            "grids": {
+                path: tuple(as_grid(t, tokens.get(path)).shape[1:]) for path, t in maps.items()
+            },
+        }
+
+    @staticmethod
+    def _facts_result(facts: dict, score: str, layers: tuple = ()) -> PassResult:
+        """The :class:`PassResult` facts (no arrays) of a pass that keeps ``layers``."""
+        squashed = facts["squashed"] if score == "logit" else (None,) * len(facts["squashed"])
+        return PassResult(
+            candidates=tuple(facts["grids"]),
+            static_shapes=dict(facts["grids"]),
+            squashed=squashed,
+            layers=layers,
+            tokens=dict(facts["tokens"]),
+        )
+
+    def _zeros(self, facts: dict, paths, count: int) -> dict:
+        """``{path: zeros}`` shaped like those layers' outputs for ``count`` images: what the
+        pass differentiates with respect to (see :func:`perturbation`)."""
+        return {
+            path: self._zero((count, *facts["raw"][path][0]), facts["raw"][path][1])
+            for path in paths
+        }
+
     def _state(self) -> tuple[list, list]:
         """The values of the model's variables now (trainable, non-trainable), each as
         :meth:`_value` gives it; a subclassed model never called is built on a blank image.

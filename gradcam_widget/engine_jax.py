@@ -25,12 +25,10 @@ from gradcam_widget.engine import (
     PassResult,
     StatelessEngine,
     as_grid,
-    feature_maps,
     only_output,
     output_parts,
     perturbation,
     scored_outputs,
-    trim_oldest,
 )
 from gradcam_widget.inputs import ModelCheckError
 from gradcam_widget.tapping import tapped
@@ -60,14 +58,14 @@ class JaxEngine(StatelessEngine):
 
     backend = "jax"
 
-    def _model_facts(self, signature: tuple, bypass: bool) -> dict:
-        """What the model computes for inputs of ``signature`` (with its squashing heads
-        bypassed or not), read from its traced program: the candidate layers and their token
-        layouts, each layer output's shape and dtype, the outputs' structure and which of them
-        come out of a softmax or sigmoid."""
-        key = (signature, bypass)
-        if key in self._traced:
-            return self._traced[key]
+    @staticmethod
+    def _zero(shape, dtype):
+        return jnp.zeros(shape, dtype)
+
+    def _read_model(self, signature: tuple, bypass: bool) -> dict:
+        """The model's facts read from its traced program (``jax.make_jaxpr``, nothing run):
+        besides the layers', each output's structure and whether it comes out of a softmax or
+        sigmoid."""
         model = self.model
         trainable, non_trainable = self._state()
         found: dict = {}
@@ -75,17 +73,7 @@ class JaxEngine(StatelessEngine):
         def forward(trainable, non_trainable, inputs):
             with tapped(self.leaves, model if bypass else None) as record:
                 outputs = self._stateless(inputs, (trainable, non_trainable))
-            maps, tokens = feature_maps(record, inputs.shape, self.token_overrides)
-            found["calls"] = {path: record.calls[path] for path in maps}
-            found["outside"] = sorted(record.outside)
-            found["tokens"] = tokens
-            found["raw"] = {
-                path: (tuple(tensor.shape[1:]), tensor.dtype) for path, tensor in maps.items()
-            }
-            found["grids"] = {
-                path: tuple(as_grid(tensor, tokens.get(path)).shape[1:])
-                for path, tensor in maps.items()
-            }
+            found.update(self._layer_facts(record, inputs.shape))
             return output_parts(outputs), outputs
 
         abstract = jax.ShapeDtypeStruct((FACTS_BATCH, *signature[1:]), jnp.float32)
@@ -97,8 +85,6 @@ class JaxEngine(StatelessEngine):
             _squashing(closed.jaxpr, closed.jaxpr.outvars[index]) for index in range(count)
         )
         found["outputs"] = structure
-        self._traced[key] = found
-        trim_oldest(self._traced)
         return found
 
     # -- the hooks of Engine ----------------------------------------------------------------
@@ -111,7 +97,6 @@ class JaxEngine(StatelessEngine):
                 f"checkpoint of its own ({', '.join(facts['outside'][:4])}): its outputs "
                 "cannot be read from outside on JAX; explain the model on Keras's torch backend"
             )
-        squashed = facts["squashed"] if score == "logit" else (None,) * len(facts["squashed"])
         # the target read against the outputs' shapes, at the batch it is first asked for (a
         # callable may hold per-image data): a misfit is said now, not at the pass
         count = FACTS_BATCH if count is None else int(count)
@@ -130,13 +115,7 @@ class JaxEngine(StatelessEngine):
             return target.traced(scored, feed)
 
         jax.eval_shape(read, outputs, feed)
-        return PassResult(
-            candidates=tuple(facts["grids"]),
-            static_shapes=dict(facts["grids"]),
-            squashed=squashed,
-            layers=(),
-            tokens=dict(facts["tokens"]),
-        )
+        return self._facts_result(facts, score)
 
     def _make_pass(self, signature, target, score, multi_label, layers, to_input=None):
         self.describe(signature, target, score, multi_label)  # the target checked first
@@ -186,21 +165,13 @@ class JaxEngine(StatelessEngine):
             aux["input_gradients"] = to_inputs
             return aux
 
-        facts_result = PassResult(
-            candidates=candidates,
-            static_shapes=dict(facts["grids"]),
-            squashed=squashed if score == "logit" else (None,) * len(squashed),
-            layers=kept,
-            tokens=dict(tokens),
-        )
-        raw = {path: facts["raw"][path] for path in kept}
-        return jax.jit(step), facts_result, raw, target.pads
+        return jax.jit(step), facts, self._facts_result(facts, score, kept), target.pads
 
     def _call_pass(self, function, inputs: np.ndarray, feed: np.ndarray) -> PassResult:
-        step, facts, raw, pads = function
+        step, traced, facts, pads = function
         count = len(inputs)
         size = bucket(count) if pads else count
-        perturb = {path: jnp.zeros((size, *shape), dtype) for path, (shape, dtype) in raw.items()}
+        perturb = self._zeros(traced, facts.layers, size)
         trainable, non_trainable = self._state()
         out = step(perturb, _padded(inputs, size), trainable, non_trainable, _padded(feed, size))
         out = jax.tree_util.tree_map(lambda array: np.asarray(array)[:count], out)
@@ -268,10 +239,7 @@ class JaxEngine(StatelessEngine):
         if not tokens:
             return frozenset()
         noise = self._noise(signature)
-        raw = {path: facts["raw"][path] for path in tokens}
-        perturb = {
-            path: jnp.zeros((len(noise), *shape), dtype) for path, (shape, dtype) in raw.items()
-        }
+        perturb = self._zeros(facts, tokens, len(noise))
         trainable, non_trainable = self._state()
         calls = facts["calls"]
 

@@ -23,12 +23,10 @@ from gradcam_widget.engine import (
     PassResult,
     StatelessEngine,
     as_grid,
-    feature_maps,
     only_output,
     output_parts,
     perturbation,
     scored_outputs,
-    trim_oldest,
 )
 from gradcam_widget.tapping import squashed_output, tapped
 
@@ -51,27 +49,21 @@ class TorchEngine(StatelessEngine):
         # asked for (only what lies after the first tensor that needs a gradient)
         return variable.value.detach()
 
-    def _model_facts(self, signature: tuple, bypass: bool) -> dict:
-        key = (signature, bypass)
-        if key in self._traced:
-            return self._traced[key]
+    @staticmethod
+    def _zero(shape, dtype):
+        device = ops.zeros(()).device  # Keras's device for this backend
+        return torch.zeros(shape, dtype=dtype, device=device, requires_grad=True)
+
+    def _read_model(self, signature: tuple, bypass: bool) -> dict:
+        """The model's facts read from one call on blank images (gradients enabled, so that
+        each output's softmax or sigmoid shows in its autograd graph)."""
         model = self.model
         blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
         blank.requires_grad_(True)  # so that the outputs carry their autograd graph
         with torch.enable_grad(), tapped(self.leaves, model if bypass else None) as record:
             outputs = self._stateless(blank)
-        maps, tokens = feature_maps(record, tuple(blank.shape), self.token_overrides)
-        found = {
-            "calls": {path: record.calls[path] for path in maps},
-            "tokens": tokens,
-            "raw": {path: (tuple(t.shape[1:]), t.dtype) for path, t in maps.items()},
-            "grids": {
-                path: tuple(as_grid(t, tokens.get(path)).shape[1:]) for path, t in maps.items()
-            },
-            "squashed": tuple(squashed_output(part) for part in output_parts(outputs)),
-        }
-        self._traced[key] = found
-        trim_oldest(self._traced)
+        found = self._layer_facts(record, tuple(blank.shape))
+        found["squashed"] = tuple(squashed_output(part) for part in output_parts(outputs))
         return found
 
     def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
@@ -89,14 +81,7 @@ class TorchEngine(StatelessEngine):
                 facts["squashed"],
             )  # fmt: skip
             target.traced(scored, feed)
-        squashed = facts["squashed"] if score == "logit" else (None,) * len(facts["squashed"])
-        return PassResult(
-            candidates=tuple(facts["grids"]),
-            static_shapes=dict(facts["grids"]),
-            squashed=squashed,
-            layers=(),
-            tokens=dict(facts["tokens"]),
-        )
+        return self._facts_result(facts, score)
 
     # Nothing to compile: a "function" is what the pass needs to know.
 
@@ -112,16 +97,7 @@ class TorchEngine(StatelessEngine):
         traced = self._model_facts(signature, score == "logit")
         tokens = traced["tokens"]
         count = len(inputs)
-        device = ops.zeros((1,)).device
-        perturb = {
-            path: torch.zeros(
-                (count, *traced["raw"][path][0]),
-                dtype=traced["raw"][path][1],
-                device=device,
-                requires_grad=True,
-            )
-            for path in kept
-        }
+        perturb = self._zeros(traced, kept, count)
         batch = ops.convert_to_tensor(inputs, "float32")
         if to_input:
             batch.requires_grad_(True)
@@ -197,15 +173,7 @@ class TorchEngine(StatelessEngine):
             return frozenset()
         noise = ops.convert_to_tensor(self._noise(signature))
         device = noise.device
-        perturb = {
-            path: torch.zeros(
-                (len(noise), *traced["raw"][path][0]),
-                dtype=traced["raw"][path][1],
-                device=device,
-                requires_grad=True,
-            )
-            for path in tokens
-        }
+        perturb = self._zeros(traced, tokens, len(noise))
         generator = torch.Generator(device="cpu").manual_seed(1)
         handles = perturbation(perturb, traced["calls"])
         with torch.enable_grad():
