@@ -762,8 +762,9 @@ class StatelessEngine(Engine):
 
     def _model_facts(self, signature: tuple, bypass: bool) -> dict:
         """What the model computes for inputs of ``signature`` (its squashing heads bypassed
-        or not): :meth:`_layer_facts` and, per output, ``"squashed"`` and (JAX) ``"outputs"``;
-        read by the backend's ``_read_model`` once, kept for a bounded number of sizes."""
+        or not): :meth:`_layer_facts`, and per output ``"squashed"`` and ``"outputs"`` (its
+        shape, as JAX's abstract values or PyTorch's zeros); read by the backend's
+        ``_read_model`` once, kept for a bounded number of sizes."""
         key = (signature, bypass)
         if key not in self._traced:
             self._traced[key] = self._read_model(signature, bypass)

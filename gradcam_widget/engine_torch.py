@@ -64,20 +64,20 @@ class TorchEngine(StatelessEngine):
             outputs = self._stateless(blank)
         found = self._layer_facts(record, tuple(blank.shape))
         found["squashed"] = tuple(squashed_output(part) for part in output_parts(outputs))
+        # zeros shaped like the outputs (a few numbers per image): what a target is checked on
+        found["outputs"] = keras.tree.map_structure(
+            lambda part: torch.zeros_like(part.detach()), outputs
+        )
         return found
 
     def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
         facts = self._model_facts(signature, score == "logit")
         if target.per_image is None and target.pads:
-            # the target read against the outputs of a pass over blank images: a misfit is
-            # said now (one with per-image data is read by the pass, at its own batch)
+            # the target read against outputs of the facts' shapes: a misfit is said now (one
+            # with per-image data is read by the pass, at its own batch)
             feed = ops.convert_to_tensor(target.feed(FACTS_BATCH))
-            model = self.model
-            blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
-            with torch.no_grad(), tapped((), model if score == "logit" else None):
-                outputs = self._stateless(blank)
             scored = scored_outputs(
-                outputs, self.output_names, score, multi_label, target.adds_squash,
+                facts["outputs"], self.output_names, score, multi_label, target.adds_squash,
                 facts["squashed"],
             )  # fmt: skip
             target.traced(scored, feed)
