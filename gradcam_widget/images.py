@@ -32,7 +32,11 @@ PIL images: ``"1"`` as bool; ``"L"``, ``"RGB"`` as uint8; ``"I;16"`` (and ``"I;1
 ``"HSV"`` by Pillow's conversion to RGB; ``"LAB"`` to sRGB by LittleCMS
 (:mod:`PIL.ImageCms`), since Pillow's plain ``convert`` copies LAB channels unchanged.
 
-Files: opened with Pillow, EXIF orientation applied, then read as their PIL image. A ``str``
+Files: decoded by Pillow's readers for :data:`FORMATS` only (PNG, JPEG, WebP, BMP, GIF, TIFF),
+chosen by content, never by name; anything else (PostScript, PDF, SVG ...) is refused with one
+line and never reaches another program (Pillow hands EPS to Ghostscript: a PostScript file
+named ``upload.png`` would run the sender's program). EXIF orientation applied, then read as
+their PIL image. A ``str``
 that names no file but a sample of :data:`gradcam_widget.data.SAMPLES` gives that sample
 (224 x 224, see :func:`gradcam_widget.data.sample`); an existing file wins over a sample name.
 ``bytes`` (or ``bytearray``) are the content of an image file, read the same way
@@ -56,6 +60,28 @@ from PIL import Image, ImageOps
 
 EXPECTED = "an image of shape (H, W, 3), (H, W) or (H, W, 1) greyscale, or (H, W, 4) RGBA"
 """What :func:`as_rgb_image` accepts as an array, as its error messages say it."""
+
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+"""The only file formats decoded (Pillow's format names): raster formats whose Pillow readers
+are pure decoders. Every file and upload is read through :func:`_open` with this list."""
+
+FORMATS_TEXT = "PNG, JPEG, WebP, BMP, GIF or TIFF"
+
+_SIGNATURES = (
+    (b"%!PS", "PostScript"),
+    (b"\xc5\xd0\xd3\xc6", "PostScript (binary EPS)"),
+    (b"%PDF", "PDF"),
+    (b"<svg", "SVG"),
+    (b"<?xml", "XML (SVG?)"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"icns", "ICNS"),
+    (b"\x8aMNG", "MNG"),
+    (b"8BPS", "Photoshop"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"SIMPLE", "FITS"),
+)
+"""First bytes of some formats that are refused, to name them in the refusal."""
 
 UNIT_FLOAT_WARNING = (
     "float image with values in 0..1: read as 0..1 and scaled to 0..255; "
@@ -209,8 +235,9 @@ def _read(source: str | os.PathLike) -> np.ndarray:
 def open_image_bytes(data, name: str | None = None) -> Image.Image:
     """Decode the content of an image file held in memory (an upload) as a PIL image.
 
-    Read as a file is (:func:`as_rgb_image`): any format Pillow reads (PNG, JPEG, WebP, BMP,
-    TIFF, GIF ...), EXIF orientation applied. The decoded image is refused when it has more
+    Read as a file is (:func:`as_rgb_image`): only the formats of :data:`FORMATS` (PNG, JPEG,
+    WebP, BMP, GIF, TIFF), recognised by content whatever the name says, EXIF orientation
+    applied. The decoded image is refused when it has more
     pixels than Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89 megapixels): a small file can
     hold a huge image, and bytes usually come from someone else.
 
@@ -222,8 +249,9 @@ def open_image_bytes(data, name: str | None = None) -> Image.Image:
         The loaded PIL image (its pixels read, no file left open), of the file's own mode.
 
     Raises:
-        ValueError: for empty bytes, bytes Pillow cannot read (not an image, truncated) or
-            an image over the pixel limit; one line that names ``name``.
+        ValueError: for empty bytes, bytes of no format of :data:`FORMATS` (PostScript, PDF,
+            not an image), a truncated image or an image over the pixel limit; one line that
+            names ``name``.
     """
     label = "image bytes" if name is None else repr(str(name))
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -236,18 +264,40 @@ def open_image_bytes(data, name: str | None = None) -> Image.Image:
 
 
 def _open(source, label: str) -> Image.Image:
-    """Open, load and EXIF-orient an image file (a path or a binary file object); any
-    failure is one ValueError that names ``label``."""
+    """Open, load and EXIF-orient an image file (a path or a binary file object) with the
+    readers of :data:`FORMATS` only; any failure is one ValueError that names ``label``."""
     try:
-        with Image.open(source) as opened:
+        with Image.open(source, formats=FORMATS) as opened:
+            if opened.format not in (*FORMATS, "MPO"):  # MPO: JPEG's reader, phone photos
+                raise Image.UnidentifiedImageError(opened.format)
             opened.load()
             return ImageOps.exif_transpose(opened)
     except Exception as error:  # any decoder failure: one line that names the file
         if isinstance(error, Image.UnidentifiedImageError):
-            reason = "not an image format Pillow can read"
+            found = _sniff(source)
+            reason = f"its content is {found}, " if found else "its content is "
+            reason += f"not a {FORMATS_TEXT} image"
         else:
             reason = " ".join(f"{type(error).__name__}: {error}".split())
         raise ValueError(f"cannot read {label}: {reason}") from None
+
+
+def _sniff(source) -> str | None:
+    """The name of a refused format from a file's first bytes, or None."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as file:
+                head = file.read(64)
+        else:
+            source.seek(0)
+            head = source.read(64)
+    except (OSError, ValueError):
+        return None
+    head = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return name
+    return None
 
 
 def _sample_names() -> tuple[str, ...]:
