@@ -560,6 +560,9 @@ def _check_ray(ray):
     if ray is None or ray is False:
         return None
     if ray is True or (isinstance(ray, str) and ray):
+        from gradcam_widget import distributed
+
+        distributed.check_before_start(ray)  # a dead address: refused before any write
         return ray
     raise ValueError(f"ray must be None, True or a Ray address string; got {ray!r}")
 

@@ -61,7 +61,10 @@ import logging
 import math
 import os
 import pickle
+import socket
+import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -153,12 +156,137 @@ def _check_layer(model, layer: str) -> None:
 # --- Ray ------------------------------------------------------------------------------------
 
 
-def connect(address=True) -> bool:
+ENV_CONNECT_TIMEOUT = "GW_RAY_CONNECT_TIMEOUT"
+"""Seconds to wait for a Ray cluster's address to answer (default
+:data:`CONNECT_TIMEOUT`)."""
+
+CONNECT_TIMEOUT = 10.0
+
+_DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}  # Ray Client server, the head's GCS
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+"""What a gRPC client says first: HTTP/2's connection preface and an empty SETTINGS frame. A
+gRPC server (Ray's GCS, Ray Client's server) answers with a SETTINGS frame of its own."""
+
+
+class RayAddressError(ConnectionError):
+    """Nothing that speaks Ray's protocol answered at a Ray address in time."""
+
+
+def connect_timeout(timeout: float | None = None) -> float:
+    """``timeout``, else :data:`ENV_CONNECT_TIMEOUT`, else :data:`CONNECT_TIMEOUT`; > 0."""
+    timeout = _setting(timeout, ENV_CONNECT_TIMEOUT, float)
+    timeout = CONNECT_TIMEOUT if timeout is None else float(timeout)
+    if not timeout > 0:
+        raise ValueError(f"the Ray connect timeout must be > 0 seconds; got {timeout}")
+    return timeout
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``ray://HOST[:PORT]`` or ``HOST[:PORT]`` address; None for
+    ``"auto"`` and ``"local"`` (Ray finds those itself) or a form not understood here."""
+    text = address.strip()
+    kind = "gcs"
+    if text.startswith("ray://"):
+        text, kind = text[len("ray://") :], "ray"
+    elif "://" in text or text in ("auto", "local", ""):
+        return None
+    text = text.split("/", 1)[0]
+    if text.startswith("["):  # [::1]:6379
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        return None
+    try:
+        port = int(port_text) if port_text else _DEFAULT_PORTS[kind]
+    except ValueError:
+        raise RayAddressError(
+            f"Ray address {address!r}: the port {port_text!r} is not a number"
+        ) from None
+    if not 0 < port < 65536:
+        raise RayAddressError(f"Ray address {address!r}: the port {port} is out of range")
+    return host, port
+
+
+def check_address(address, timeout: float | None = None) -> None:
+    """Make sure a Ray answers at ``address`` within ``timeout`` seconds, before
+    ``ray.init`` (which, pointed at a port where nothing listens, waits for minutes).
+
+    A ``HOST:PORT`` (the head's GCS, port 6379 by default) or ``ray://HOST:PORT`` (Ray
+    Client, 10001) address is checked by opening a TCP connection and exchanging HTTP/2's
+    opening frames, which every gRPC server answers: a refused connection, no answer, or a
+    server of another protocol fails within the timeout. ``True``, ``"auto"`` and an address
+    already joined are left to Ray.
+
+    Args:
+        address: what ``ray=`` was given.
+        timeout: seconds (default: :data:`ENV_CONNECT_TIMEOUT`, else 10).
+
+    Raises:
+        RayAddressError: one line naming the address and what happened.
+    """
+    if not isinstance(address, str):
+        return
+    timeout = connect_timeout(timeout)
+    target = _host_port(address)
+    if target is None:
+        return
+    host, port = target
+    deadline = time.monotonic() + timeout
+    what = f"no Ray answered at {address!r} within {timeout:g} s"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            connection.sendall(_HTTP2_PREFACE)
+            header = b""
+            while len(header) < 9:  # the first frame's header: length, type, flags, stream
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                connection.settimeout(min(left, 0.5))
+                try:
+                    chunk = connection.recv(9 - len(header))
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    raise RayAddressError(f"{what}: the server closed the connection")
+                header += chunk
+    except RayAddressError:
+        raise
+    except TimeoutError:
+        raise RayAddressError(f"{what}: no answer") from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise RayAddressError(f"{what}: {reason.lower()}") from None
+    if header[3] != 0x4:  # not a SETTINGS frame: something else listens there
+        raise RayAddressError(f"{what}: the server there does not speak gRPC")
+
+
+def check_before_start(address, timeout: float | None = None) -> None:
+    """:func:`check_address` for what ``ray=`` was given (``True``: ``RAY_ADDRESS``), unless
+    this process has joined a Ray already; without importing Ray. Made before anything is
+    written, so a dead address is refused with the folder untouched."""
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        return
+    if address is True:
+        address = os.environ.get("RAY_ADDRESS") or None
+    if isinstance(address, str):
+        check_address(address, timeout)
+
+
+def connect(address=True, timeout: float | None = None) -> bool:
     """Join a Ray unless this process already has; return True when this call started one.
 
     Args:
         address: ``True`` (the cluster ``RAY_ADDRESS`` names, else a new local Ray) or an
             address for ``ray.init``.
+        timeout: seconds an address may take to answer (:func:`check_address`).
+
+    Raises:
+        RayAddressError: when nothing answers at the address in time.
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -169,6 +297,7 @@ def connect(address=True) -> bool:
     if address is None:  # a new local Ray: no dashboard
         ray.init(include_dashboard=False, **quiet)
     else:
+        check_address(str(address), timeout)
         ray.init(address=str(address), **quiet)
     return True
 

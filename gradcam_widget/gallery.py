@@ -12,7 +12,9 @@ slices it. Each page's thumbnails are the JPEG files the audit stored, read by b
 never recomputed. The grid's cells are made once and refilled on every page change: paging
 creates no widget. A click on a cell's open button explains that image in a
 :class:`~gradcam_widget.widget.CamExplorer` beside the grid, made (and the audit's model
-reloaded) on the first click only, then given each new image.
+reloaded) on the first click only, then given each new image. An image whose file changed
+since the audit is not opened: the status line says so (the row, map and thumbnail are of the
+picture the audit read, not of the file as it is now).
 
 The controls are the state. Each settable property (``sort_by``, ``ascending``,
 ``class_filter``, ``class_of``, ``correct_filter``, ``threshold``, ``page``) checks its value,
@@ -25,18 +27,22 @@ Standard ipywidgets only. The model is loaded on the first click, not before.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import html
 import math
 import os
+import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from gradcam_widget import core, store
+from gradcam_widget import core, sources, store
 
 STORAGE_COLUMNS = ("shard", "row", "thumb_offset", "thumb_size")
 """Columns that say where a row's map and thumbnail are stored: not offered for sorting."""
@@ -178,6 +184,27 @@ def _format(value) -> str:
 
 def _missing(value) -> bool:
     return value is None or bool(pd.isna(value))
+
+
+def _source_file(spec: dict, name) -> Path | None:
+    """The file of image ``name`` (the table's ``id``) in an audit's reopen spec, or ``None``
+    when its images are not files (scenes, arrays)."""
+    if spec.get("kind") == "folder":
+        return Path(spec["path"]) / str(name)
+    if spec.get("kind") == "paths":
+        root = spec.get("root")
+        return Path(root) / str(name) if root else Path(str(name))
+    return None
+
+
+def _audit_began_ns(manifest: dict) -> int | None:
+    """When the audit began (its manifest's ``created``, whole seconds UTC) in ns since the
+    epoch, or ``None`` when it does not say."""
+    try:
+        began = time.strptime(str(manifest.get("created")), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return calendar.timegm(began) * 1_000_000_000
 
 
 # --- the gallery ------------------------------------------------------------------------
@@ -727,7 +754,16 @@ class CamGallery(widgets.VBox):
             )
             known = selection["correct"].dropna()
             if len(known):
-                text += f" · accuracy of the selection {100 * float(known.mean()):.1f} %"
+                text += (
+                    f" · accuracy of the selection {100 * float(known.mean()):.1f} % of "
+                    f"{len(known):,} image{'s' if len(known) != 1 else ''}"
+                )
+                unknown = len(selection) - len(known)
+                if unknown:
+                    text += (
+                        f" with a known class; {unknown:,} image{'s' if unknown != 1 else ''} "
+                        "had no class"
+                    )
             else:
                 text += " · accuracy unknown (no true classes)"
         skipped = len(self.results.skipped)
@@ -804,6 +840,77 @@ class CamGallery(widgets.VBox):
             return None
         return f"cannot open #{int(row['index'])} ({row['id']}): {'; and '.join(problems)}"
 
+    def _why_stale(self, row: dict) -> str | None:
+        """Why the file of image ``row`` is no longer the picture the audit explained, in one
+        line (``None``: it is, as far as can be told; or the image is not read from a file).
+
+        Looked at without opening it (a FIFO never blocks): a file that became no regular
+        file is stale. A row that keeps the file's fingerprint (``file_fingerprint``, size,
+        modification time and content hash) is compared with it. Otherwise (what an audit
+        stores now) a file last changed (``ctime``/``mtime``) before the audit began is the one
+        it read; one changed since is stale unless every file of the audit still has the size
+        and modification time its source fingerprint was made of (a ``chmod``, a restore).
+        """
+        if self._images is not None:
+            return None
+        spec = self.results.manifest["job"]["source"].get("reopen") or {}
+        path = _source_file(spec, row["id"])
+        if path is None or not os.path.lexists(path):
+            return None  # not a file, or gone: reading it says so
+        problem = sources.file_problem(path)
+        if problem:
+            return f"its file is no image file any more: {problem}"
+        stored = row.get("file_fingerprint")
+        if not _missing(stored):
+            try:
+                now = sources.file_fingerprint(path)
+            except (OSError, ValueError) as error:
+                return f"its file cannot be read as the audit read it ({error})"
+            if now == stored:
+                return None
+            return "its file changed since the audit (size, modification time or content differ)"
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None  # reading it says why
+        changed = max(status.st_ctime_ns, status.st_mtime_ns)
+        began = _audit_began_ns(self.results.manifest)
+        if began is not None and changed < began:
+            return None
+        if self._source_unchanged(spec):
+            return None
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(changed / 1e9))
+        since = "" if began is None else (
+            f", after the audit began ({self.results.manifest.get('created')} UTC)"
+        )  # fmt: skip
+        return f"its file changed since the audit (last changed {when}{since})"
+
+    def _source_unchanged(self, spec: dict) -> bool:
+        """True when every file the audit listed still has the size and modification time
+        (and sub-folder class) of the audit's source fingerprint; False when not, or when it
+        cannot be told (a list of paths given with labels)."""
+        manifest = self.results.manifest
+        names = dict(zip(self._table["index"].astype(int), self._table["id"], strict=True))
+        names.update({int(entry["index"]): entry["id"] for entry in self.results.skipped})
+        count = manifest.get("images")
+        if not isinstance(count, int) or set(names) != set(range(count)):
+            return False
+        listed = [str(names[index]) for index in range(count)]
+        try:
+            with warnings.catch_warnings():  # the audit warned about its sub-folders then
+                warnings.simplefilter("ignore")
+                if spec.get("kind") == "folder":
+                    source = sources.Folder(spec["path"], labels=spec.get("labels"), files=listed)
+                    source.set_class_names(self.results.class_names)
+                else:
+                    root = spec.get("root")
+                    source = sources.Paths(
+                        [Path(root) / name if root else name for name in listed], root=root
+                    )
+                return source.fingerprint() == manifest["job"]["source"].get("fingerprint")
+        except (OSError, ValueError, KeyError):
+            return False
+
     def _explorer_model(self):
         """The model to explain: the one given, else the audit's, reloaded once."""
         if self._model is not None:
@@ -852,6 +959,13 @@ class CamGallery(widgets.VBox):
         try:
             row = self._row(index)
             self._say(f"⏳ opening #{index} {row['id']}…")
+            stale = self._why_stale(row)  # before reading: a FIFO is never opened
+            if stale:
+                raise ValueError(
+                    f"cannot open #{index} ({row['id']}): {stale}; its row, map and thumbnail "
+                    "are of the picture the audit read, not of the file as it is now: audit "
+                    "it again to explain it"
+                )
             image = self._image_of(row)
             missing = self._why_not_open(row, image is None)
             if missing:

@@ -7,7 +7,9 @@ consecutive numbers can stop anywhere and resume where it stopped. A source also
 edited), so that an audit never resumes on other images.
 
 An image that cannot be read (a corrupt file, a text file named ``.jpg``, NaN pixels) is an
-:class:`Item` with an ``error`` instead of an image: the audit lists it and goes on.
+:class:`Item` with an ``error`` instead of an image: the audit lists it and goes on. So is a
+name that is no regular file (a broken symbolic link, a symbolic link loop, a FIFO, a socket,
+a device): it is listed with the reason and never opened, so a FIFO never blocks the run.
 
 Only numpy, OpenCV and Pillow are used here (a ``tf.data.Dataset`` is read as it comes);
 this module never imports TensorFlow.
@@ -15,9 +17,12 @@ this module never imports TensorFlow.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +55,8 @@ class Item:
         true_class: the class index of the image's label, ``None`` if unknown (or several).
         true_label: the label's name (several joined by ``+``), ``None`` if unknown.
         masks: ``{class index: (H, W) bool}`` object masks when known (scenes), else ``None``.
+        file_fingerprint: for an image file, :func:`file_fingerprint` of it as it was read
+            (size, modification time and content hash), else ``None``.
     """
 
     index: int
@@ -60,6 +67,7 @@ class Item:
     true_label: str | None = None
     masks: Mapping[int, np.ndarray] | None = None
     tagged: bool | None = None
+    file_fingerprint: str | None = None
 
 
 class Source:
@@ -125,12 +133,70 @@ def _fitted(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return images.fit(rgb, *size)
 
 
-def _read_file(index: int, path: Path, name: str, size=None, **labels) -> Item:
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def file_problem(path) -> str | None:
+    """Why ``path`` cannot be an image file without opening it (one line), else ``None``:
+    ``"broken symbolic link ..."``, ``"symbolic link loop"`` or ``"not a regular file
+    (FIFO)"`` (socket, character device, block device, a folder). A missing file or one that
+    cannot be looked at gives ``None``: reading it says why."""
     try:
-        rgb, _ = images.read_rgb(path)
+        status = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if error.errno == errno.ENOENT and os.path.islink(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                return "broken symbolic link"
+            return f"broken symbolic link (its target {target!r} does not exist)"
+        return None
+    if stat.S_ISREG(status.st_mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(status.st_mode)), "unknown kind")
+    return f"not a regular file ({kind})"
+
+
+def file_fingerprint(path) -> str:
+    """``"<size>:<modification time, ns>:<content hash>"`` of a file: what an audit's row can
+    keep to tell, later, that the file is still the picture it explained.
+
+    Raises:
+        OSError: for a file that cannot be read; ValueError for one that is no regular file
+            (opened without blocking and looked at before any read: a FIFO never blocks).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    descriptor = os.open(path, flags)
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            kind = next((name for test, name in _FILE_KINDS if test(status.st_mode)), "unknown")
+            raise ValueError(f"{os.fspath(path)!r} is not a regular file ({kind})")
+        digest = hashlib.blake2b(digest_size=12)
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{status.st_size}:{status.st_mtime_ns}:{digest.hexdigest()}"
+
+
+def _read_file(index: int, path: Path, name: str, size=None, **labels) -> Item:
+    problem = file_problem(path)  # looked at, not opened: a FIFO would block the read
+    if problem:
+        return Item(index=index, id=name, error=problem, **labels)
+    try:
+        fingerprint = file_fingerprint(path)  # before the read: a file changed in between
+        rgb, _ = images.read_rgb(path)  # is found changed later, never taken as unchanged
     except (ValueError, OSError) as error:
         return Item(index=index, id=name, error=_one_line(error), **labels)
-    return Item(index=index, id=name, image=_fitted(rgb, size), **labels)
+    return Item(index=index, id=name, image=_fitted(rgb, size), file_fingerprint=fingerprint,
+                **labels)  # fmt: skip
 
 
 def _one_line(error: BaseException) -> str:
@@ -226,28 +292,39 @@ class Folder(Paths):
             is in (``root/star/001.png`` is a ``star``), matched to the model's class names
             (or, for a model without names, the sorted sub-folder names are classes
             ``0, 1, ...`` as ``keras.utils.image_dataset_from_directory`` numbers them).
+            A sub-folder named as no class is matched to one whose name differs only in case
+            (``Star`` is ``star``) when exactly one does; the images of a sub-folder matched to
+            no class have no true class, and :meth:`set_class_names` warns, naming it.
             ``None``: no labels.
+        files: the names relative to ``root`` to take, in this order, instead of listing the
+            folder (to open the files an audit listed again, as :class:`CamGallery` does).
 
-    Files whose name ends otherwise than :data:`IMAGE_EXTENSIONS` are not images and are not
-    listed; hidden files and folders (a leading ``.``) are left out.
+    Names ending otherwise than :data:`IMAGE_EXTENSIONS` are not images and are not listed;
+    hidden files and folders (a leading ``.``) are left out, and so are folders. Any other
+    entry with an image name is listed, a broken symbolic link or a FIFO included: reading it
+    gives an :class:`Item` whose ``error`` says why it is no image (the audit lists it as
+    skipped).
     """
 
-    def __init__(self, root, labels: str | None = None):
+    def __init__(self, root, labels: str | None = None, files: Sequence[str] | None = None):
         root = Path(os.path.expanduser(str(root)))
         if not root.is_dir():
-            raise ValueError(f"{root} is not a folder of images")
+            raise ValueError(f"{str(root)!r} is not a folder of images")
         if labels not in (None, "folders"):
             raise ValueError(f"labels must be None or 'folders'; got {labels!r}")
-        paths = sorted(
-            path
-            for path in root.rglob("*")
-            if path.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in path.relative_to(root).parts)
-            and path.is_file()
-        )
+        if files is None:
+            paths = sorted(
+                path
+                for path in root.rglob("*")
+                if path.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in path.relative_to(root).parts)
+                and not path.is_dir()  # a folder named x.png: its files are listed
+            )
+        else:
+            paths = [root / name for name in files]
         if not paths:
             raise ValueError(
-                f"{root} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                f"{str(root)!r} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
             )
         folder_labels = None
         if labels == "folders":
@@ -256,17 +333,80 @@ class Folder(Paths):
                 loose = next(p for p in paths if len(p.relative_to(root).parts) < 2)
                 raise ValueError(
                     f"labels='folders' takes the class from the sub-folder, but "
-                    f"{loose.relative_to(root)} is not in a sub-folder of {root}"
+                    f"{loose.relative_to(root).as_posix()!r} is not in a sub-folder of "
+                    f"{str(root)!r}"
                 )
         super().__init__(paths, labels=folder_labels, root=root)
         self.folder_names = sorted(set(folder_labels or ()))
+        self.folder_classes: dict[str, str] = {}
+        """Sub-folder name -> the class name it was matched to, where they differ (case)."""
+        self.unmatched_folders: dict[str, str] = {}
+        """Sub-folder name -> why it is matched to no class (its images have none)."""
         self.description = f"{len(paths)} images under {root}" + (
             " (classes from sub-folders)" if labels else ""
         )
 
+    def fingerprint(self) -> str:
+        listed = super().fingerprint()
+        if not self.folder_classes:  # as before matching by case existed
+            return listed
+        matches = (f"{folder}\t{name}" for folder, name in sorted(self.folder_classes.items()))
+        return _hash("folder classes", listed, *matches)
+
     def set_class_names(self, class_names) -> None:
+        """Match the sub-folders to ``class_names`` (see ``labels``); warns once, naming the
+        sub-folders matched to no class and how many images they hold."""
         names = tuple(class_names) if class_names else tuple(self.folder_names)
         self.class_names = names
+        self.folder_classes, self.unmatched_folders = _match_folders(self.folder_names, names)
+        if not self.unmatched_folders:
+            return
+        counts = {folder: 0 for folder in self.unmatched_folders}
+        for folder in self.labels or ():
+            if folder in counts:
+                counts[folder] += 1
+        listed = "; ".join(
+            f"{folder!r} ({counts[folder]} image{'s' if counts[folder] != 1 else ''}: {why})"
+            for folder, why in self.unmatched_folders.items()
+        )
+        images_without = sum(counts.values())
+        warnings.warn(
+            f"labels='folders': {images_without} of {len(self)} images have no true class, "
+            f"their sub-folder matching no class of the model: {listed}; the classes are "
+            f"{', '.join(map(repr, names))}",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def _label(self, index: int) -> dict:
+        if self.labels is None:
+            return {}
+        folder = self.labels[index]
+        return _label_fields(self.folder_classes.get(folder, folder), self.class_names)
+
+
+def _match_folders(folders, class_names) -> tuple[dict[str, str], dict[str, str]]:
+    """``({folder: class name} for folders matched by case only, {folder: why} for folders
+    matched to no class)``. A folder named exactly as a class is that class; else the one
+    class whose name equals it ignoring case; else (none, or several) no class."""
+    by_case: dict[str, list[str]] = {}
+    for name in class_names:
+        by_case.setdefault(str(name).casefold(), []).append(str(name))
+    exact = {str(name) for name in class_names}
+    matched, unmatched = {}, {}
+    for folder in folders:
+        if folder in exact:
+            continue
+        candidates = by_case.get(folder.casefold(), [])
+        if len(candidates) == 1:
+            matched[folder] = candidates[0]
+        elif candidates:
+            unmatched[folder] = (
+                f"it matches {' and '.join(map(repr, candidates))} but for case: ambiguous"
+            )
+        else:
+            unmatched[folder] = "no class of that name"
+    return matched, unmatched
 
 
 class Arrays(Source):
