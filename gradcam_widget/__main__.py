@@ -23,6 +23,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from gradcam_widget._text import printable as _printable
+from gradcam_widget._text import shown as _shown
+
 EXIT_ERROR = 2
 """Exit status of every error, as argparse uses for bad arguments."""
 
@@ -48,23 +51,6 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise _UsageError(f"{message} (see {self.prog} --help)")
-
-
-def _shown(name) -> str:
-    """A path or file name as the command line prints it: as it is when every character is
-    printable and it neither starts with a quote nor starts or ends with a space, else its
-    Python ``repr`` (quoted, a newline shown as ``\\n``), so that no name can break a line,
-    forge one, or send terminal control codes; a quoted name is always a ``repr``."""
-    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
-    if text and text.isprintable() and text[0] not in "'\"" and text == text.strip():
-        return text
-    return repr(text)
-
-
-def _printable(text) -> str:
-    """A message (an error read from a manifest) on one line of printable characters: each
-    other character escaped as ``repr`` does."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def _slug(text: str) -> str:

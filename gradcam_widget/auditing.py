@@ -8,8 +8,10 @@
 (:func:`map_statistics`, and against the object's mask when the source has masks) and
 commits the shard to the store (:mod:`gradcam_widget.store`): a row per image, the raw maps,
 overlay thumbnails. Killed at any moment and run again with the same arguments, it resumes
-at the first unfinished shard; run on a finished store it does nothing and says so; run with
-another model, source or option against the same folder it refuses.
+at the first unfinished shard (and recomputes a shard damaged since it was written); run on a
+finished store it does nothing and says so; run with another model (by its weights and head,
+not its name), source or option against the same folder, into a folder holding files it did
+not write, or while another run writes the folder, it refuses before writing anything.
 
 The same :class:`ShardWorker` runs locally or inside Ray Data actors
 (:mod:`gradcam_widget.distributed`): the results are the same.
@@ -29,6 +31,7 @@ import cv2
 import numpy as np
 
 from gradcam_widget import core, data, images, render, sources, store
+from gradcam_widget._text import shown as _shown
 
 DEFAULT_SHARD_SIZE = 256
 """Images per shard: the unit of work that is committed, and redone after a kill."""
@@ -98,6 +101,51 @@ def model_identity(model) -> dict:
         digest.update(np.ascontiguousarray(array).tobytes())
     name = getattr(model, "name", None) if hasattr(model, "model") else keras_model.name
     return {"name": str(name), "hash": digest.hexdigest()[:24]}
+
+
+def model_head(model) -> dict:
+    """``{"class_names", "multi_label", "preprocess"}``: what besides its weights decides the
+    rows a model gives (labels, probabilities, its input); a bare ``keras.Model`` (a ``.keras``
+    file) has ``None``, ``False``, ``None``."""
+    from gradcam_widget.engine import unwrap
+
+    _, preprocess, class_names, multi_label = unwrap(model)
+    return {
+        "class_names": None if class_names is None else [str(name) for name in class_names],
+        "multi_label": bool(multi_label),
+        "preprocess": _callable_name(preprocess),
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class HeadedModel:
+    """A bare ``keras.Model`` with the head (class names, multi-label) of the audit whose
+    weights it has (see :func:`_with_stored_head`): read by ``engine.unwrap`` as an entry."""
+
+    name: str
+    model: object
+    preprocess: None = None
+    class_names: tuple | None = None
+    multi_label: bool = False
+
+
+def _with_stored_head(model, identity: dict, manifest: dict | None):
+    """``model``, or, when it is a bare ``keras.Model`` (a ``.keras`` file carries no class
+    names) with the weights of the audit in ``manifest``, that model with the stored
+    audit's head, so that resuming gives the rows the audit began with."""
+    from gradcam_widget._keras import keras
+
+    if manifest is None or not isinstance(model, keras.Model):
+        return model
+    stored = manifest["job"]["model"]
+    head = stored.get("head")
+    if stored["hash"] != identity["hash"] or not isinstance(head, dict):
+        return model
+    if head.get("preprocess") is not None:  # not in the file: the job check names it
+        return model
+    names = head.get("class_names")
+    names = None if names is None else tuple(names)
+    return HeadedModel(model.name, model, None, names, bool(head.get("multi_label")))
 
 
 # --- measuring one map ----------------------------------------------------------------------
@@ -309,6 +357,7 @@ class ShardWorker:
             "pointing_hit": None,
             "object_share": float("nan"),
             "tagged": item.tagged,
+            "file_fingerprint": item.file_fingerprint,
         }
         row |= map_statistics(result.heatmap, result.raw)
         if item.masks and explained in item.masks:
@@ -333,9 +382,10 @@ def _check_targets(targets, source: sources.Source, class_names) -> str | int:
     )
 
 
-def _job(model_id: dict, load: str | None, source: sources.Source, options: Options) -> dict:
+def _job(model_id: dict, load: str | None, source: sources.Source, options: Options,
+         head: dict | None = None) -> dict:  # fmt: skip
     return {
-        "model": model_id | {"load": load},
+        "model": model_id | {"load": load} | ({} if head is None else {"head": head}),
         "source": {
             "description": source.description,
             "fingerprint": source.fingerprint(),
@@ -362,6 +412,8 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     lines = []
     for key in sorted(set(old) | set(new)):
         before, after = old.get(key), new.get(key)
+        if prefix == "model." and (key == "name" or (key == "head" and before is None)):
+            continue  # models are compared by weights and head; a format-1 job has no head
         if isinstance(before, dict) and isinstance(after, dict):
             lines += _differences(before, after, f"{prefix}{key}.")
         elif before != after and key not in ("description", "reopen", "load"):
@@ -432,11 +484,15 @@ def audit(
 
     Raises:
         AuditError: if ``out`` holds another job's results (the message lists what differs),
-            or for targets the source cannot give.
+            holds files this package did not write, is the source folder, or for targets the
+            source cannot give.
+        AuditStoreError: if another run is writing ``out`` (the message names it: pid, host,
+            since when), or its manifest is not of a manifest's shape.
         ValueError: for a bad source, model, layer, method or option, before anything is
             written (a bad layer or class is found by the first shard's pass).
     """
     from gradcam_widget import __version__
+    from gradcam_widget.engine import unwrap
 
     started = time.time()
     batch_size = core.check_int("batch_size", batch_size)
@@ -445,8 +501,12 @@ def audit(
     ray = _check_ray(ray)
     source = sources.as_source(source, labels)
     model, load = load_model(model)
-    from gradcam_widget.engine import unwrap
-
+    folder = Path(os.path.expanduser(os.fspath(out)))
+    if folder.exists() and not folder.is_dir():
+        raise AuditError(f"out={str(folder)!r} is a file: name a folder for the results")
+    _check_not_the_source(folder, source)
+    identity = model_identity(model)
+    model = _with_stored_head(model, identity, store.read_manifest(folder))
     _, _, class_names, _ = unwrap(model)
     source.set_class_names(class_names)
     options = Options(
@@ -461,36 +521,43 @@ def audit(
     )
     size = _input_size(model, options)
     source.set_size(size)  # images are fitted as they are read: a shard of photos stays small
-    job = json.loads(json.dumps(_job(model_identity(model), load, source, options)))
-    folder = Path(os.path.expanduser(os.fspath(out)))
-    if folder.exists() and not folder.is_dir():
-        raise AuditError(f"out={str(folder)!r} is a file: name a folder for the results")
+    job = json.loads(json.dumps(_job(identity, load, source, options, model_head(model))))
+    if ray is not None:
+        from gradcam_widget import distributed
+
+        distributed.check(model, options, source)
+    # Everything is checked before anything is written: the lock (who holds it), then the
+    # folder (empty, or this job's); the same again once the lock is held, in case another
+    # run wrote in between.
+    store.check_unlocked(folder)
+    manifest = _check_folder(folder, job)
     with store.lock(folder):
-        manifest = store.read_manifest(folder)
-        if manifest is None and not store.is_empty(folder):
-            raise AuditError(f"{folder} is not empty and holds no audit: choose another out=")
-        if manifest is not None:
-            differences = _differences(manifest.get("job", {}), job)
-            if differences:
-                raise AuditError(
-                    f"{folder} holds another audit ({'; '.join(differences)}): pass another "
-                    "out= or delete that folder"
-                )
+        if store.read_manifest(folder) != manifest:
+            manifest = _check_folder(folder, job)
+        if manifest is not None and manifest["job"]["model"]["name"] != job["model"]["name"]:
+            _say(
+                f"{_shown(folder)}: the stored audit's model is named "
+                f"{manifest['job']['model']['name']!r}, this one {job['model']['name']!r}; "
+                f"their weights are the same (hash {job['model']['hash']}): resuming",
+                not progress,
+            )
         total = _length(source)
         shard_count = _shard_count(total, shard_size, manifest)
-        done = store.done_shards(folder)
+        done, damaged = store.check_shards(folder, shard_count)
+        if manifest is not None:
+            store.adopt_legacy(folder, done)  # a folder of format 1: records for its parts
+        for shard, problem in sorted(damaged.items()):
+            _say(f"{_shown(folder)}: shard {shard} was damaged since written ({problem}): "
+                 "recomputing it", not progress)  # fmt: skip
         if (
             manifest is not None
             and manifest.get("status") == "complete"
             and shard_count is not None
             and set(range(shard_count)) <= done
         ):
-            _say(f"{folder} already holds this audit, complete: nothing to do", not progress)
+            _say(f"{_shown(folder)} already holds this audit, complete: nothing to do",
+                 not progress)  # fmt: skip
             return store.AuditResults(folder, computed_shards=0)
-        if ray is not None:
-            from gradcam_widget import distributed
-
-            distributed.check(model, options, source)  # before anything is written
         manifest = {
             "format": store.FORMAT_VERSION,
             "package": {"name": "gradcam_widget", "version": __version__},
@@ -507,6 +574,48 @@ def audit(
         computed = _run(folder, manifest, model, load, options, source, done, batch_size,
                         preprocess, ray, progress)  # fmt: skip
         return _finish(folder, manifest, source, shard_size, computed, started)
+
+
+def _check_not_the_source(folder: Path, source: sources.Source) -> None:
+    root = getattr(source, "root", None) if isinstance(source, sources.Folder) else None
+    if root is not None and folder.exists() and folder.resolve() == Path(root).resolve():
+        raise AuditError(
+            f"out={str(folder)!r} is the folder of images being audited: name another folder "
+            "for the results"
+        )
+
+
+def _check_folder(folder: Path, job: dict) -> dict | None:
+    """The manifest of ``folder`` when it holds this job (``None``: it is empty, or holds only
+    what a run killed before its manifest leaves); writes nothing.
+
+    Raises:
+        AuditError: if ``folder`` holds files the package did not write and no audit, or
+            another job's audit (the message lists what differs).
+        AuditStoreError: if its manifest is not of a manifest's shape.
+    """
+    manifest = store.read_manifest(folder)
+    if manifest is None:
+        foreign = store.foreign_entries(folder)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if
+                                              len(foreign) > 3 else "")  # fmt: skip
+            raise AuditError(
+                f"{folder} is not empty and holds no audit ({shown}): choose another out= "
+                "(a new or empty folder)"
+            )
+        return None
+    differences = _differences(manifest["job"], job)
+    if manifest["job"]["model"].get("head") is None:  # format 1: its class names, at least
+        stored, now = manifest.get("class_names"), job["model"]["head"]["class_names"]
+        if stored != now:
+            differences.append(f"class_names: stored {stored!r}, now {now!r}")
+    if differences:
+        raise AuditError(
+            f"{folder} holds another audit ({'; '.join(differences)}): pass another out= or "
+            "delete that folder"
+        )
+    return manifest
 
 
 def _run(folder, manifest, model, load, options, source, done, batch_size, preprocess, ray,
@@ -529,7 +638,7 @@ def _run(folder, manifest, model, load, options, source, done, batch_size, prepr
 
     if done:
         count = manifest["shards"] or "?"
-        _say(f"{folder}: resuming, {len(done)} of {count} shards done", not progress)
+        _say(f"{_shown(folder)}: resuming, {len(done)} of {count} shards done", not progress)
     bar = _progress_bar(total, _rows_done(done, shard_size, total), not progress)
     computed = 0
     try:
@@ -598,6 +707,19 @@ def _normalised_options(method: str, cam_options: dict) -> tuple:
     core.check_option("interpolation", shared["interpolation"], tuple(core.INTERPOLATIONS))
     used = methods.get(method).bind(**given)
     return tuple(sorted((used | shared).items()))
+
+
+def _callable_name(function) -> str | None:
+    """A stable name for a model's own preprocess: a function's ``module.qualname``, an
+    object's own ``repr`` (``keras.applications.vgg16.preprocess_input``), else its type's."""
+    if function is None:
+        return None
+    if hasattr(function, "__qualname__"):
+        return f"{getattr(function, '__module__', None)}.{function.__qualname__}"
+    kind = type(function)
+    if kind.__repr__ is not object.__repr__:
+        return repr(function)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _preprocess_name(preprocess) -> str | None:

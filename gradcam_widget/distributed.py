@@ -9,8 +9,12 @@ gets). An actor reads its shard's images from the source itself, explains them, 
 :class:`~gradcam_widget.store.ShardResult` back pickled. Results stream back as shards finish
 (not in shard order), and **the driver writes them**: :func:`gradcam_widget.audit` commits
 each result with :func:`gradcam_widget.store.commit`, so the resume guarantee (a shard is done
-exactly when its Parquet part exists) is the same as for a local run, and only the driver
-needs the ``out`` folder. The results equal a local run's.
+exactly when its commit record exists and its files match it) is the same as for a local run,
+and only the driver needs the ``out`` folder. The driver holds the folder's lock
+(:func:`gradcam_widget.store.lock`) from before Ray starts to the end of the run, so a second
+audit of the folder, local or on Ray, is refused; Ray's processes never inherit the lock
+(Python opens it close-on-exec), so a driver killed by SIGKILL releases it. The results equal
+a local run's.
 
 **Which Ray.** ``ray=True`` uses the Ray this process already joined (``ray.init`` called
 before), else the cluster ``RAY_ADDRESS`` names, else starts a local Ray on this machine. An

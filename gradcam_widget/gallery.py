@@ -33,7 +33,6 @@ import html
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -44,7 +43,7 @@ import pandas as pd
 
 from gradcam_widget import core, sources, store
 
-STORAGE_COLUMNS = ("shard", "row", "thumb_offset", "thumb_size")
+STORAGE_COLUMNS = ("shard", "row", "thumb_offset", "thumb_size", "file_fingerprint")
 """Columns that say where a row's map and thumbnail are stored: not offered for sorting."""
 
 DEFAULT_SORT_COLUMNS = ("object_share", "predicted_score")
@@ -195,6 +194,17 @@ def _source_file(spec: dict, name) -> Path | None:
         root = spec.get("root")
         return Path(root) / str(name) if root else Path(str(name))
     return None
+
+
+def _same_picture(now: str, stored: str) -> bool:
+    """Two :func:`gradcam_widget.sources.file_fingerprint` values of one file: the same size
+    and content (the modification time may differ: a copy restored, a ``touch``)."""
+    size_now, _, hash_now = now.split(":", 2)
+    try:
+        size_then, _, hash_then = stored.split(":", 2)
+    except ValueError:
+        return False
+    return (size_now, hash_now) == (size_then, hash_then)
 
 
 def _audit_began_ns(manifest: dict) -> int | None:
@@ -845,11 +855,11 @@ class CamGallery(widgets.VBox):
         line (``None``: it is, as far as can be told; or the image is not read from a file).
 
         Looked at without opening it (a FIFO never blocks): a file that became no regular
-        file is stale. A row that keeps the file's fingerprint (``file_fingerprint``, size,
-        modification time and content hash) is compared with it. Otherwise (what an audit
-        stores now) a file last changed (``ctime``/``mtime``) before the audit began is the one
-        it read; one changed since is stale unless every file of the audit still has the size
-        and modification time its source fingerprint was made of (a ``chmod``, a restore).
+        file is stale. The row's ``file_fingerprint`` (size and content hash as the audit read
+        the file) is compared with the file's now: a ``chmod`` or a ``touch`` changes nothing,
+        another picture under the same name does. A row of an audit written before
+        fingerprints were kept has none: its file is taken as changed when it was modified
+        after the audit began.
         """
         if self._images is not None:
             return None
@@ -866,50 +876,21 @@ class CamGallery(widgets.VBox):
                 now = sources.file_fingerprint(path)
             except (OSError, ValueError) as error:
                 return f"its file cannot be read as the audit read it ({error})"
-            if now == stored:
+            if _same_picture(now, str(stored)):
                 return None
-            return "its file changed since the audit (size, modification time or content differ)"
+            return "its file changed since the audit (its size or content differ)"
+        began = _audit_began_ns(self.results.manifest)
         try:
-            status = os.stat(path)
+            modified = os.stat(path).st_mtime_ns
         except OSError:
             return None  # reading it says why
-        changed = max(status.st_ctime_ns, status.st_mtime_ns)
-        began = _audit_began_ns(self.results.manifest)
-        if began is not None and changed < began:
+        if began is None or modified < began:
             return None
-        if self._source_unchanged(spec):
-            return None
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(changed / 1e9))
-        since = "" if began is None else (
-            f", after the audit began ({self.results.manifest.get('created')} UTC)"
-        )  # fmt: skip
-        return f"its file changed since the audit (last changed {when}{since})"
-
-    def _source_unchanged(self, spec: dict) -> bool:
-        """True when every file the audit listed still has the size and modification time
-        (and sub-folder class) of the audit's source fingerprint; False when not, or when it
-        cannot be told (a list of paths given with labels)."""
-        manifest = self.results.manifest
-        names = dict(zip(self._table["index"].astype(int), self._table["id"], strict=True))
-        names.update({int(entry["index"]): entry["id"] for entry in self.results.skipped})
-        count = manifest.get("images")
-        if not isinstance(count, int) or set(names) != set(range(count)):
-            return False
-        listed = [str(names[index]) for index in range(count)]
-        try:
-            with warnings.catch_warnings():  # the audit warned about its sub-folders then
-                warnings.simplefilter("ignore")
-                if spec.get("kind") == "folder":
-                    source = sources.Folder(spec["path"], labels=spec.get("labels"), files=listed)
-                    source.set_class_names(self.results.class_names)
-                else:
-                    root = spec.get("root")
-                    source = sources.Paths(
-                        [Path(root) / name if root else name for name in listed], root=root
-                    )
-                return source.fingerprint() == manifest["job"]["source"].get("fingerprint")
-        except (OSError, ValueError, KeyError):
-            return False
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(modified / 1e9))
+        return (
+            f"its file was modified ({when}) after the audit began "
+            f"({self.results.manifest.get('created')} UTC)"
+        )
 
     def _explorer_model(self):
         """The model to explain: the one given, else the audit's, reloaded once."""

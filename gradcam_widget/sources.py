@@ -296,8 +296,6 @@ class Folder(Paths):
             (``Star`` is ``star``) when exactly one does; the images of a sub-folder matched to
             no class have no true class, and :meth:`set_class_names` warns, naming it.
             ``None``: no labels.
-        files: the names relative to ``root`` to take, in this order, instead of listing the
-            folder (to open the files an audit listed again, as :class:`CamGallery` does).
 
     Names ending otherwise than :data:`IMAGE_EXTENSIONS` are not images and are not listed;
     hidden files and folders (a leading ``.``) are left out, and so are folders. Any other
@@ -306,22 +304,19 @@ class Folder(Paths):
     skipped).
     """
 
-    def __init__(self, root, labels: str | None = None, files: Sequence[str] | None = None):
+    def __init__(self, root, labels: str | None = None):
         root = Path(os.path.expanduser(str(root)))
         if not root.is_dir():
             raise ValueError(f"{str(root)!r} is not a folder of images")
         if labels not in (None, "folders"):
             raise ValueError(f"labels must be None or 'folders'; got {labels!r}")
-        if files is None:
-            paths = sorted(
-                path
-                for path in root.rglob("*")
-                if path.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in path.relative_to(root).parts)
-                and not path.is_dir()  # a folder named x.png: its files are listed
-            )
-        else:
-            paths = [root / name for name in files]
+        paths = sorted(
+            path
+            for path in root.rglob("*")
+            if path.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in path.relative_to(root).parts)
+            and not path.is_dir()  # a folder named x.png: its files are listed
+        )
         if not paths:
             raise ValueError(
                 f"{str(root)!r} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"

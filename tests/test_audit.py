@@ -293,10 +293,10 @@ def test_the_cli_writes_the_store_and_reports_skips(tmp_path, capfd):
 
 
 def test_a_crash_inside_a_commit_is_resumed_exactly(scene_audit, tmp_path, monkeypatch):
-    """Fail the n-th file move of the run (maps, thumbnails or part of some shard), resume,
-    compare with the uninterrupted run, for every n."""
+    """Fail the n-th file move of the run (maps, thumbnails, part or commit record of some
+    shard), resume, compare with the uninterrupted run, for every n."""
     real_replace = os.replace
-    for fail_at in range(1, 3 * 3 + 1):
+    for fail_at in range(1, 4 * 3 + 1):
         out = tmp_path / f"crash{fail_at}"
         calls = {"n": 0}
 
@@ -312,7 +312,7 @@ def test_a_crash_inside_a_commit_is_resumed_exactly(scene_audit, tmp_path, monke
             quiet_audit("shapes", SCENES, out, shard_size=16, batch_size=8)
         monkeypatch.setattr(store.os, "replace", real_replace)
         done_before = len(store.done_shards(out))
-        assert done_before == (fail_at - 1) // 3  # a shard is done once its part is moved
+        assert done_before == (fail_at - 1) // 4  # a shard is done once its record is moved
         resumed = quiet_audit("shapes", SCENES, out, shard_size=16, batch_size=8)
         assert resumed.computed_shards == 3 - done_before
         assert_same_results(resumed, scene_audit)

@@ -113,6 +113,7 @@ def test_the_gallery_refuses_a_file_changed_since_the_audit(tmp_path, shapes):
     time.sleep(1.1)  # the audit's start is kept to the second: the files are older than it
     results = gw.audit(shapes, folder, out=tmp_path / "out", progress=False)
     index = {row["id"]: int(row["index"]) for _, row in results.table.iterrows()}
+    assert results.table["file_fingerprint"].notna().all()  # kept with each row
     gallery = CamGallery(results, model=shapes)
     try:
         os.chmod(folder / "b.png", 0o600)  # its status changed, not its picture
