@@ -22,6 +22,7 @@ above this module works on the numpy arrays it returns.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 import weakref
@@ -35,7 +36,14 @@ from gradcam_widget import core
 from gradcam_widget import layers as layers_module
 from gradcam_widget._keras import BACKEND, check_backend, keras
 from gradcam_widget.inputs import ModelCheckError
-from gradcam_widget.tapping import guided_replacements, leaf_layers, output_heads, squashed_output
+from gradcam_widget.tapping import (
+    failed_layer,
+    guided_replacements,
+    leaf_layers,
+    output_heads,
+    squashed_output,
+    tapped,
+)
 
 ops = keras.ops
 
@@ -133,47 +141,149 @@ def num_classes(model) -> int | None:
     return shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
 
 
+class ModelCallError(ValueError):
+    """The model failed on an input: one line naming the model, the layer when known and
+    what went wrong -- the original exception's first line, or that the image is too small
+    for the model -- with the original exception chained (``__cause__``)."""
+
+
 @contextlib.contextmanager
-def model_errors(inputs_shape: tuple, model_shape: tuple):
+def model_errors(inputs_shape: tuple, model_shape: tuple, model=None):
     """Turn the model's own failure on these inputs (a Keras input-spec error, a TensorFlow
-    ``InvalidArgumentError``) into one ValueError saying what the model expected."""
+    ``InvalidArgumentError``) into one :class:`ModelCallError`, as :func:`model_failure` says
+    it. What the engine already said (a :class:`ModelCallError`, a
+    :class:`~gradcam_widget.inputs.ModelCheckError`) passes as it is, and so does any other
+    exception: the engine turns every failure of the model itself into one line."""
     try:
         yield
-    except ModelCheckError:
+    except (ModelCheckError, ModelCallError):
         raise
     except _model_error_types() as error:
-        text = str(getattr(error, "message", None) or error)
-        size = "×".join(str(side) for side in inputs_shape[1:3])
-        hint = ""
-        lowered = text.lower()
-        if any(word in lowered for word in _TOO_SMALL_WORDS) or min(inputs_shape[1:3]) < 32:
-            hint = " (is the image too small for this model? a layer's output may be empty)"
-        if all(side is None for side in model_shape):
-            takes = "its input size is not declared (a subclassed model): fit the image to it"
-        else:
-            takes = (
-                "it takes (N, "
-                + ", ".join("any" if side is None else str(side) for side in model_shape)
-                + ")"
-            )
-        raise ValueError(
-            f"the model failed on a {size} input of shape {tuple(inputs_shape)}{hint}; "
-            f"{takes}: {_error_line(text)[:300]}"
-        ) from None
+        raise model_failure(error, inputs_shape, model_shape, model) from _original(error)
 
 
 def _model_error_types() -> tuple:
-    """The exceptions a model raises on inputs it cannot take, on this backend."""
+    """The exceptions :func:`model_errors` rewords: what a model raises on inputs it cannot
+    take (and the engine has not said already)."""
     if BACKEND == "tensorflow":
         from gradcam_widget._tf import tf
 
         return (ValueError, TypeError, tf.errors.OpError)
-    if BACKEND == "torch":  # PyTorch says a shape mismatch with a RuntimeError
-        return (ValueError, TypeError, RuntimeError)
     return (ValueError, TypeError)
 
 
-_TOO_SMALL_WORDS = ("negative", "must be > 0", "empty", "primitive descriptor")
+def model_failure(error, inputs_shape: tuple, model_shape: tuple, model=None):
+    """The :class:`ModelCallError` that says, in one line, how the model failed on inputs of
+    ``inputs_shape`` with ``error``: that the image is too small for it when Keras's shape
+    inference finds a layer whose output would have a side of zero or less at this size
+    (:func:`empty_output`), else the original exception's first line (its ANSI colours and
+    Keras's call context left out), naming the model and the layer that raised it when known.
+    Chain it from :func:`_original` (``raise model_failure(...) from _original(error)``)."""
+    what = "the model" if model is None else f"the model {model.name!r}"
+    where = f"{what} failed on {_input_text(inputs_shape)}"
+    empty = None if model is None else empty_output(model, inputs_shape, model_shape)
+    if empty is not None:
+        return too_small(inputs_shape, model_shape, model, *empty)
+    failed = failed_layer(error)
+    original = _original(error)
+    at = ""
+    if failed is not None:
+        path = failed[0]
+        kind = _layer_class(model, path)
+        at = f" at layer {path!r}" + (f" ({kind})" if kind else "")
+    elif (called := _keras_context(error)) is not None:
+        # Keras names the class of the innermost layer that raised: the layer, if it is the
+        # only one of its class
+        kind = called.split(".")[0]
+        paths = [p for p, layer in _leaves(model) if type(layer).__name__ == kind]
+        at = f" at layer {paths[0]!r} ({kind})" if len(paths) == 1 else f" in {called}"
+    line = _first_line(original)
+    kind = type(original).__name__
+    return ModelCallError(f"{where}{at}: {kind}: {line}" if line else f"{where}{at}: {kind}")
+
+
+def too_small(inputs_shape: tuple, model_shape: tuple, model, path, sides) -> ModelCallError:
+    """The :class:`ModelCallError` for inputs of ``inputs_shape`` too small for the model:
+    layer ``path`` (``None``: not known) would give an output of spatial size ``sides``
+    (``None``: not known, the layer fails at this size)."""
+    what = "the model" if model is None else f"the model {model.name!r}"
+    if all(side is None for side in model_shape):
+        takes = "its input size is not declared (a subclassed model): fit the image to it"
+    else:
+        takes = (
+            "it takes (N, "
+            + ", ".join("any" if side is None else str(side) for side in model_shape)
+            + ")"
+        )
+    layer = ""
+    if path is not None and sides is not None:
+        layer = f": layer {path!r} would give a {'×'.join(str(s) for s in sides)} output"
+    elif path is not None:
+        layer = f" (it fails at layer {path!r} and works on larger images)"
+    return ModelCallError(
+        f"{what} failed on {_input_text(inputs_shape)}: the image is too small for this "
+        f"model{layer}; {takes}"
+    )
+
+
+def _input_text(inputs_shape: tuple) -> str:
+    """``"a 64×64 input of shape (1, 64, 64, 3)"`` (``N`` for a batch size not known)."""
+    size = "×".join(str(side) for side in inputs_shape[1:3])
+    shape = ", ".join("N" if side is None else str(side) for side in inputs_shape)
+    return f"a {size} input of shape ({shape})"
+
+
+def _original(error: BaseException) -> BaseException:
+    """The exception the failing code raised: the leaf layer's own when
+    :func:`~gradcam_widget.tapping.tapped` saw it, else ``error`` followed back through
+    Keras's copies with the call context added (each raised from the one it copies)."""
+    failed = failed_layer(error)
+    if failed is not None:
+        return failed[1]
+    for _ in range(8):
+        if not getattr(error, "_keras_call_info_injected", False):
+            break
+        inner = error.__context__
+        if inner is None and error.__cause__ is not None:  # JAX moved it to its cause
+            inner = error.__cause__.__context__
+        if inner is None or inner is error:
+            break
+        error = inner
+    return error
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_KERAS_CONTEXT = re.compile(
+    r"^\s*Exception encountered when calling (?P<called>.+?)\.\s*\n(?P<message>.*?)"
+    r"(?:\n\s*Arguments received by .*)?$",
+    re.S,
+)
+
+
+def _keras_context(error: BaseException) -> str | None:
+    """What Keras says ``error`` was raised calling (``"Bad.call()"``), when it added its
+    call context to the message."""
+    found = _KERAS_CONTEXT.match(_ANSI.sub("", _message(error)))
+    return found.group("called") if found else None
+
+
+def _message(error: BaseException) -> str:
+    return str(getattr(error, "message", None) or error)
+
+
+def _first_line(error: BaseException) -> str:
+    """The line of ``error``'s message that says what went wrong (at most 300 characters):
+    its first, without ANSI colour codes or the call context Keras adds; for a TensorFlow
+    ``OpError``, :func:`_error_line` of it."""
+    text = _ANSI.sub("", _message(error))
+    found = _KERAS_CONTEXT.match(text)
+    if found:
+        text = found.group("message")
+    if BACKEND == "tensorflow" and type(error).__module__.startswith("tensorflow"):
+        line = _error_line(text)
+    else:
+        line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line if len(line) <= 300 else line[:299] + "…"
 
 
 def _error_line(text: str) -> str:
@@ -188,6 +298,187 @@ def _error_line(text: str) -> str:
         and not line.endswith(":")
     ]
     return useful[-1] if useful else next((line for line in lines if line), "")
+
+
+def _leaves(model) -> list:
+    """The model's leaf layers (none for ``None``, or a model whose layers cannot be read)."""
+    try:
+        return [] if model is None else leaf_layers(model)
+    except Exception:  # noqa: BLE001 - only for naming a layer in a message
+        return []
+
+
+def _layer_class(model, path: str) -> str:
+    return next((type(layer).__name__ for p, layer in _leaves(model) if p == path), "")
+
+
+# ---------------------------------------------------------------------------------------
+# Too small: where the shapes run out
+
+
+def empty_output(model, inputs_shape: tuple, model_shape=(None, None, None)):
+    """Where a model's shapes run out for inputs of ``inputs_shape`` ``(N, H, W, C)``:
+    ``(path, spatial size)`` of the first layer whose output would have a side of zero or
+    less, found by shape inference (nothing is computed).
+
+    A Functional or Sequential model (nested ones too) is followed layer by layer: a
+    convolution's or a pooling's output size from its kernel, strides, padding and dilation,
+    every other layer's output shape from its ``compute_output_spec``. A model without a
+    graph (subclassed) is called symbolically, every leaf layer's output shape recorded
+    (:func:`_symbolic_call`); when that call fails, the model is compared with itself at 8
+    times the size: failing here and working there, the input is too small (the size is then
+    ``None``, and the path too unless a leaf layer raised the failure).
+
+    Returns ``None`` where the model fixes its spatial size (it was built at that size), where
+    every output has a positive size, and where the shapes cannot be followed (a layer whose
+    shape inference fails at this size for another reason).
+    """
+    if len(inputs_shape) != 4 or None in inputs_shape[1:] or None not in model_shape[:2]:
+        return None
+    shape = (1, *(int(side) for side in inputs_shape[1:]))
+    try:
+        _follow(model, keras.KerasTensor(shape), "")
+    except _Empty as found:
+        return found.path, found.sides
+    except _NoGraph:
+        return _traced_empty(model, shape)
+    except Exception:  # noqa: BLE001 - a shape that cannot be followed: not decided here
+        return None
+    return None
+
+
+class _Empty(Exception):
+    def __init__(self, path, sides):
+        super().__init__(path)
+        self.path, self.sides = path, tuple(sides)
+
+
+class _NoGraph(Exception):
+    pass
+
+
+def _graph(model):
+    """The Functional graph of ``model`` (a Sequential's own), else ``None``."""
+    from keras.src.models.functional import Functional
+
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    return graph if isinstance(graph, Functional) else None
+
+
+def _follow(model, inputs, prefix: str):
+    """``model``'s outputs for the symbolic ``inputs``, layer by layer (:func:`_step`)."""
+    graph = _graph(model)
+    if graph is None:
+        raise _NoGraph(model.name)
+
+    def operation(op):
+        return lambda *args, **kwargs: _step(op, f"{prefix}{op.name}", args, kwargs)
+
+    return graph._run_through_graph(inputs, operation_fn=operation)
+
+
+def _step(op, path: str, args, kwargs):
+    """One layer's symbolic outputs; raises :class:`_Empty` for an output with a side of zero
+    or less."""
+    if isinstance(op, keras.Model) and _graph(op) is not None:
+        return _follow(op, args[0] if len(args) == 1 else list(args), f"{path}/")
+    first = args[0] if args else None
+    sides = _reduced_sides(op, getattr(first, "shape", None))
+    if sides is not None and min(sides) <= 0:
+        raise _Empty(path, sides)
+    outputs = op.compute_output_spec(*args, **kwargs)
+    for output in keras.tree.flatten(outputs):
+        shape = tuple(getattr(output, "shape", ()))
+        spatial = shape[1:-1]
+        if len(shape) >= 3 and any(side is not None and side <= 0 for side in spatial):
+            raise _Empty(path, spatial)
+    return outputs
+
+
+def _reduced_sides(layer, shape) -> tuple | None:
+    """The spatial output size of a channels-last convolution or pooling for inputs of
+    ``shape`` (the formula of Keras's own shape inference, which raises instead of giving a
+    size of zero or less), else ``None``."""
+    window = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+    if shape is None or window is None or "Transpose" in type(layer).__name__:
+        return None
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    spatial = tuple(shape[1:-1])
+    try:
+        window = tuple(int(side) for side in np.atleast_1d(window))
+        strides = np.broadcast_to(np.atleast_1d(getattr(layer, "strides", 1)), len(spatial))
+        dilation = np.broadcast_to(np.atleast_1d(getattr(layer, "dilation_rate", 1)), len(spatial))
+    except (TypeError, ValueError):
+        return None
+    if len(window) != len(spatial) or any(side is None for side in spatial):
+        return None
+    padding = str(getattr(layer, "padding", "valid")).lower()
+    if padding not in ("valid", "same", "causal"):
+        return None
+    return tuple(
+        (int(side) - int(rate) * (size - 1) - 1) // int(step) + 1
+        if padding == "valid"
+        else (int(side) - 1) // int(step) + 1
+        for side, size, step, rate in zip(spatial, window, strides, dilation, strict=True)
+    )
+
+
+def _traced_empty(model, shape: tuple):
+    """:func:`empty_output` of a model without a graph to follow (see there)."""
+    error, outputs = _symbolic_call(model, shape)
+    found = _first_empty(outputs)
+    if found is not None or error is None:
+        return found
+    larger = (shape[0], *(8 * side for side in shape[1:3]), shape[3])
+    error_there, outputs_there = _symbolic_call(model, larger)
+    if error_there is None and _first_empty(outputs_there) is None:
+        failed = failed_layer(error)
+        return (None if failed is None else failed[0]), None
+    return None
+
+
+def _symbolic_call(model, shape: tuple) -> tuple:
+    """``(exception or None, {path: output shape})``: the model called on a symbolic input of
+    ``shape`` (Keras's backend shape inference), its leaf layers' outputs recorded."""
+    try:
+        from keras.src.backend import compute_output_spec
+    except ImportError:  # pragma: no cover - another Keras: the model's own
+        compute_output_spec = None
+    leaves = leaf_layers(model)
+    shapes: dict = {}
+
+    def call(inputs):
+        with tapped(leaves) as record:
+            try:
+                return model(inputs, training=False)
+            finally:
+                shapes.update({path: tuple(t.shape) for path, t in record.items()})
+
+    names = contextlib.nullcontext()
+    if BACKEND == "tensorflow":  # traced in a graph: layer names as TensorFlow takes them
+        from gradcam_widget.engine_tf import scope_names
+
+        names = scope_names()
+    try:
+        with names:
+            if compute_output_spec is None:
+                model.compute_output_spec(keras.KerasTensor(shape))
+            else:
+                compute_output_spec(call, keras.KerasTensor(shape))
+    except Exception as error:  # noqa: BLE001 - what failed is the answer
+        return error, shapes
+    return None, shapes
+
+
+def _first_empty(outputs: dict):
+    """``(path, spatial size)`` of the first ``(N, h, w, C)`` output with a side of zero or
+    less, else ``None``."""
+    for path, shape in outputs.items():
+        sides = shape[1:3] if len(shape) == 4 else ()
+        if any(side is not None and side <= 0 for side in sides):
+            return path, tuple(sides)
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -573,6 +864,28 @@ class Engine:
         height, width, channels = self.input_size
         return (None, height, width, channels or inputs_shape[-1])
 
+    def _check_sizes(self, inputs_shape: tuple, *arrays) -> None:
+        """Non-finite results where a layer's output has no pixels at this input size (a
+        backend computes on over an empty tensor, to NaN): said as an image too small."""
+        if all(np.isfinite(array).all() for array in arrays):
+            return
+        empty = empty_output(self.model, inputs_shape, self.input_size)
+        if empty is not None:
+            raise too_small(inputs_shape, self.input_size, self.model, *empty)
+
+    @contextlib.contextmanager
+    def failures(self, inputs_shape: tuple):
+        """Every exception the model raises on inputs of ``inputs_shape`` in this block as one
+        :class:`ModelCallError` (:func:`model_failure`), the original chained; what the
+        engine itself says (a :class:`~gradcam_widget.inputs.ModelCheckError`) passes."""
+        try:
+            yield
+        except (ModelCheckError, ModelCallError):
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever the model raised, said in one line
+            failure = model_failure(error, inputs_shape, self.input_size, self.model)
+            raise failure from _original(error)
+
     def _compiled(self, key: tuple, make: Callable, store=None) -> Callable:
         """The compiled function for ``key`` (made by ``make()`` on first use).
 
@@ -617,15 +930,20 @@ class Engine:
         key = (signature, score, multi_label)  # layers and shapes do not depend on the target
         with self._lock:
             if key not in self._facts:
-                self._facts[key] = self._trace_facts(
-                    signature, target, score, multi_label, inputs_shape[0]
-                )
+                with self.failures(inputs_shape):
+                    self._facts[key] = self._trace_facts(
+                        signature, target, score, multi_label, inputs_shape[0]
+                    )
                 trim_oldest(self._facts)
             facts = self._facts[key]
             if not facts.candidates:
                 raise ModelCheckError(
                     "the model has no layer with a 4-D (N, h, w, C) output to explain"
                 )
+            for path, shape in facts.static_shapes.items():
+                # a layer's output with no pixels at this size (JAX computes on, to NaN)
+                if shape and any(side is not None and side <= 0 for side in shape[:2]):
+                    raise too_small(inputs_shape, self.input_size, self.model, path, shape[:2])
             return facts
 
     def reaching_tokens(self, inputs_shape: tuple) -> frozenset | None:
@@ -642,7 +960,8 @@ class Engine:
         signature = self.signature(inputs_shape)
         with self._lock:
             if signature not in self._reaching:
-                found = frozenset() if None in signature[1:] else self._find_reaching(signature)
+                with self.failures(inputs_shape):
+                    found = frozenset() if None in signature[1:] else self._find_reaching(signature)
                 self._reaching[signature] = found or None
                 trim_oldest(self._reaching)
             return self._reaching[signature]
@@ -684,11 +1003,13 @@ class Engine:
         with self._lock, _precision("float32"):
             if to_input == "guided":
                 guided_replacements(self.leaves, self.model)  # a non-ReLU network: refused now
-            function = self._pass(
-                self.signature(inputs.shape), target, score, multi_label, layers, to_input
-            )
-            started = time.perf_counter()
-            result = self._call_pass(function, np.asarray(inputs, np.float32), feed)
+            with self.failures(inputs.shape):
+                function = self._pass(
+                    self.signature(inputs.shape), target, score, multi_label, layers, to_input
+                )
+                started = time.perf_counter()
+                result = self._call_pass(function, np.asarray(inputs, np.float32), feed)
+            self._check_sizes(inputs.shape, result.scores, result.values)
             self.passes += 1
             return replace(result, seconds=time.perf_counter() - started)
 
@@ -713,13 +1034,16 @@ class Engine:
         key = ("forward", signature, target.trace_key, score, multi_label)
         with self._lock:
             make = lambda: self._make_forward(signature, target, score, multi_label)  # noqa: E731
-            function = self._compiled(key, make, self._forwards)
+            with self.failures(batch.shape):
+                function = self._compiled(key, make, self._forwards)
             results = []
             with _precision(precision):
                 for start in range(0, len(batch), batch_size):
                     chunk = np.asarray(batch[start : start + batch_size], np.float32)
                     fed = target.feed(len(chunk))
-                    values, width = self._call_forward(function, chunk, fed)
+                    with self.failures(chunk.shape):
+                        values, width = self._call_forward(function, chunk, fed)
+                    self._check_sizes(chunk.shape, values)
                     _check_fed(target, fed, width)
                     results.append(values)
                     self.forward_images += len(chunk)
@@ -731,12 +1055,16 @@ class Engine:
         signature = self.signature(batch.shape)
         with self._lock:
             key = ("outputs", signature)
-            function = self._compiled(key, lambda: self._make_outputs(signature), self._forwards)
+            with self.failures(batch.shape):
+                make = lambda: self._make_outputs(signature)  # noqa: E731
+                function = self._compiled(key, make, self._forwards)
             results = []
             with _precision("float32"):
                 for start in range(0, len(batch), batch_size):
                     chunk = np.asarray(batch[start : start + batch_size], np.float32)
-                    results.append(self._call_outputs(function, chunk))
+                    with self.failures(chunk.shape):
+                        results.append(self._call_outputs(function, chunk))
+                    self._check_sizes(chunk.shape, results[-1])
                     self.forward_images += len(chunk)
             return np.concatenate(results)
 

@@ -10,6 +10,10 @@ to the requested layers (and the input, for saliency). The traced function retur
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import re
+import threading
 import weakref
 
 import numpy as np
@@ -28,11 +32,73 @@ from gradcam_widget.tapping import squashed_output, tapped
 
 
 def _function(run, signature: tuple, feed_spec: tuple | None = None):
-    """``run`` compiled for float32 inputs of ``signature`` (and a feed of ``feed_spec``)."""
+    """``run`` compiled for float32 inputs of ``signature`` (and a feed of ``feed_spec``),
+    traced with every layer's name made a valid TensorFlow name scope (:func:`scope_names`)."""
     specs = [tf.TensorSpec(signature, tf.float32)]
     if feed_spec is not None:
         specs.append(tf.TensorSpec(*feed_spec))
-    return tf.function(run, input_signature=specs, autograph=False)
+
+    @functools.wraps(run)
+    def traced(*args):
+        with scope_names():
+            return run(*args)
+
+    return tf.function(traced, input_signature=specs, autograph=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Layer names as name scopes
+#
+# Keras calls each layer inside a name scope of the layer's name. Keras allows any name
+# without "/" ("conv 1", "é"), TensorFlow's graphs only ``[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*``: in
+# a traced function such a layer raises "... is not a valid scope name" (eagerly, TensorFlow
+# checks nothing). While this package traces a pass, the TensorFlow scope of such a name is
+# the name with every other character replaced by "_" (Keras's own name for the scope, and so
+# every variable path and layer name, are left as they are).
+
+_VALID_SCOPE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+_scopes = threading.local()  # .depth: scope_names blocks open in this thread
+
+
+def scope_name(name):
+    """``name`` as a valid TensorFlow name scope (unchanged when it is one)."""
+    if not isinstance(name, str) or not name or _VALID_SCOPE.match(name):
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", name)
+    return cleaned if _VALID_SCOPE.match(cleaned) else f"layer{cleaned}"
+
+
+@contextlib.contextmanager
+def scope_names():
+    """Inside this block, in this thread only, Keras's name scopes of names TensorFlow refuses
+    open the scope of :func:`scope_name` instead (see above)."""
+    _install_scope_names()
+    _scopes.depth = getattr(_scopes, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _scopes.depth -= 1
+
+
+def _install_scope_names() -> None:
+    """Wrap Keras's TensorFlow ``name_scope`` once: the TensorFlow scope it opens gets
+    :func:`scope_name` of its name inside a :func:`scope_names` block."""
+    try:
+        from keras.src.backend.tensorflow.core import name_scope
+    except ImportError:  # pragma: no cover - another Keras: layer names are left as they are
+        return
+    if getattr(name_scope, "_gradcam_scope_names", False):
+        return
+    original = name_scope.__init__
+
+    @functools.wraps(original)
+    def __init__(self, name, *args, **kwargs):
+        original(self, name, *args, **kwargs)
+        if getattr(_scopes, "depth", 0) and scope_name(name) != name:
+            self._tf_name_scope = tf.name_scope(scope_name(name))
+
+    name_scope.__init__ = __init__
+    name_scope._gradcam_scope_names = True
 
 
 class TfEngine(Engine):

@@ -57,14 +57,66 @@ def prepare(image, input_size: tuple, preprocess) -> tuple[np.ndarray, np.ndarra
     return images.shown_image(rgb), model_batch(rgb[None].copy(), preprocess, input_size), notes
 
 
-def model_batch(batch: np.ndarray, preprocess: Callable | None, input_size: tuple) -> np.ndarray:
+def image_label(index: int, count: int | None = None) -> str:
+    """How a message names image ``index`` (counting from 0) of ``count`` images (``None``:
+    of a stream of unknown length): ``"image 3 of 5 (images[3])"``, ``"image 3 (from the
+    iterator, counting from 0)"``."""
+    if count is None:
+        return f"image {index} (from the iterator, counting from 0)"
+    return f"image {index} of {count} (images[{index}])"
+
+
+def about_image(error: Exception, index: int, count: int | None = None) -> str:
+    """``error``'s message about one image said of image ``index`` of ``count``
+    (:func:`image_label`): ``"the image contains NaN ..."`` becomes ``"image 3 of 5
+    (images[3]) contains NaN ..."``."""
+    text = str(error)
+    label = image_label(index, count)
+    if text.startswith("the image "):
+        return f"{label} {text[len('the image ') :]}"
+    return f"{label}: {text}"
+
+
+def images_count(source) -> int | None:
+    """How many images :func:`image_stream` gives from ``source`` when that is known
+    beforehand (an array, or a list or tuple with one image per entry), else ``None``."""
+    if isinstance(source, np.ndarray):
+        return len(source) if source.ndim == 4 else None
+    if not isinstance(source, (list, tuple)):
+        return None
+    for item in source:
+        image = item[0] if isinstance(item, tuple) and item else item
+        if len(getattr(image, "shape", ())) == 4:  # a batch of images in one entry
+            return None
+    return len(source)
+
+
+def _first_non_finite(batch: np.ndarray) -> int | None:
+    """The index of the first image of ``batch`` with a NaN or infinite value, else None."""
+    finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
+    return None if finite.all() else int(np.argmin(finite))
+
+
+def model_batch(
+    batch: np.ndarray,
+    preprocess: Callable | None,
+    input_size: tuple,
+    start: int = 0,
+    total: int | None = None,
+) -> np.ndarray:
     """``(N, H, W, 3)`` float32 RGB in 0..255 -> the model's input.
 
     ``preprocess`` is applied, RGB is averaged for a one-channel model, and the result is
     checked against the model's ``(H, W, C)`` (``None`` = any) and for finite values.
 
+    Args:
+        batch, preprocess, input_size: as above.
+        start, total: the batch is images ``start..`` of ``total`` (``None``: of a stream):
+            how a message names an image of several.
+
     Raises:
-        ValueError: naming what the model takes.
+        ValueError: naming what the model takes (and the image, for NaN or infinity in a
+            batch of several).
     """
     count, in_height, in_width = batch.shape[:3]
     if preprocess is not None:
@@ -94,8 +146,14 @@ def model_batch(batch: np.ndarray, preprocess: Callable | None, input_size: tupl
             f"preprocess returned {batch.shape} from a ({count}, {in_height}, {in_width}, 3) "
             f"batch; the model takes {model_takes}"
         )
-    if not np.isfinite(batch).all():
-        raise ValueError("the preprocessed input contains NaN or infinite values")
+    bad = _first_non_finite(batch)
+    if bad is not None:
+        if count == 1 and start == 0 and total is None:
+            raise ValueError("the preprocessed input contains NaN or infinite values")
+        raise ValueError(
+            f"the preprocessed input of {image_label(start + bad, total)} contains NaN or "
+            "infinite values"
+        )
     return batch.astype(np.float32)
 
 
@@ -117,8 +175,9 @@ def check_image_batch(batch, input_size: tuple) -> np.ndarray:
     ):
         raise ValueError(f"images must be a batch {expected} in 0..255; got shape {array.shape}")
     array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError("images contain NaN or infinite values")
+    bad = _first_non_finite(array)
+    if bad is not None:
+        raise ValueError(f"{image_label(bad, len(array))} contains NaN or infinite values")
     return array
 
 

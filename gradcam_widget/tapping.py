@@ -213,6 +213,7 @@ class _Tap:
     def __init__(self, perturb=None):
         self.record = Record()
         self.perturb = perturb or {}
+        self.failed = None  # (path, exception) of the innermost leaf call that raised
         self.graph = None  # the TensorFlow graph being traced
         self.trace = None  # the JAX trace the pass runs in
         if BACKEND == "tensorflow":
@@ -415,6 +416,9 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None, pertu
                 install(layer, name, _skipped_for(tap, getattr(layer, name)))
             _local.tap = tap
             yield tap.record
+        except Exception as error:
+            _mark_failure(error, tap.failed)
+            raise
         finally:
             _local.tap = outer
             for layer, name, saved in reversed(restore):
@@ -423,10 +427,20 @@ def tapped(leaves: Sequence[tuple[str, object]], bypass=None, guided=None, pertu
 
 def _recording_call(tap: _Tap, path: str, original):
     def call(*args, **kwargs):
-        outputs = original(*args, **kwargs)
-        if tap.active() and keras.ops.is_tensor(outputs) and not tap.in_scope(outputs):
+        try:
+            outputs = original(*args, **kwargs)
+        except Exception as error:
+            if tap.active() and tap.failed is None:  # the innermost leaf raised first
+                tap.failed = (path, error)
+            raise
+        if not tap.active():
+            return outputs
+        tap.failed = None  # a failure inside this call was handled by the layer
+        if not keras.ops.is_tensor(outputs):
+            return outputs
+        if not tap.in_scope(outputs):
             tap.record.outside.add(path)
-        elif tap.active() and keras.ops.is_tensor(outputs):
+        else:
             call = tap.record.calls[path] = tap.record.calls.get(path, 0) + 1
             handle = tap.perturb.get(path)
             if handle is not None and handle[0] == call:
@@ -436,6 +450,33 @@ def _recording_call(tap: _Tap, path: str, original):
         return outputs
 
     return call
+
+
+def failed_layer(error: BaseException) -> tuple[str, BaseException] | None:
+    """``(path, exception)`` of the leaf layer whose call raised ``error`` inside a
+    :func:`tapped` block, ``exception`` being what the layer itself raised (Keras re-raises a
+    copy with its call context added); ``None`` when no leaf layer raised it, or it was raised
+    outside such a block."""
+    return getattr(error, "_gradcam_failed", None)
+
+
+def _mark_failure(error: BaseException, failed) -> None:
+    """Remember on ``error`` which leaf raised it (``failed``: ``(path, exception)`` from the
+    tap), when ``error`` is that leaf's exception or a copy of it that names it in its chain
+    (Keras's copy with the call context, JAX's re-raise keep the original there)."""
+    if failed is None or hasattr(error, "_gradcam_failed"):
+        return
+    chain, seen = [error], set()
+    while chain and len(seen) < 16:  # the exceptions ``error`` was raised from, or during
+        current = chain.pop()
+        if current is None or id(current) in seen:
+            continue
+        if current is failed[1]:
+            with contextlib.suppress(AttributeError):  # an exception without a __dict__
+                error._gradcam_failed = failed
+            return
+        seen.add(id(current))
+        chain += [current.__cause__, current.__context__]
 
 
 def _guided_for(tap: _Tap, guided, original):

@@ -1,13 +1,15 @@
 """One backend's half of the backend matrix (``tests/test_backends.py`` runs it per backend).
 
-Run as ``KERAS_BACKEND=jax python tests/backend_worker.py OUT.npz`` (or ``tensorflow``). It
-builds the matrix's models with the same seeded weights on either backend, checks the package's
-maps against a longhand reference computed here with the backend's own gradient (a
-``GradientTape`` on TensorFlow, ``jax.grad`` on JAX) over the model split at the explained
-layer, exercises every method, option and target, saliency, the metrics, a batch, an audit and
-the widget, and saves every map to ``OUT.npz`` so the parent can compare the two backends. A
-failed check raises: the exit status is not 0 and the message is on stderr. The last line of
-stdout is a JSON summary.
+Run as ``KERAS_BACKEND=jax python tests/backend_worker.py OUT.npz [CHECK ...]`` (or
+``tensorflow``, ``torch``; each ``CHECK`` names one ``*_check`` function to run instead of
+all of them, e.g. ``errors_check``). It builds the matrix's models with the same seeded
+weights on either backend, checks the package's maps against a longhand reference computed
+here with the backend's own gradient (a ``GradientTape`` on TensorFlow, ``jax.grad`` on JAX)
+over the model split at the explained layer, exercises every method, option and target,
+saliency, the metrics, a batch, an audit, the widget and the errors a failing model gets,
+and saves every map to ``OUT.npz`` so the parent can compare the two backends. A failed check
+raises: the exit status is not 0 and the message is on stderr. The last line of stdout is a
+JSON summary.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 import warnings
 
 import numpy as np
@@ -448,6 +451,214 @@ def review_findings_check():
     checks.append("review: a call() without training, RematScope said on TensorFlow and JAX")
 
 
+# --- errors: one line naming the model and what failed; layer names TensorFlow refuses ------
+
+
+def one_line_error(call, *needles, cause=None):
+    """Run ``call``; it must raise one ``ValueError`` of one line holding every needle (and
+    no ANSI code or Keras call context), chained from a ``cause`` instance when given."""
+    try:
+        call()
+    except ValueError as error:
+        text = str(error)
+        assert len(text.splitlines()) == 1, text
+        assert "\x1b" not in text and "Arguments received" not in text, text
+        assert "kwargs=" not in text and "Exception encountered" not in text, text
+        for needle in needles:
+            assert needle in text, (needle, text)
+        if cause is not None:
+            assert isinstance(error.__cause__, cause), repr(error.__cause__)
+        return error
+    raise AssertionError(f"no ValueError on {BACKEND}")
+
+
+class FailingLayer(keras.layers.Layer):
+    """A layer whose call raises ``ValueError("bad thing happened")``."""
+
+    def call(self, x):
+        raise ValueError("bad thing happened")
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def traced(tensor) -> bool:
+    """Whether ``tensor`` is being traced (a TensorFlow graph, a JAX tracer); PyTorch traces
+    nothing, so there the model is armed after it is built (see :class:`TracedFailModel`)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.executing_eagerly()
+    if BACKEND == "jax":
+        import jax
+
+        return isinstance(tensor, jax.core.Tracer)
+    return False
+
+
+class TracedFailModel(keras.Model):
+    """A model that works eagerly and raises a multi-line RuntimeError with ANSI colours while
+    traced (on PyTorch: once ``armed``)."""
+
+    def __init__(self):
+        super().__init__(name="traced_fail")
+        self.conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(3)
+        self.armed = False
+
+    def call(self, x):
+        x = self.conv(x)
+        if self.armed or traced(x):
+            raise RuntimeError(
+                "\x1b[31mcannot run in graph mode\x1b[0m\nsecond line\n\x1b[1mthird\x1b[0m"
+            )
+        return self.head(self.pool(x))
+
+
+def pooled_model(name="pooled"):
+    """Four same-padded conv + pooling blocks, then a 3 x 3 valid conv: any image size is
+    taken, but it needs at least 48 x 48 pixels (the last conv needs a 3 x 3 grid)."""
+    inputs = keras.Input((None, None, 3))
+    x = inputs
+    for block in range(4):
+        x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=f"c{block}")(x)
+        x = keras.layers.MaxPooling2D(name=f"p{block}")(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="last")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x), name=name)
+    seed_weights(model, 22)
+    return model
+
+
+class SubclassedValid(keras.Model):
+    """Subclassed (no graph to follow): two valid 3 x 3 convs around a pooling, so at least
+    8 x 8 pixels."""
+
+    def __init__(self):
+        super().__init__(name="valid_sub")
+        self.first = keras.layers.Conv2D(4, 3, activation="relu", name="first")
+        self.pool = keras.layers.MaxPooling2D(name="pool")
+        self.second = keras.layers.Conv2D(4, 3, name="second")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.head(self.gap(self.second(self.pool(self.first(x)))))
+
+
+def error_image() -> np.ndarray:
+    return np.random.default_rng(23).integers(0, 256, (64, 64, 3)).astype(np.uint8)
+
+
+def failing_layer_check():
+    """A layer that raises: its own message, the model and the layer named; not too small."""
+    image = error_image()
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(FailingLayer(name="bad")(x))
+    failing = keras.Model(inputs, keras.layers.Dense(2)(x), name="failing_net")
+    for call in (
+        lambda: gw.grad_cam(failing, image),
+        lambda: gw.grad_cam(failing, image[:16, :16]),
+        lambda: gw.class_scores(failing, image[None], 0),
+        lambda: gw.explain(failing, np.stack([image, image])),
+    ):
+        error = one_line_error(call, "failing_net", "'bad'", "bad thing happened", cause=ValueError)
+        assert "too small" not in str(error), error
+        assert str(error.__cause__) == "bad thing happened", repr(error.__cause__)
+    checks.append("errors: a failing layer named, with its own message")
+
+
+def traced_failure_check():
+    """A model that fails only while traced (or armed), with a multi-line ANSI message."""
+    image = error_image()[:16, :16]
+    model = TracedFailModel()
+    model(np.zeros((1, 16, 16, 3), np.float32))
+    model.armed = BACKEND == "torch"
+    for call in (
+        lambda: gw.capture(model, image),
+        lambda: gw.class_scores(model, image[None], 0),
+    ):
+        error = one_line_error(
+            call, "traced_fail", "RuntimeError: cannot run in graph mode", cause=RuntimeError
+        )
+        assert "too small" not in str(error) and "second line" not in str(error), error
+    checks.append("errors: a model failing while traced gets one line")
+
+
+def too_small_check():
+    """Images too small for a model that takes any size: said from the shapes."""
+    image = error_image()
+    pooled = pooled_model()
+    for side, layer in ((8, "'p3'"), (20, "'last'"), (47, "'last'")):
+        small = image[:side, :side]
+        one_line_error(lambda small=small: gw.capture(pooled, small), "too small", layer)
+        one_line_error(lambda small=small: gw.class_scores(pooled, small[None], 0), "too small")
+    # (the layer named: with the image size left free, TensorFlow's trace knows no grid sizes
+    # and its default layer is "last", a 1 x 1 grid, where JAX and PyTorch pick "c3")
+    maps["too-small|48"] = gw.grad_cam(pooled, image[:48, :48], 0, layer="c3").heatmap
+    sub = SubclassedValid()
+    sub(np.zeros((1, 32, 32, 3), np.float32))
+    seed_weights(sub, 26)
+    for side in (3, 6, 7):  # a layer that raises, or an output with no pixels (NaN)
+        small = image[:side, :side]
+        one_line_error(lambda small=small: gw.capture(sub, small), "too small", "valid_sub")
+    maps["too-small|subclassed-8"] = gw.grad_cam(sub, image[:8, :8], 0, layer="first").heatmap
+    checks.append("errors: an image too small said from the shapes")
+
+
+def scope_names_check():
+    """Layers named "conv 1" and "é" (legal in Keras): explained on every backend."""
+    image = error_image()[:32, :32]
+    for name in ("conv 1", "é"):
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(4, 3, activation="relu", name=name)(inputs)
+        x = keras.layers.Conv2D(4, 3, activation="relu", name=f"{name} again")(x)
+        x = keras.layers.GlobalAveragePooling2D(name=f"{name} pool")(x)
+        named = keras.Model(inputs, keras.layers.Dense(3, name=f"{name} head")(x))
+        seed_weights(named, 24)
+        cap = gw.capture(named, image, class_index=1)
+        assert cap.layers == (name, f"{name} again"), cap.layers
+        maps[f"names|{name}|gradcam"] = gw.grad_cam(named, image, 1, layer=name).heatmap
+        maps[f"names|{name}|scorecam"] = cap.cam(method="scorecam").heatmap
+        maps[f"names|{name}|vanilla"] = cap.saliency("vanilla")
+        maps[f"names|{name}|scores"] = gw.class_scores(named, image[None], 1)
+    checks.append("errors: layers named as TensorFlow's scopes refuse are explained")
+
+
+def nan_index_check():
+    """A NaN image among several: which one, in an array, a list and a stream."""
+    batch = np.random.default_rng(25).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+    batch[3, 4, 5, 0] = np.nan
+    classifier = tiny_cnn()
+    one_line_error(lambda: gw.explain(classifier, batch), "image 3 of 5", "NaN")
+    one_line_error(lambda: gw.explain(classifier, list(batch)), "image 3 of 5", "NaN")
+    stream = (picture for picture in batch)
+    one_line_error(
+        lambda: list(gw.iter_explain(classifier, stream, batch_size=2)),
+        "image 3 (from the iterator",
+        "NaN",
+    )
+    one_line_error(lambda: gw.class_scores(classifier, batch, 0), "image 3 of 5", "NaN")
+    checks.append("errors: a NaN image named by its index")
+
+
+ERROR_CHECKS = (
+    "failing_layer_check",
+    "traced_failure_check",
+    "too_small_check",
+    "scope_names_check",
+    "nan_index_check",
+)
+
+
+def errors_check():
+    """Every error check (:data:`ERROR_CHECKS`)."""
+    for name in ERROR_CHECKS:
+        globals()[name]()
+
+
 class BareCallModel(keras.Model):
     """A subclassed model whose ``call`` takes the image alone."""
 
@@ -477,13 +688,26 @@ class LoopModel(keras.Model):
         return self.head(self.pool(x))
 
 
-def main(out: str) -> None:
-    vgg16_check()
-    mobilenet_check()
-    model, images = softmax_and_options_check()
-    widget_and_audit_check(model, images)
-    review_findings_check()
-    vit_check()
+def main(out: str, only: list[str] | None = None) -> int:
+    """Every check; or only the ``*_check`` functions named, each run even when one before it
+    failed: the summary then lists the failed ones (``"failed": {name: traceback}``) and the
+    exit status is 1."""
+    failed = {}
+    if only:
+        for name in only:
+            try:
+                globals()[name]()
+            except Exception:  # noqa: BLE001 - reported in the summary, the status is 1
+                failed[name] = traceback.format_exc()
+                print(failed[name], file=sys.stderr)
+    else:
+        vgg16_check()
+        mobilenet_check()
+        model, images = softmax_and_options_check()
+        widget_and_audit_check(model, images)
+        review_findings_check()
+        vit_check()
+        errors_check()
     np.savez(out, **{key: np.asarray(value, np.float32) for key, value in maps.items()})
     print(
         json.dumps(
@@ -492,10 +716,12 @@ def main(out: str) -> None:
                 "tensorflow_imported": "tensorflow" in sys.modules,
                 "checks": checks,
                 "maps": len(maps),
+                "failed": failed,
             }
         )
     )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

@@ -5,7 +5,10 @@ its own process (Keras picks its backend once per process), and their maps compa
 in a Sequential against a longhand reference that uses the backend's own gradient, a softmax
 head (logit and probability), a softmax inside a Lambda, a sigmoid head, every method and
 option, fusion, vanilla and guided saliency, Guided Grad-CAM, targets (a class per image, a
-callable, a regression value, a region), the metrics, an audit and the widget.
+callable, a regression value, a region), the metrics, an audit and the widget; and what a failing
+model gets (a layer that raises, a model that fails only while traced, an image too small, layer
+names TensorFlow's name scopes refuse, a NaN image among several), also run alone, check by check
+(:data:`ERROR_CHECKS`).
 """
 
 from __future__ import annotations
@@ -28,10 +31,9 @@ INSTALL = {"jax": "pip install 'gradcam_widget[jax]'", "torch": "pip install tor
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Each backend's worker, run once: ``{backend: (process, npz path)}``."""
-    folder = tmp_path_factory.mktemp("backends")
+def run_workers(folder: Path, checks: tuple[str, ...] = ()) -> dict:
+    """Each installed backend's worker, in a process of its own (all its checks, or only the
+    ``*_check`` functions named): ``{backend: (process, npz path)}``."""
     found = {}
     for backend in BACKENDS:
         if not INSTALLED.get(backend, True):
@@ -39,7 +41,7 @@ def runs(tmp_path_factory):
         out = folder / f"{backend}.npz"
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         process = subprocess.run(
-            [sys.executable, str(WORKER), str(out)],
+            [sys.executable, str(WORKER), str(out), *checks],
             capture_output=True,
             text=True,
             env=env,
@@ -47,6 +49,37 @@ def runs(tmp_path_factory):
         )
         found[backend] = (process, out)
     return found
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Each backend's worker, run once: ``{backend: (process, npz path)}``."""
+    return run_workers(tmp_path_factory.mktemp("backends"))
+
+
+ERROR_CHECKS = (
+    "failing_layer_check",  # a layer that raises: its own message, not "too small"
+    "traced_failure_check",  # a model that fails only while traced: one line
+    "too_small_check",  # an image really too small: said from the shapes
+    "scope_names_check",  # layers named "conv 1", "é": explained
+    "nan_index_check",  # a NaN image among several: named by its index
+)
+
+
+@pytest.fixture(scope="module")
+def error_runs(tmp_path_factory):
+    """Each backend's error checks alone (one process per backend, every check run even when
+    one fails), run once: ``{backend: (process, npz path)}``."""
+    return run_workers(tmp_path_factory.mktemp("backend-errors"), ERROR_CHECKS)
+
+
+def error_summary(error_runs, backend) -> dict:
+    if backend not in error_runs:
+        pytest.skip(f"{backend} is not installed ({INSTALL[backend]})")
+    process, _ = error_runs[backend]
+    lines = process.stdout.strip().splitlines()
+    assert lines, process.stderr[-4000:]
+    return json.loads(lines[-1])
 
 
 def summary(runs, backend) -> dict:
@@ -98,3 +131,26 @@ def test_the_backends_agree_with_tensorflow(runs, backend):
     over = {key: value for key, value in worst.items() if value > bound(key)}
     assert not over, sorted(over.items(), key=lambda kv: -kv[1])[:5]
     assert max(worst.values()) > 0  # the comparison compares something
+
+
+@pytest.mark.parametrize("check", ERROR_CHECKS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_model_failures_are_said_clearly_on_the_backend(error_runs, backend, check):
+    found = error_summary(error_runs, backend)
+    assert found["backend"] == backend
+    assert check not in found["failed"], found["failed"][check][-3000:]
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_backends_agree_on_unusual_names_and_sizes(error_runs, backend):
+    for name in ("tensorflow", backend):
+        failed = error_summary(error_runs, name)["failed"]
+        assert not failed, f"{name}: {sorted(failed)}"
+    tf_maps = np.load(error_runs["tensorflow"][1])
+    other_maps = np.load(error_runs[backend][1])
+    assert sorted(tf_maps.files) == sorted(other_maps.files)
+    assert any(key.startswith("names|conv 1|") for key in tf_maps.files)
+    for key in tf_maps.files:
+        a, b = tf_maps[key], other_maps[key]
+        scale = max(float(np.abs(a).max()), 1e-30)
+        assert float(np.abs(a - b).max()) / scale < 1e-4, key
