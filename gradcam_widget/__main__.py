@@ -178,7 +178,7 @@ def _fetch(args) -> int:
 
 
 def _audit(args) -> int:
-    from gradcam_widget import auditing, distributed
+    from gradcam_widget import distributed
 
     ray = None
     if args.ray is not None:
@@ -186,6 +186,10 @@ def _audit(args) -> int:
     if args.ray_timeout is not None:  # read by every check of the address in this process
         timeout = distributed.connect_timeout(args.ray_timeout)
         os.environ[distributed.ENV_CONNECT_TIMEOUT] = str(timeout)
+    if ray is not None:  # at once, before the model and TensorFlow load (audit checks again)
+        distributed.check_before_start(ray)
+    from gradcam_widget import auditing
+
     cam_options = {}
     for option in ("pooling", "channels", "order"):
         if getattr(args, option) is not None:

@@ -165,6 +165,7 @@ ENV_CONNECT_TIMEOUT = "GW_RAY_CONNECT_TIMEOUT"
 :data:`CONNECT_TIMEOUT`)."""
 
 CONNECT_TIMEOUT = 10.0
+MAX_CONNECT_TIMEOUT = 3600.0
 
 _DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}  # Ray Client server, the head's GCS
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -180,14 +181,22 @@ def connect_timeout(timeout: float | None = None) -> float:
     """``timeout``, else :data:`ENV_CONNECT_TIMEOUT`, else :data:`CONNECT_TIMEOUT`; > 0."""
     timeout = _setting(timeout, ENV_CONNECT_TIMEOUT, float)
     timeout = CONNECT_TIMEOUT if timeout is None else float(timeout)
-    if not timeout > 0:
-        raise ValueError(f"the Ray connect timeout must be > 0 seconds; got {timeout}")
+    if not 0 < timeout <= MAX_CONNECT_TIMEOUT:  # NaN and inf too
+        raise ValueError(
+            f"the Ray connect timeout must be > 0 and at most {MAX_CONNECT_TIMEOUT:g} seconds; "
+            f"got {timeout}"
+        )
     return timeout
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
     """``(host, port)`` of a ``ray://HOST[:PORT]`` or ``HOST[:PORT]`` address; None for
-    ``"auto"`` and ``"local"`` (Ray finds those itself) or a form not understood here."""
+    ``"auto"`` and ``"local"`` (Ray finds those itself) or a form not understood here.
+
+    Raises:
+        RayAddressError: for an address without a host (``ray://``, ``ray://:10001``) or a
+            bad port.
+    """
     text = address.strip()
     kind = "gcs"
     if text.startswith("ray://"):
@@ -203,7 +212,7 @@ def _host_port(address: str) -> tuple[str, int] | None:
     else:
         host, port_text = text, ""
     if not host:
-        return None
+        raise RayAddressError(f"Ray address {address!r} names no host: e.g. ray://HOST:10001")
     try:
         port = int(port_text) if port_text else _DEFAULT_PORTS[kind]
     except ValueError:
@@ -220,10 +229,12 @@ def check_address(address, timeout: float | None = None) -> None:
     ``ray.init`` (which, pointed at a port where nothing listens, waits for minutes).
 
     A ``HOST:PORT`` (the head's GCS, port 6379 by default) or ``ray://HOST:PORT`` (Ray
-    Client, 10001) address is checked by opening a TCP connection and exchanging HTTP/2's
-    opening frames, which every gRPC server answers: a refused connection, no answer, or a
-    server of another protocol fails within the timeout. ``True``, ``"auto"`` and an address
-    already joined are left to Ray.
+    Client, 10001) address is checked in two steps, both within the timeout: a TCP connection
+    that exchanges HTTP/2's opening frames (every gRPC server answers them: a refused
+    connection, silence or a server of another protocol fail here), then one call that Ray's
+    GCS or Ray Client's server answers (:data:`_PROBES`; a gRPC server that never answers or
+    has no such service fails there). ``True``, ``"auto"`` and an address already joined are
+    left to Ray.
 
     Args:
         address: what ``ray=`` was given.
@@ -239,6 +250,7 @@ def check_address(address, timeout: float | None = None) -> None:
     if target is None:
         return
     host, port = target
+    kind = "ray" if address.strip().startswith("ray://") else "gcs"
     deadline = time.monotonic() + timeout
     what = f"no Ray answered at {address!r} within {timeout:g} s"
     try:
@@ -266,6 +278,52 @@ def check_address(address, timeout: float | None = None) -> None:
         raise RayAddressError(f"{what}: {reason.lower()}") from None
     if header[3] != 0x4:  # not a SETTINGS frame: something else listens there
         raise RayAddressError(f"{what}: the server there does not speak gRPC")
+    _ask_ray(address, host, port, kind, deadline, what)
+
+
+_PROBES = {
+    "gcs": "/ray.rpc.NodeInfoGcsService/GetClusterId",
+    "ray": "/ray.rpc.RayletDriver/ClusterInfo",
+}
+"""A cheap call that Ray's GCS (``HOST:PORT``) and Ray Client's server (``ray://``) answer."""
+
+
+def _ask_ray(address: str, host: str, port: int, kind: str, deadline: float, what: str):
+    """One call of :data:`_PROBES` through gRPC, within the deadline: a server that speaks
+    gRPC but never answers, or answers that it has no such service, is not a Ray (``ray.init``
+    would wait on it for minutes). Skipped when grpcio (a dependency of Ray) is missing."""
+    try:
+        import grpc
+    except ImportError:
+        return
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    channel = grpc.insecure_channel(target)
+    try:
+        call = channel.unary_unary(_PROBES[kind])
+        left = max(0.05, deadline - time.monotonic())
+        future = call.future(b"", timeout=left)  # an empty message: every field at its default
+        while not future.done():  # in short waits, so that SIGINT is taken at once
+            try:
+                future.result(timeout=0.2)
+            except grpc.FutureTimeoutError:
+                continue
+            except grpc.RpcError:
+                break
+        error = future.exception()
+    finally:
+        channel.close()
+    if error is None:
+        return
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise RayAddressError(f"{what}: a gRPC server is there, but it did not answer")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        service = "Ray Client's" if kind == "ray" else "a Ray head's (GCS)"
+        raise RayAddressError(f"{what}: the gRPC server there is not {service}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        detail = " ".join(str(error.details() or "").split())[:200]
+        raise RayAddressError(f"{what}: unavailable ({detail})")
+    # any other status: the service is there and refused an empty request; Ray answered
 
 
 def check_before_start(address, timeout: float | None = None) -> None:

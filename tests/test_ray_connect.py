@@ -113,6 +113,74 @@ def test_a_server_of_another_protocol_is_not_taken_for_ray():
         distributed.check_address(f"127.0.0.1:{port}", timeout=5)
 
 
+@contextlib.contextmanager
+def settings_only_server():
+    """A loopback port that answers HTTP/2's opening with a SETTINGS frame, then nothing: it
+    looks like gRPC to a first glance and never answers a call."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    stop = threading.Event()
+    held = []
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            held.append(connection)
+            with contextlib.suppress(OSError):
+                connection.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+        server.close()
+
+
+def test_a_server_that_only_looks_like_grpc_fails_at_the_timeout():
+    with (
+        settings_only_server() as port,
+        pytest.raises(distributed.RayAddressError, match="did not answer"),
+    ):
+        distributed.check_address(f"127.0.0.1:{port}", timeout=2)
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_a_grpc_server_that_is_not_ray_is_refused(scheme):
+    grpc = pytest.importorskip("grpc")
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))  # no service at all
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with pytest.raises(distributed.RayAddressError, match="the gRPC server there is not"):
+            distributed.check_address(f"{scheme}127.0.0.1:{port}", timeout=10)
+    finally:
+        server.stop(None)
+
+
+@pytest.mark.parametrize("address", ["ray://", "ray://:10001", ":6379"])
+def test_an_address_without_a_host_is_refused(address):
+    with pytest.raises(distributed.RayAddressError, match="names no host"):
+        distributed.check_address(address, timeout=1)
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 1e300, -1.0])
+def test_a_timeout_that_is_no_finite_span_is_refused(timeout):
+    with pytest.raises(ValueError, match="at most 3600 seconds"):
+        distributed.connect_timeout(timeout)
+
+
 @pytest.mark.parametrize(
     ("address", "expected"),
     [
@@ -137,6 +205,8 @@ def test_a_bad_port_or_timeout_is_one_clear_error(monkeypatch):
     assert distributed.connect_timeout() == 2.5
     with pytest.raises(ValueError, match="must be > 0"):
         distributed.connect_timeout(0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        distributed.check_address("127.0.0.1:6379", timeout=float("inf"))
 
 
 def test_the_api_refuses_a_dead_address_before_writing(tmp_path, monkeypatch):
