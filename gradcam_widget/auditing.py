@@ -553,7 +553,9 @@ def audit(
             manifest is not None
             and manifest.get("status") == "complete"
             and shard_count is not None
-            and set(range(shard_count)) <= done
+            and len(done) == shard_count  # done: numbers below shard_count (never a range)
+            and manifest.get("shards") == shard_count
+            and (total is None or manifest.get("images") == total)
         ):
             _say(f"{_shown(folder)} already holds this audit, complete: nothing to do",
                  not progress)  # fmt: skip
@@ -598,13 +600,18 @@ def _check_folder(folder: Path, job: dict) -> dict | None:
     if manifest is None:
         foreign = store.foreign_entries(folder)
         if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if
-                                              len(foreign) > 3 else "")  # fmt: skip
             raise AuditError(
-                f"{folder} is not empty and holds no audit ({shown}): choose another out= "
-                "(a new or empty folder)"
+                f"{folder} is not empty and holds no audit ({_listed(foreign)}): choose "
+                "another out= (a new or empty folder)"
             )
         return None
+    unusual = store.unusual_entries(folder)
+    if unusual:  # a FIFO would block the run, a folder or a link would be replaced
+        raise AuditError(
+            f"{folder} holds {_listed(unusual)} where this package keeps its own files (it "
+            "writes regular files there, never reads anything else): move "
+            f"{'it' if len(unusual) == 1 else 'them'} away, or choose another out="
+        )
     differences = _differences(manifest["job"], job)
     if manifest["job"]["model"].get("head") is None:  # format 1: its class names, at least
         stored, now = manifest.get("class_names"), job["model"]["head"]["class_names"]
@@ -616,6 +623,12 @@ def _check_folder(folder: Path, job: dict) -> dict | None:
             "delete that folder"
         )
     return manifest
+
+
+def _listed(names: list[str]) -> str:
+    """The first three of ``names`` (printable), and how many more."""
+    shown = ", ".join(_shown(name) for name in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _run(folder, manifest, model, load, options, source, done, batch_size, preprocess, ray,
@@ -766,10 +779,14 @@ def _finish(folder, manifest, source, shard_size, computed, started) -> store.Au
     if total is None:
         total = manifest["images"]
     shard_count = -(-total // shard_size)
-    done = store.done_shards(folder)
-    missing = sorted(set(range(shard_count)) - done)
+    # only the shards checked against their records, numbered below the count: a stray
+    # record, part or map file copied in under another number is never read
+    done, damaged = store.check_shards(folder, shard_count)
+    if damaged:  # pragma: no cover - changed while this run held the folder
+        raise store.AuditStoreError(store.damage_message(folder, damaged))
+    first, missing = store.missing_shards(done, shard_count)
     if missing:  # pragma: no cover - every shard is computed above; a guard, not a path
-        raise AuditError(f"{folder}: shards {missing} are missing after the run")
+        raise AuditError(f"{folder}: shard {first} ({missing} in all) missing after the run")
     skipped, rows = [], 0
     for shard in sorted(done):
         metadata = store.part_metadata(folder, shard)

@@ -187,13 +187,19 @@ def _missing(value) -> bool:
 
 def _source_file(spec: dict, name) -> Path | None:
     """The file of image ``name`` (the table's ``id``) in an audit's reopen spec, or ``None``
-    when its images are not files (scenes, arrays)."""
+    when its images are not files (scenes, arrays). An id that escapes bytes of a name that is
+    no text (``bad\\xff.png``) is the file of that name unless a file is named as the id."""
     if spec.get("kind") == "folder":
-        return Path(spec["path"]) / str(name)
-    if spec.get("kind") == "paths":
-        root = spec.get("root")
-        return Path(root) / str(name) if root else Path(str(name))
-    return None
+        base = Path(spec["path"])
+    elif spec.get("kind") == "paths":
+        base = Path(spec["root"]) if spec.get("root") else None
+    else:
+        return None
+    for candidate in dict.fromkeys((str(name), sources.name_of_id(str(name)))):
+        path = base / candidate if base is not None else Path(candidate)
+        if os.path.lexists(path):
+            return path
+    return base / str(name) if base is not None else Path(str(name))
 
 
 def _same_picture(now: str, stored: str) -> bool:

@@ -11,6 +11,16 @@ An image that cannot be read (a corrupt file, a text file named ``.jpg``, NaN pi
 name that is no regular file (a broken symbolic link, a symbolic link loop, a FIFO, a socket,
 a device): it is listed with the reason and never opened, so a FIFO never blocks the run.
 
+**Names that are not text.** A file system may hold names that are not valid UTF-8 (any
+bytes but ``/`` and NUL); Python gives them as ``str`` with the undecodable bytes as lone
+surrogates (``b"bad\\xff.png"`` is ``"bad\\udcff.png"``). Such a file is read like any
+other: its name is hashed into the fingerprint as its bytes (:func:`os.fsencode`,
+surrogateescape), and its :attr:`Item.id`, which goes into the Parquet table (UTF-8 text
+only) and the manifest, is the name made printable by :func:`printable_name`: each
+undecodable byte written as a backslash, ``x`` and two hex digits (``bad\\xff.png``);
+:func:`name_of_id` turns it back into the file's name. A folder label is made printable
+the same way.
+
 Only numpy, OpenCV and Pillow are used here (a ``tf.data.Dataset`` is read as it comes);
 this module never imports TensorFlow.
 """
@@ -48,7 +58,8 @@ class Item:
     Attributes:
         index: its number in the source.
         id: a name for people: the path relative to the folder (a path given in a list:
-            absolute), ``scenes-<seed>`` / ``shortcut-<seed>``, or the number.
+            absolute), ``scenes-<seed>`` / ``shortcut-<seed>``, or the number; always valid
+            text (a file name that is not: :func:`printable_name` of it).
         image: ``(H, W, 3)`` float32 RGB in 0..255 (fitted to the source's
             :meth:`~Source.set_size` when set), or ``None`` when it could not be read.
         error: why it could not be read (one line), else ``None``.
@@ -119,10 +130,46 @@ class Source:
         return True
 
 
+def _encoded(text: str) -> bytes:
+    """``text`` as UTF-8, a file name's undecodable bytes (surrogateescape) as the bytes they
+    were; any other lone surrogate as its UTF-8 form (surrogatepass). The same bytes as
+    ``text.encode()`` for any valid text, so fingerprints of valid names do not change."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def printable_name(name: str) -> str:
+    """``name`` as valid text: itself when it is; else (a file name that is not valid UTF-8)
+    each undecodable byte written ``\\xNN`` (``'bad\\udcff.png'`` gives ``'bad\\\\xff.png'``),
+    and any other lone surrogate ``\\udNNN``. For the table and the manifest, which hold
+    UTF-8 text only, and for people."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def name_of_id(name: str) -> str:
+    """The file name an :attr:`Item.id` was made from by :func:`printable_name` (each
+    ``\\xNN`` of a byte from 0x80 on back to the byte, as Python names it). Ambiguous for a
+    name that holds such text itself: try the id as it is first."""
+    return _ESCAPED_BYTE.sub(lambda match: chr(0xDC00 + int(match[1], 16)), name)
+
+
 def _hash(*parts) -> str:
     digest = hashlib.blake2b(digest_size=12)
     for part in parts:
-        digest.update(part if isinstance(part, bytes) else str(part).encode())
+        digest.update(part if isinstance(part, bytes) else _encoded(str(part)))
         digest.update(b"\0")
     return digest.hexdigest()
 
@@ -200,7 +247,7 @@ def _read_file(index: int, path: Path, name: str, size=None, **labels) -> Item:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__
+    return printable_name(" ".join(str(error).split())[:300] or type(error).__name__)
 
 
 def _read_array(index: int, image, name: str, size=None, **labels) -> Item:
@@ -238,10 +285,15 @@ class Paths(Source):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _name(self, path: Path) -> str:
+    def _file_name(self, path: Path) -> str:
+        """Its name as the file system gives it (maybe not valid text: see the module)."""
         if self.root is not None:
             return path.relative_to(self.root).as_posix()
         return str(path)
+
+    def _name(self, path: Path) -> str:
+        """Its :attr:`Item.id`: its name, printable."""
+        return printable_name(self._file_name(path))
 
     def fingerprint(self) -> str:
         entries = []
@@ -251,7 +303,7 @@ class Paths(Source):
                 size, modified = stat.st_size, stat.st_mtime_ns
             except OSError:
                 size, modified = -1, -1
-            entries.append(f"{self._name(path)}\t{size}\t{modified}")
+            entries.append(f"{self._file_name(path)}\t{size}\t{modified}")
         return _hash("paths", *entries, *(self.labels or ()))
 
     def set_class_names(self, class_names) -> None:
@@ -280,7 +332,7 @@ def _label_fields(label, class_names) -> dict:
     name = str(label)
     if class_names and name in class_names:
         return {"true_class": class_names.index(name), "true_label": name}
-    return {"true_label": name}
+    return {"true_label": printable_name(name)}  # stored: valid text only
 
 
 class Folder(Paths):
@@ -322,8 +374,8 @@ class Folder(Paths):
                 f"{str(root)!r} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
             )
         folder_labels = None
-        if labels == "folders":
-            folder_labels = [path.relative_to(root).parts[0] for path in paths]
+        if labels == "folders":  # a label is text: a folder's name made printable
+            folder_labels = [printable_name(path.relative_to(root).parts[0]) for path in paths]
             if any(len(path.relative_to(root).parts) < 2 for path in paths):
                 loose = next(p for p in paths if len(p.relative_to(root).parts) < 2)
                 raise ValueError(

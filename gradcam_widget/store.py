@@ -10,8 +10,10 @@ Layout of ``out/``::
     thumbs/00000.jpg.bin             the shard's overlay thumbnails, JPEG files end to end
     commits/00000.json               the shard's commit record: its rows, and the size and
                                      SHA-256 of each of its three files
-    .partial/                        files being written (never read)
-    .lock                            while a run writes the folder: who (pid, host, since)
+    .partial/                        files being written (never read), each named
+                                     ``<its final name>.gw-partial-<pid>-<8 hex digits>``
+    .lock                            while a run writes the folder: who (pid, host, since),
+                                     as JSON marked ``"lock": "gradcam_widget"``
 
 **Commit protocol.** A shard is written as maps, then thumbnails, then its Parquet part, each
 into ``.partial/`` and moved into place with :func:`os.replace` (atomic on one file system),
@@ -35,12 +37,43 @@ small (a few hundred bytes per image) and hashed in full. A folder of format 1 (
 ``commits/``) is checked by its parts' footers and its files' sizes, and a run on it writes
 the records.
 
+A record is read only when it is a regular file of at most 1 MiB holding JSON of a record's
+shape (``shard`` its own number, ``rows``, and for each of the three files an object with its
+``size`` and ``sha256``); anything else is "not a valid record of shard N", named by
+:class:`AuditResults` and recomputed by a run. The shards read are only those numbered
+below the audit's shard count (its ``shards``): a record, a part or a map file copied in
+under a higher number is never opened, by a run (not even to count its rows at the end) or
+by :class:`AuditResults`. The manifest's counts are checked for plausibility before anything
+uses them (:func:`check_manifest`: ``shards`` is the shard count of ``images`` at
+``shard_size``, ``rows`` at most ``images``), and shard numbers are compared with the count
+arithmetically, never by building the range of numbers it names.
+
 **The folder, before and after.** The manifest is written before anything else, so a folder
 is recognised as this job's from its first file on. A folder without a manifest is used only
 when it holds nothing but what a run killed before its manifest leaves (the store's empty
 folders, ``.lock``, a half-written manifest in ``.partial/``): any other file in it, even in
 a folder named like the store's, refuses the run (:func:`foreign_entries`), so nothing the
 package did not write is deleted or overwritten.
+
+What the package recognises as its own is told by marks a user's file is unlikely to carry:
+a ``.lock`` is the package's when it holds JSON with ``"lock": "gradcam_widget"`` (or, as
+versions before that mark wrote it, exactly ``pid``, ``host`` and ``since`` with a UTC time
+``YYYY-MM-DDTHH:MM:SSZ``); an empty ``.lock`` or one with other content is the user's. A
+file in ``.partial/`` is the package's when named ``<name>.gw-partial-<pid>-<8 hex>``, or,
+named ``<name>.<pid>`` as earlier versions named them, when its first bytes are those the
+package writes there (a manifest or a record's JSON opening, a Parquet or ``.npy`` magic, a
+JPEG marker); only such files are removed by :func:`prepare`, any other is left alone.
+In a folder with a manifest (a results folder), every name the store reads, writes or
+removes (``manifest.json``, ``.lock``, the store's folders and the shard files in them) must
+be what the store puts there, a regular file (a folder for its folders): a FIFO, socket,
+device, symbolic link or folder at such a name refuses the run, named
+(:func:`unusual_entries`), for the store would block reading it or replace the user's thing.
+There, ``.lock`` is the store's own name: a regular file of that name is taken for a lock a
+killed run left, whatever it holds (the marks above tell the package's ``.lock`` only in a
+folder that is not yet a results folder).
+Whatever the store reads is opened only after it is seen to be a regular file, and then
+without blocking (``O_NONBLOCK``) and looked at again (``fstat``): a FIFO is never opened,
+so nothing here waits forever on one.
 
 **One writer at a time.** A run holds an exclusive lock on ``.lock`` (``fcntl.flock``) from
 before its first write to its end, whichever runs its shards (here or on Ray: the driver
@@ -50,6 +83,8 @@ checks without writing). The kernel releases the lock when its process dies, eve
 SIGKILL, so a killed run never blocks the next one. ``.lock`` is removed at the end of a
 run, while still held; a run that takes the lock checks that the file it locked is still the
 one named ``.lock``, so two runs never hold locks on two different files.
+A run that creates ``out`` (and the folders above it) removes what it created and left
+empty when it ends, so a refused run (a bad layer, found by the first shard) leaves nothing.
 
 **Why raw maps in float16 ``.npy`` shards.** The raw map (the signed map on the layer's grid,
 14 x 14 for ``shapes``) is the whole result: the heatmap at any size is
@@ -67,11 +102,14 @@ Only numpy, pyarrow and pandas are used here; this module never imports TensorFl
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import secrets
 import socket
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -90,11 +128,38 @@ FORMAT_VERSION = 2
 _PART = re.compile(r"^part-(\d{5,})\.parquet$")
 _RECORD = re.compile(r"^(\d{5,})\.json$")
 _OWN_FOLDERS = (TABLE, "maps", "thumbs", COMMITS)
-_TEMPORARY = re.compile(
-    r"^(manifest\.json|part-\d{5,}\.parquet|\d{5,}\.npy|\d{5,}\.jpg\.bin|\d{5,}\.json)\.\d+$"
-)
+_SHARD_FILES = {
+    TABLE: _PART,
+    "maps": re.compile(r"^\d{5,}\.npy$"),
+    "thumbs": re.compile(r"^\d{5,}\.jpg\.bin$"),
+    COMMITS: _RECORD,
+}
+"""The names of shard files in each of the store's folders."""
+_FINAL_NAMES = r"(manifest\.json|part-\d{5,}\.parquet|\d{5,}\.npy|\d{5,}\.jpg\.bin|\d{5,}\.json)"
+_PARTIAL_MARK = ".gw-partial-"
+_TEMPORARY = re.compile(rf"^{_FINAL_NAMES}\.gw-partial-\d+-[0-9a-f]{{8}}$")
 """Names of the files :func:`_atomic_write` leaves in ``.partial/`` when killed."""
+_LEGACY_TEMPORARY = re.compile(rf"^{_FINAL_NAMES}\.\d+$")
+"""Names earlier versions gave them (``<name>.<pid>``): the package's only when their
+content begins as the package's files do (:data:`_SIGNATURES`)."""
+_SIGNATURES = (
+    ("manifest.json", b'{\n  "format": '),  # write_json of a manifest: "format" comes first
+    (".json", b'{\n "shard": '),  # write_record
+    (".parquet", b"PAR1"),
+    (".npy", b"\x93NUMPY"),
+    (".jpg.bin", b"\xff\xd8\xff"),
+)
+"""How each kind of file the store writes begins."""
+LOCK_MARK = "gradcam_widget"
+"""The value of ``"lock"`` in the JSON a run writes into ``.lock``: what tells the package's
+lock file from a user's file of that name."""
+_LEGACY_SINCE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 _CHUNK = 1 << 20
+RECORD_LIMIT = 1 << 20
+"""Largest commit record read, in bytes (a record is a few hundred)."""
+_LOCK_LIMIT = 1 << 16
+MAX_INPUT_SIDE = 1 << 15
+"""Largest ``input_size`` side a manifest may give (a heatmap of it is rebuilt in memory)."""
 OPEN_MAPS = 32
 """Shards whose maps a reader keeps memory-mapped at once (least recently used closed)."""
 
@@ -182,11 +247,86 @@ class ShardResult:
     layer: str | None = None
 
 
+# --- reading only regular files --------------------------------------------------------------
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind_of(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, other than a regular file (``"a FIFO"``)."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+class NotRegularFile(OSError):
+    """An entry the store would read that is not a regular file (it was not opened)."""
+
+
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _open_regular(path):
+    """``path`` open for reading (binary) when it is a regular file (a symbolic link to one
+    is followed). Anything else is never opened: it is looked at first (``stat``), then
+    opened without blocking and looked at again (``fstat``), so a FIFO never blocks the
+    caller and a device is never opened.
+
+    Raises:
+        NotRegularFile: naming what it is (``"a FIFO"``); OSError when it cannot be read.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(f"{_kind_of(mode)}, not a file")
+    descriptor = os.open(path, _READ_FLAGS)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):  # swapped between the look and the open
+            raise NotRegularFile(f"{_kind_of(mode)}, not a file")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _read_json(path, limit: int | None = None):
+    """The JSON in the regular file ``path``.
+
+    Raises:
+        ValueError: (one line) when it is not UTF-8 JSON, is nested too deeply to parse, or
+            is longer than ``limit`` bytes.
+        NotRegularFile, OSError: as :func:`_open_regular`.
+    """
+    with _open_regular(path) as handle:
+        content = handle.read() if limit is None else handle.read(limit + 1)
+    if limit is not None and len(content) > limit:
+        raise ValueError(f"longer than {limit} bytes")
+    try:
+        return json.loads(content.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
 def _atomic_write(folder: Path, final: Path, write) -> None:
     """Write through ``write(path)`` into ``.partial/`` and move the file to ``final``."""
     partial = folder / ".partial"
     partial.mkdir(exist_ok=True)
-    temporary = partial / f"{final.name}.{os.getpid()}"
+    temporary = partial / f"{final.name}{_PARTIAL_MARK}{os.getpid()}-{secrets.token_hex(4)}"
     write(temporary)
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
@@ -263,32 +403,63 @@ def check_manifest(content, path) -> dict:
         refuse(f"'status' is {content['status']!r}, expected 'running' or 'complete'")
     size = content.get("input_size")
     if size is not None and (
-        len(size) != 2 or not all(type(side) is int and side > 0 for side in size)
+        len(size) != 2 or not all(type(side) is int and 0 < side <= MAX_INPUT_SIDE for side in size)
     ):
-        refuse(f"'input_size' is {size!r}, expected [height, width], two positive integers")
+        refuse(
+            f"'input_size' is {size!r:.60}, expected [height, width], two positive integers "
+            f"of at most {MAX_INPUT_SIDE}"
+        )
     names = content.get("class_names")
     if names is not None and not all(isinstance(name, str) for name in names):
         refuse("'class_names' holds something other than strings, expected a list of names")
     skipped = content.get("skipped")
     if skipped is not None and not all(isinstance(entry, dict) for entry in skipped):
         refuse("'skipped' holds something other than objects, expected {index, id, error}s")
+    _check_counts(content, refuse)
     return content
+
+
+def _check_counts(content: dict, refuse) -> None:
+    """The manifest's counts are plausible: none negative, ``shards`` the shard count of
+    ``images`` (in shards of ``job.options.shard_size``; at most ``images`` when that is not
+    given), ``rows`` at most ``images``. Compared as numbers, never as ranges."""
+    shard_size = content["job"]["options"].get("shard_size")
+    if shard_size is not None and (type(shard_size) is not int or shard_size < 1):
+        refuse(f"'job.options.shard_size' is {shard_size!r:.40}, expected a positive integer")
+    for key in ("images", "shards", "rows"):
+        value = content.get(key)
+        if value is not None and value < 0:
+            refuse(f"'{key}' is {value}, expected a count (0 or more)")
+    images, shards, rows = (content.get(key) for key in ("images", "shards", "rows"))
+    if images is None:
+        return
+    if shards is not None:
+        if shard_size is not None and shards != -(-images // shard_size):
+            refuse(
+                f"'shards' is {shards}, expected {-(-images // shard_size)} ('images' "
+                f"{images} in shards of {shard_size})"
+            )
+        if shards > images:
+            refuse(f"'shards' is {shards}, more than its {images} images")
+    if rows is not None and rows > images:
+        refuse(f"'rows' is {rows}, more than its {images} images")
 
 
 def read_manifest(folder) -> dict | None:
     """The manifest of ``folder``, or ``None`` when there is none.
 
     Raises:
-        AuditStoreError: if it is not JSON, or not of a manifest's shape
+        AuditStoreError: if it is not a regular file (never opened then: a FIFO would
+            block), not JSON (or nested too deeply to read), or not of a manifest's shape
             (:func:`check_manifest`).
     """
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
     try:
-        content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AuditStoreError(f"{path} is not a readable manifest ({error})") from None
+        content = _read_json(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as error:
+        raise AuditStoreError(f"{path} is not a readable manifest ({_one_line(error)})") from None
     return check_manifest(content, path)
 
 
@@ -326,7 +497,7 @@ def _hashed(name: str) -> bool:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with _open_regular(path) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -369,31 +540,74 @@ def write_record(folder, shard: int, rows: int) -> None:
     _atomic_write(folder, record_path(folder, shard), lambda path: path.write_text(text))
 
 
+def _record_problem(record, shard: int, names) -> str | None:
+    """Why ``record`` (parsed JSON) is not of a commit record's shape for ``shard`` whose
+    files are ``names``, else ``None``."""
+    if not isinstance(record, dict):
+        return f"it holds {_kind(record)}, expected an object"
+    number = record.get("shard")
+    if type(number) is not int or number != shard:
+        return f"it names shard {number!r:.40}"
+    rows = record.get("rows")
+    if type(rows) is not int or rows < 0:
+        return f"'rows' is {_kind(rows)} ({rows!r:.40}), expected a count"
+    files = record.get("files")
+    if not isinstance(files, dict) or set(files) != set(names):
+        return f"'files' does not name {', '.join(names)}"
+    for name, entry in files.items():
+        if not (
+            isinstance(entry, dict)
+            and type(entry.get("size")) is int
+            and entry["size"] >= 0
+            and isinstance(entry.get("sha256"), str)
+        ):
+            return f"'files' gives {name} {_kind(entry)} ({entry!r:.40}), expected {{size, sha256}}"
+    return None
+
+
+def _file_problem(name: str, path: Path) -> str | None:
+    """Why a shard's file ``path`` cannot be checked: missing, not a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{name} is missing"
+    except OSError as error:
+        return f"{name} cannot be looked at ({_one_line(error)})"
+    if not stat.S_ISREG(mode):
+        return f"{name} is {_kind_of(mode)}, not a file"
+    return None
+
+
 def _check_record(folder: Path, shard: int) -> str | None:
     """What is wrong with a committed shard's files (``None``: they match its record)."""
     path = record_path(folder, shard)
     name = path.relative_to(folder).as_posix()
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        return f"its commit record {name} is unreadable ({error})"
     files = _shard_files(folder, shard)
-    if (
-        not isinstance(record, dict)
-        or record.get("shard") != shard
-        or not isinstance(record.get("files"), dict)
-        or set(record["files"]) != set(files)
-    ):
-        return f"{name} is not the commit record of shard {shard}"
+    try:
+        record = _read_json(path, RECORD_LIMIT)
+        problem = _record_problem(record, shard, files)
+    except FileNotFoundError:
+        return f"its commit record {name} is missing"
+    except (NotRegularFile, ValueError) as error:
+        problem = _one_line(error)
+    except OSError as error:
+        return f"its commit record {name} is unreadable ({_one_line(error)})"
+    if problem is not None:
+        return f"{name} is not a valid record of shard {shard} ({problem})"
     for file, expected in record["files"].items():
-        try:
-            size = files[file].stat().st_size
-        except FileNotFoundError:
-            return f"{file} is missing"
-        if size != expected.get("size"):
-            return f"{file} has {size} bytes, {expected.get('size')} were committed"
-        if _hashed(file) and _sha256(files[file]) != expected.get("sha256"):
-            return f"{file} differs from what was committed (SHA-256)"
+        problem = _file_problem(file, files[file])
+        if problem is not None:
+            return problem
+        size = files[file].stat().st_size
+        if size != expected["size"]:
+            return f"{file} has {size} bytes, {expected['size']} were committed"
+        if _hashed(file):
+            try:
+                digest = _sha256(files[file])
+            except OSError as error:
+                return f"{file} is unreadable ({_one_line(error)})"
+            if digest != expected["sha256"]:
+                return f"{file} differs from what was committed (SHA-256)"
     return None
 
 
@@ -405,6 +619,10 @@ def _check_legacy(folder: Path, shard: int) -> str | None:
     files = _shard_files(folder, shard)
     part, maps, thumbs = files.values()
     part_name, maps_name, thumbs_name = files
+    for name, path in files.items():  # never opened unless a regular file (a FIFO blocks)
+        problem = _file_problem(name, path)
+        if problem is not None:
+            return problem
     try:
         rows = pq.ParquetFile(part).metadata.num_rows
         sizes = pq.read_table(part, columns=["thumb_size"]).column(0).to_pylist()
@@ -434,7 +652,7 @@ def check_shards(folder, count: int | None = None) -> tuple[set[int], dict[int, 
     Args:
         folder: the results folder.
         count: the audit's number of shards, when known: records of shards beyond it are
-            not the audit's and are left out.
+            not the audit's and are left out, never opened.
 
     Returns:
         ``(good, damaged)``: the numbers of the shards whose files match their records, and
@@ -453,6 +671,28 @@ def check_shards(folder, count: int | None = None) -> tuple[set[int], dict[int, 
         else:
             damaged[shard] = problem
     return good, damaged
+
+
+def missing_shards(good, count: int) -> tuple[int | None, int]:
+    """``(the first shard number below count not in good, how many are not)``, ``(None, 0)``
+    when none is missing; ``good`` holds numbers below ``count`` (as :func:`check_shards`
+    gives them). Counted, not listed: ``count`` may be any size a manifest says."""
+    numbers = sorted(good)
+    if len(numbers) >= count:
+        return None, 0
+    first = next((i for i, number in enumerate(numbers) if number != i), len(numbers))
+    return first, count - len(numbers)
+
+
+def shard_count(manifest: dict) -> int | None:
+    """The audit's number of shards: its ``shards``, else from ``images`` and ``shard_size``
+    when the manifest gives both, else ``None`` (unknown)."""
+    count = manifest.get("shards")
+    images = manifest.get("images")
+    shard_size = manifest["job"]["options"].get("shard_size")
+    if count is None and images is not None and shard_size:
+        count = -(-images // shard_size)
+    return count
 
 
 def adopt_legacy(folder, shards) -> None:
@@ -479,18 +719,67 @@ def damage_message(folder, damaged: dict[int, str]) -> str:
 # --- the folder before a run ----------------------------------------------------------------
 
 
-def _lock_file_is_ours(path: Path) -> bool:
-    try:
-        text = path.read_text().strip()
-    except (OSError, UnicodeDecodeError):
+def _is_lock_content(content) -> bool:
+    """Whether parsed JSON is what a run writes into ``.lock``: marked with
+    :data:`LOCK_MARK`, or exactly the ``pid``, ``host`` and ``since`` that versions before the
+    mark wrote (a UTC time to the second)."""
+    if not isinstance(content, dict):
         return False
-    if not text:
+    if content.get("lock") == LOCK_MARK:
         return True
+    return (
+        set(content) == {"pid", "host", "since"}
+        and type(content["pid"]) is int
+        and isinstance(content["host"], str)
+        and isinstance(content["since"], str)
+        and _LEGACY_SINCE.match(content["since"]) is not None
+    )
+
+
+def _lock_file_is_ours(path: Path) -> bool:
+    """Whether ``path`` is a lock file the package wrote (see :func:`_is_lock_content`); an
+    empty one, or one of other content, is a user's."""
     try:
-        content = json.loads(text)
-    except ValueError:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        content = _read_json(path, _LOCK_LIMIT)
+    except (OSError, ValueError):
         return False
-    return isinstance(content, dict) and "pid" in content
+    return _is_lock_content(content)
+
+
+def _begins_as_ours(path: Path, name: str) -> bool:
+    """Whether the regular file ``path``, named as an earlier version named a file being
+    written (``<name>.<pid>``), begins as the package's files named ``name`` do (a file
+    shorter than that beginning: as far as it goes; an empty file is not the package's)."""
+    signature = next((sig for ending, sig in _SIGNATURES if name.endswith(ending)), None)
+    if signature is None:
+        return False
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with _open_regular(path) as handle:
+            start = handle.read(len(signature))
+    except OSError:
+        return False
+    return bool(start) and signature.startswith(start)
+
+
+def own_temporary(path) -> bool:
+    """Whether ``path`` in ``.partial/`` is a file the package was writing when a run was
+    killed: a regular file named as :func:`_atomic_write` names them, or named as earlier
+    versions did and beginning as the package's file of that name (see the module's *The
+    folder, before and after*)."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    if _TEMPORARY.match(path.name):
+        return True
+    match = _LEGACY_TEMPORARY.match(path.name)
+    return match is not None and _begins_as_ours(path, match[1])
 
 
 def foreign_entries(folder) -> list[str]:
@@ -508,13 +797,50 @@ def foreign_entries(folder) -> list[str]:
                 foreign.append(name)
         elif name == ".partial" and entry.is_dir(follow_symlinks=False):
             for inner in sorted(os.listdir(entry.path)):
-                if not (inner.startswith(f"{MANIFEST}.") and _TEMPORARY.match(inner)):
+                if not (
+                    inner.startswith(f"{MANIFEST}.") and own_temporary(Path(entry.path, inner))
+                ):
                     foreign.append(f".partial/{inner}")
         elif name in _OWN_FOLDERS and entry.is_dir(follow_symlinks=False):
             foreign += [f"{name}/{inner}" for inner in sorted(os.listdir(entry.path))]
         else:
             foreign.append(name)
     return foreign
+
+
+def unusual_entries(folder) -> list[str]:
+    """What in a results folder, at a name the store reads, writes or removes, is not what
+    the store puts there (each with what it is: ``"commits/00001.json (a folder)"``, sorted
+    as found): ``manifest.json`` and ``.lock`` must be regular files, the store's folders
+    folders, and a shard file in them (``part-00001.parquet``, ``00001.npy``,
+    ``00001.jpg.bin``, ``00001.json``) a regular file. A FIFO, socket, device, symbolic link
+    or folder there is the user's: a run refuses the folder rather than block on it or
+    replace it. Nothing is opened: each entry is looked at (``lstat``)."""
+    folder = Path(folder)
+    found = []
+
+    def look(name: str, folder_wanted: bool) -> bool:
+        try:
+            mode = os.lstat(folder / name).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        wanted = stat.S_ISDIR(mode) if folder_wanted else stat.S_ISREG(mode)
+        if not wanted:
+            found.append(f"{name} ({_kind_of(mode)})")
+        return wanted
+
+    for name in (MANIFEST, LOCK):
+        look(name, False)
+    for name in (*_OWN_FOLDERS, ".partial"):
+        if look(name, True) and name in _SHARD_FILES:
+            with os.scandir(folder / name) as entries:
+                for entry in sorted(entries, key=lambda entry: entry.name):
+                    if _SHARD_FILES[name].match(entry.name) and not entry.is_file(
+                        follow_symlinks=False
+                    ):
+                        mode = entry.stat(follow_symlinks=False).st_mode
+                        found.append(f"{name}/{entry.name} ({_kind_of(mode)})")
+    return found
 
 
 def is_empty(folder) -> bool:
@@ -554,8 +880,8 @@ def _describe_holder(handle) -> str:
     for _ in range(40):  # it writes right after locking: give it a moment to have done so
         handle.seek(0)
         try:
-            content = json.loads(handle.read() or "null")
-        except ValueError:
+            content = json.loads(handle.read(_LOCK_LIMIT) or "null")
+        except (ValueError, RecursionError):
             content = None
         if isinstance(content, dict) and "pid" in content:
             return (
@@ -573,15 +899,67 @@ def _busy(folder: Path, holder: str) -> AuditStoreError:
     )
 
 
+def _not_a_lock(path: Path, mode: int) -> AuditStoreError:
+    return AuditStoreError(
+        f"{path} is {_kind_of(mode)}, not a lock file this package wrote: remove it, or "
+        "choose another out="
+    )
+
+
+def _open_lock(path: Path, create: bool):
+    """``.lock`` open (text; read and write when ``create``, creating it), when it is a
+    regular file; a FIFO, a symbolic link or anything else there is never opened.
+
+    Raises:
+        AuditStoreError: naming what is there instead.
+        FileNotFoundError: when there is none and ``create`` is false.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        if not create:
+            raise
+    else:
+        if not stat.S_ISREG(mode):
+            raise _not_a_lock(path, mode)
+    flags = (
+        (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY)
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_NOCTTY", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+    )
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # made a symbolic link since it was looked at
+            raise _not_a_lock(path, stat.S_IFLNK) from None
+        raise
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_lock(path, mode)
+        return os.fdopen(descriptor, "r+" if create else "r", encoding="utf-8",
+                         errors="replace")  # fmt: skip
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
 def lock_holder(folder) -> str | None:
     """Who holds ``folder``'s lock (``"pid 123 on host, since ..."``), or ``None`` when no
-    run does. Writes nothing: the lock file is opened for reading only when it exists."""
+    run does. Writes nothing: the lock file is opened for reading only when it exists, and
+    only when it is a regular file.
+
+    Raises:
+        AuditStoreError: if ``.lock`` is not a regular file (a FIFO, a symbolic link ...).
+    """
     path = Path(folder) / LOCK
     fcntl = _flock()
     if fcntl is None:  # pragma: no cover - Windows
         return None
     try:
-        handle = open(path)  # noqa: SIM115 - closed below
+        handle = _open_lock(path, create=False)
     except (FileNotFoundError, NotADirectoryError):
         return None
     with handle:
@@ -600,22 +978,28 @@ def check_unlocked(folder) -> None:
 @contextlib.contextmanager
 def lock(folder):
     """Hold ``folder/.lock`` exclusively for a run, with this process's pid, host and start
-    time written in it (the folder is created if needed). At the end the lock file is
-    removed while still held, and the folder too if this call created it and the run wrote
-    nothing into it.
+    time written in it, marked as the package's (the folder is created if needed, and the
+    folders above it). At the end the lock file is removed while still held, and the
+    folders this call created, from the deepest up, as long as they are empty (the run
+    wrote nothing into them).
 
     Raises:
-        AuditStoreError: if another process holds it (the message names that process).
+        AuditStoreError: if another process holds it (the message names that process), or
+            ``.lock`` is not a regular file.
     """
     folder = Path(folder)
-    created = not folder.exists()
+    created = []  # the folders this call creates, deepest first
+    probe = folder
+    while not os.path.lexists(probe) and probe.parent != probe:
+        created.append(probe)
+        probe = probe.parent
     path = folder / LOCK
     fcntl = _flock()
     handle = None
     try:
         while handle is None:
             folder.mkdir(parents=True, exist_ok=True)
-            opened = open(path, "a+")  # noqa: SIM115 - held for the whole run
+            opened = _open_lock(path, create=True)  # held for the whole run
             if fcntl is None:  # pragma: no cover - Windows
                 handle = opened
                 break
@@ -634,27 +1018,29 @@ def lock(folder):
         handle.seek(0)
         handle.truncate()
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": since}) + "\n")  # fmt: skip
+        handle.write(json.dumps({"lock": LOCK_MARK, "pid": os.getpid(),
+                                 "host": socket.gethostname(), "since": since}) + "\n")  # fmt: skip
         handle.flush()
         yield
     finally:
         if handle is not None:
             path.unlink(missing_ok=True)  # while held: see the module's *One writer*
             handle.close()
-        if created:
-            with contextlib.suppress(OSError):  # not empty: the run wrote into it
-                folder.rmdir()
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:  # not empty: the run wrote into it (and so into those above)
+                break
 
 
 def prepare(folder) -> Path:
     """Create the store's folders; drop what an interrupted run left in ``.partial/`` (only
-    files named as :func:`_atomic_write` names them)."""
+    the package's own files, :func:`own_temporary`: anything else there is left alone)."""
     folder = Path(folder)
     for name in (*_OWN_FOLDERS, ".partial"):
         (folder / name).mkdir(parents=True, exist_ok=True)
     for leftover in (folder / ".partial").iterdir():
-        if _TEMPORARY.match(leftover.name) and leftover.is_file():
+        if own_temporary(leftover):
             leftover.unlink(missing_ok=True)
     return folder
 
@@ -798,16 +1184,16 @@ class AuditResults:
         if manifest is None:
             raise AuditStoreError(f"{self.folder} holds no audit results ({MANIFEST} missing)")
         self.manifest = manifest
-        count = manifest.get("shards")
+        count = shard_count(manifest)
         good, damaged = check_shards(self.folder, count)
         if damaged:
             raise AuditStoreError(damage_message(self.folder, damaged))
-        missing = sorted(set(range(count or 0)) - good)
+        first, missing = missing_shards(good, count or 0)
         if self.complete and missing:
             raise AuditStoreError(
-                f"{self.folder}: shard {missing[0]} of this complete audit is missing (no "
-                f"{record_path(self.folder, missing[0]).relative_to(self.folder)}"
-                f"{f', and {len(missing) - 1} more' if len(missing) > 1 else ''}): run the "
+                f"{self.folder}: shard {first} of this complete audit is missing (no "
+                f"{record_path(self.folder, first).relative_to(self.folder)}"
+                f"{f', and {missing - 1} more' if missing > 1 else ''}): run the "
                 "same audit again to recompute it"
             )
         self.shards = tuple(sorted(good))
@@ -906,7 +1292,10 @@ class AuditResults:
             scenes = sources.Scenes.parse(spec["spec"])
             scenes.n_objects = spec.get("n_objects", 1)
             return scenes.scene(index).image.astype(np.float32)
-        if spec["kind"] == "folder":
-            return images.as_rgb_image(Path(spec["path"]) / row["id"])
-        root = spec.get("root")
-        return images.as_rgb_image(Path(root) / row["id"] if root else row["id"])
+        base = spec["path"] if spec["kind"] == "folder" else spec.get("root")
+        name = str(row["id"])
+        path = os.path.join(base, name) if base else name
+        original = sources.name_of_id(name)  # a name that was not text (see sources)
+        if original != name and not os.path.lexists(path):
+            path = os.path.join(base, original) if base else original
+        return images.as_rgb_image(Path(path) if base else path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -230,3 +232,51 @@ def test_the_cli_names_escape_only_when_they_must():
     assert _shown("'quoted'.png") == "\"'quoted'.png\""  # a leading quote: always a repr
     assert _shown(" space.png") == "' space.png'"
     assert _printable("bad\rline\x07") == "bad\\rline\\x07"
+
+
+# --- 5. names that are not text ---------------------------------------------------------------
+
+
+def undecodable(folder: Path, name: bytes) -> Path:
+    """``folder/name`` for a name of bytes that are not UTF-8 (as Python names such a file:
+    undecodable bytes as lone surrogates); skips where the file system refuses such names."""
+    path = Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+    try:
+        path.touch()
+    except (OSError, UnicodeEncodeError) as error:
+        pytest.skip(f"this file system refuses a name that is not UTF-8 ({error})")
+    return path
+
+
+def test_file_names_that_are_not_text_are_audited_and_named_printably(tmp_path, shapes):
+    """``b'bad\\xff.png'`` is explained, ``b'junk\\xfe.png'`` (not an image) skipped with its
+    reason; each is named ``bad\\\\xff.png`` in the table and the manifest, which hold only
+    valid text; the audit resumes (its fingerprint is stable) and the image opens again."""
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "images"
+    save_scene(folder / "good.png", 1_000_000)
+    bad = undecodable(folder, b"bad\xff.png")
+    save_scene(bad, 1_000_001)
+    undecodable(folder, b"junk\xfe.png").write_text("not an image")
+    out = tmp_path / "out"
+    results = gw.audit(shapes, folder, out=out, progress=False)
+    assert results.table["id"].tolist() == ["bad\\xff.png", "good.png"]
+    (skipped,) = results.skipped
+    assert skipped["index"] == 2 and skipped["id"] == "junk\\xfe.png"
+    assert skipped["error"].startswith("cannot") and skipped["error"].isprintable()
+    skipped["error"].encode("utf-8")  # valid text, as every name stored
+    table = pq.read_table(out / store.TABLE / "part-00000.parquet")
+    assert table.column("id").to_pylist() == ["bad\\xff.png", "good.png"]
+    manifest = json.loads((out / store.MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["skipped"][0]["id"] == "junk\\xfe.png"
+    assert sources.name_of_id("bad\\xff.png") == bad.name
+    np.testing.assert_array_equal(results.image(0), data.scene(1_000_001, n_objects=1).image)
+    assert gw.audit(shapes, folder, out=out, progress=False).computed_shards == 0
+
+    classes = tmp_path / "classes"  # a label from a sub-folder's name is text too
+    save_scene(Path(os.fsdecode(os.path.join(os.fsencode(classes), b"st\xe4r", b"a.png"))),
+               1_000_000)  # fmt: skip
+    source = sources.Folder(classes, labels="folders")
+    assert source._label(0) == {"true_label": "st\\xe4r"}
+    assert source.fingerprint() == sources.Folder(classes, labels="folders").fingerprint()

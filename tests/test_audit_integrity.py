@@ -8,6 +8,7 @@ started here (marked slow, as in ``test_distributed.py``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -447,3 +449,364 @@ def test_a_local_audit_is_refused_while_a_ray_one_writes(ray_local, tmp_path, ca
     results = gw.AuditResults(out)
     assert results.manifest["run"]["ray"] == address
     assert results.table["index"].tolist() == list(range(12))
+
+
+# --- 8: what a second hostile review found --------------------------------------------------
+
+
+def scene_folder(folder: Path, count: int, unreadable=()) -> Path:
+    """``count`` one-object scenes saved as PNG files ``00.png`` ...; the numbers in
+    ``unreadable`` are text files named ``.png`` instead (skipped by an audit)."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        if i in unreadable:
+            (folder / f"{i:02d}.png").write_text("not an image")
+        else:
+            image = data.scene(1_000_000 + i, n_objects=1).image
+            Image.fromarray(image).save(folder / f"{i:02d}.png")
+    return folder
+
+
+PRECIOUS = "the user's own file\n"
+SHARD_FILES = (f"{store.TABLE}/part-00001.parquet", "maps/00001.npy", "thumbs/00001.jpg.bin",
+               "commits/00001.json")  # fmt: skip
+
+
+def test_a_shard_copied_under_a_number_beyond_the_count_is_never_read(tmp_path):
+    """Shard 1's four files copied to the names of shard 7 (of 3) are never read: not at the
+    end of a run (its rows and skipped files counted twice), not when the folder opens."""
+    images = scene_folder(tmp_path / "images", 12, unreadable=(5, 6))  # 2 skipped in shard 1
+    out = tmp_path / "out"
+    first = quiet_audit("shapes", out, source=images)
+    assert (first.manifest["shards"], first.manifest["rows"], len(first.skipped)) == (3, 10, 2)
+    for name in SHARD_FILES:
+        shutil.copy(out / name, out / name.replace("00001", "00007"))
+    store.record_path(out, 0).unlink()  # so that the run computes a shard and finishes
+    again = quiet_audit("shapes", out, source=images)
+    assert again.computed_shards == 1
+    assert again.manifest["rows"] == 10 and len(again.table) == 10
+    assert [entry["index"] for entry in again.skipped] == [5, 6]
+    assert again.shards == (0, 1, 2)
+    opened = gw.AuditResults(out)
+    assert opened.shards == (0, 1, 2) and opened.manifest["rows"] == 10
+    assert opened.table["index"].tolist() == [0, 1, 2, 3, 4, 7, 8, 9, 10, 11]
+
+
+def _files_numbers(record: dict) -> None:
+    record["files"] = dict.fromkeys(record["files"], 5)
+
+
+def _files_without_size(record: dict) -> None:
+    for entry in record["files"].values():
+        del entry["size"]
+
+
+def _deeply_nested(record):
+    return "[" * 100_000 + "]" * 100_000
+
+
+BAD_RECORDS = {
+    "files numbers": _files_numbers,
+    "files without size": _files_without_size,
+    "deeply nested": _deeply_nested,
+    "rows a string": lambda record: record.update(rows="four"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_a_record_not_of_a_records_shape_is_named_on_open_and_recomputed(finished, tmp_path,
+                                                                         case):  # fmt: skip
+    folder = copy_of(finished, tmp_path)
+    path = store.record_path(folder, 1)
+    record = json.loads(path.read_text())
+    changed = BAD_RECORDS[case](record)
+    path.write_text(changed if isinstance(changed, str) else json.dumps(record))
+    with pytest.raises(store.AuditStoreError) as refused:
+        gw.AuditResults(folder)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "shard 1 damaged" in message
+    assert "commits/00001.json is not a valid record of shard 1" in message
+    resumed = quiet_audit("shapes", folder)
+    assert resumed.computed_shards == 1
+    assert_same_results(gw.AuditResults(folder), finished)
+
+
+def test_deeply_nested_json_in_a_manifest_is_one_error_naming_it(finished, tmp_path):
+    folder = copy_of(finished, tmp_path)
+    path = folder / store.MANIFEST
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    before = listing(folder)
+    for attempt in (lambda: gw.AuditResults(folder), lambda: quiet_audit("shapes", folder)):
+        with pytest.raises(store.AuditStoreError) as refused:
+            attempt()
+        message = str(refused.value)
+        assert "\n" not in message
+        assert message.startswith(f"{path} is not a readable manifest (")
+    assert listing(folder) == before
+
+
+HUGE_COUNTS = """
+import json, re, resource, sys, time
+from pathlib import Path
+
+import gradcam_widget as gw
+from gradcam_widget import store
+
+mode, folders = sys.argv[1], sys.argv[2:]
+if mode == "audit":
+    model = gw.models.load("shapes")
+# the address space this process has now, and 2 GiB more (at least 4 GiB in all): a range
+# of 10**12 shard numbers built would take tens of gigabytes, and fails here instead
+size = int(re.search(r"VmSize:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10
+limit = max(4 << 30, size + (2 << 30))
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+for folder in folders:
+    started = time.monotonic()
+    try:
+        if mode == "open":
+            store.AuditResults(folder)
+        else:
+            gw.audit(model, "scenes:1000000-1000008", out=folder, shard_size=4, batch_size=4,
+                     progress=False)
+        outcome = "done"
+    except ValueError as error:  # AuditStoreError, AuditError
+        outcome = "refused: " + str(error)
+    except MemoryError:
+        outcome = "MemoryError"
+    print(json.dumps({"outcome": outcome, "seconds": time.monotonic() - started}), flush=True)
+"""
+
+
+def _limited_run(tmp_path: Path, mode: str, folders: list[Path]) -> list[dict]:
+    """HUGE_COUNTS in a process of bounded address space (2 GiB more than its imports take,
+    at least 4 GiB): one outcome per folder."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("the address space is measured in /proc (Linux)")
+    environment = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0",
+                                "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}  # fmt: skip
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), environment.get("PYTHONPATH")])
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", HUGE_COUNTS, mode, *map(str, folders)],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr[-3000:]
+    outcomes = [json.loads(line) for line in process.stdout.splitlines()]
+    assert len(outcomes) == len(folders), process.stdout
+    return outcomes
+
+
+def test_huge_counts_in_a_manifest_are_refused_quickly_without_memory(finished, tmp_path):
+    """``shards`` or ``images`` of 10**12 is refused by the manifest's check in one line, in
+    well under a second, in a process of bounded memory (a range of the count built would
+    take tens of gigabytes); counts that agree with each other are compared arithmetically:
+    the folder opens with one line, and a run puts the manifest right."""
+    huge = 10**12
+    cases = {
+        "shards": ({"shards": huge}, f"'shards' is {huge}, expected 2 ('images' 8 in shards of 4)"),
+        "images": ({"images": huge}, f"'shards' is 2, expected {huge // 4} ('images' {huge}"),
+        "rows": ({"rows": huge}, f"'rows' is {huge}, more than its 8 images"),
+        "negative": ({"shards": -huge}, f"'shards' is {-huge}, expected a count"),
+    }
+    folders = {}
+    for name, (change, _) in [*cases.items(), ("agreeing", ({"images": 4 * huge,
+                                                              "shards": huge}, None))]:  # fmt: skip
+        folder = folders[name] = copy_of(finished, tmp_path, name)
+        manifest = json.loads((folder / store.MANIFEST).read_text())
+        (folder / store.MANIFEST).write_text(json.dumps(manifest | change))
+    opened = dict(zip(folders, _limited_run(tmp_path, "open", list(folders.values())),
+                      strict=True))  # fmt: skip
+    for name, (_, expected) in cases.items():
+        outcome = opened[name]["outcome"]
+        path = folders[name] / store.MANIFEST
+        assert outcome.startswith(f"refused: {path} is not a valid audit manifest: "), outcome
+        assert expected in outcome and "\n" not in outcome, outcome
+        assert opened[name]["seconds"] < 5, opened[name]
+    outcome = opened["agreeing"]["outcome"]
+    assert outcome.startswith("refused: ") and "\n" not in outcome, outcome
+    assert f"shard 2 of this complete audit is missing (no commits{os.sep}00002.json, and " \
+        f"{huge - 3} more)" in outcome, outcome  # fmt: skip
+    assert opened["agreeing"]["seconds"] < 5, opened["agreeing"]
+    ran = dict(zip(folders, _limited_run(tmp_path, "audit", list(folders.values())), strict=True))
+    for name, (_, expected) in cases.items():
+        assert ran[name]["outcome"].startswith("refused: ") and expected in ran[name]["outcome"]
+    assert ran["agreeing"]["outcome"] == "done", ran["agreeing"]
+    repaired = gw.AuditResults(folders["agreeing"])
+    assert (repaired.manifest["images"], repaired.manifest["shards"]) == (8, 2)
+    assert_same_results(repaired, finished)
+
+
+def test_a_refused_run_leaves_none_of_the_folders_it_created(tmp_path):
+    kept = tmp_path / "kept"
+    (kept / "mine.txt").parent.mkdir()
+    (kept / "mine.txt").write_text(PRECIOUS)
+    before = sorted(tmp_path.rglob("*"))
+    for out in (tmp_path / "deep" / "a" / "b" / "out", kept / "new" / "out"):
+        with pytest.raises(ValueError, match="unknown layer 'nope'"):  # by the first shard
+            quiet_audit("shapes", out, layer="nope")
+        assert sorted(tmp_path.rglob("*")) == before  # the folders above out= too
+
+
+# --- 9: entries that are no regular file, and user files named like the package's ---------
+
+
+def bounded(call, fifos=(), seconds: float = 120):
+    """``call()`` in a thread: its value, or a failure when it still runs after ``seconds``
+    (then each FIFO in ``fifos`` is opened for writing and closed, again and again for a
+    while, so that a reader blocked on one gets end of file and the thread ends)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - raised below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        deadline = time.monotonic() + 60
+        while thread.is_alive() and time.monotonic() < deadline:
+            for fifo in fifos:
+                with contextlib.suppress(OSError):  # no reader waiting on it just now
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            thread.join(0.1)
+        pytest.fail(f"still running after {seconds} s: it opened a FIFO and waited")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _fifo(path: Path, outside: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+def _folder(path: Path, outside: Path) -> None:
+    path.unlink()
+    path.mkdir()
+    (path / "mine.txt").write_text(PRECIOUS)
+
+
+def _link_to_a_user_file(path: Path, outside: Path) -> None:
+    (outside / "precious.txt").write_text(PRECIOUS)
+    path.unlink(missing_ok=True)
+    os.symlink(outside / "precious.txt", path)
+
+
+UNUSUAL = {  # name in the folder, what is put there, whether AuditResults names it
+    "lock fifo": (".lock", _fifo, False),
+    "lock link": (".lock", _link_to_a_user_file, False),
+    "record fifo": ("commits/00001.json", _fifo, True),
+    "record folder": ("commits/00001.json", _folder, True),
+    "maps fifo": ("maps/00001.npy", _fifo, True),
+    "part link": (f"{store.TABLE}/part-00001.parquet", _link_to_a_user_file, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNUSUAL))
+def test_entries_that_are_no_regular_file_are_named_never_opened_nor_replaced(
+    finished, shapes, tmp_path, case
+):
+    """A FIFO, a folder or a symbolic link where the store keeps a file: opening the folder
+    names it (or reads around it) and never blocks; a run refuses the folder naming it, and
+    changes nothing, the user's file behind a link included."""
+    name, make, named_on_open = UNUSUAL[case]
+    folder = copy_of(finished, tmp_path)
+    make(folder / name, tmp_path)
+    fifos = [folder / name] if "fifo" in case else []
+    if named_on_open:
+        with pytest.raises(store.AuditStoreError) as refused:
+            bounded(lambda: gw.AuditResults(folder), fifos, seconds=60)
+        message = str(refused.value)
+        assert "shard 1 damaged" in message and name in message and "\n" not in message
+        if name.startswith("commits/"):
+            assert f"{name} is not a valid record of shard 1" in message
+    else:  # .lock is not read when a folder opens
+        assert_same_results(bounded(lambda: gw.AuditResults(folder), fifos, 60), finished)
+    store.record_path(folder, 0).unlink()  # a run would write: shard 0 to compute
+    before = listing(folder)
+    with pytest.raises(ValueError) as refused:  # AuditError, or AuditStoreError for .lock
+        bounded(lambda: quiet_audit(shapes, folder), fifos, seconds=60)
+    message = str(refused.value)
+    assert name in message and "\n" not in message, message
+    assert listing(folder) == before
+    if (tmp_path / "precious.txt").exists():
+        assert (tmp_path / "precious.txt").read_text() == PRECIOUS
+
+
+def test_a_fifo_named_lock_in_a_new_folder_is_refused_not_waited_on(shapes, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / store.LOCK)
+    with pytest.raises(store.AuditStoreError, match=r"\.lock is a FIFO, not a lock file"):
+        bounded(lambda: quiet_audit(shapes, out), [out / store.LOCK], seconds=60)
+    assert os.listdir(out) == [store.LOCK]
+
+
+USER_LOCKS = {
+    "a pid": b'{"pid": 123}\n',
+    "empty": b"",
+    "a pid and more": b'{"pid": 1, "host": "h", "since": "2024-01-01T00:00:00Z", "mine": 1}',
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("case", sorted(USER_LOCKS))
+def test_a_users_lock_file_is_not_taken_for_the_packages(shapes, tmp_path, case):
+    out = tmp_path / "out"
+    for name in (store.TABLE, "maps", "thumbs", ".partial"):
+        (out / name).mkdir(parents=True)
+    (out / store.LOCK).write_bytes(USER_LOCKS[case])
+    before = listing(out)
+    with pytest.raises(auditing.AuditError, match=r"not empty and holds no audit \(\.lock\)"):
+        quiet_audit(shapes, out)
+    assert listing(out) == before
+    assert (out / store.LOCK).read_bytes() == USER_LOCKS[case]
+
+
+def test_the_packages_lock_files_old_and_new_are_its_own(shapes, tmp_path):
+    """A lock file left by a run killed before its manifest, in the form written now (marked)
+    and in the form versions before the mark wrote: the folder is the package's, and used."""
+    old = {"pid": 1, "host": "h", "since": "2024-01-01T00:00:00Z"}
+    new = old | {"lock": store.LOCK_MARK}
+    for number, content in enumerate((old, new)):
+        out = tmp_path / f"out{number}"
+        store.prepare(out)
+        (out / store.LOCK).write_text(json.dumps(content))
+        assert quiet_audit(shapes, out).complete
+        assert not (out / store.LOCK).exists()
+    with store.lock(tmp_path / "held"):
+        written = json.loads((tmp_path / "held" / store.LOCK).read_text())
+        assert written["lock"] == store.LOCK_MARK and written["pid"] == os.getpid()
+
+
+def test_user_files_in_partial_are_never_deleted(finished, shapes, tmp_path):
+    """Only the package's own files in ``.partial/`` are removed by a run: named as it names
+    them now, or as earlier versions did when they begin as its files do."""
+    mine = {  # named as the package once named its files, but the user's
+        "manifest.json.123": b"my notes on the manifest\n",
+        "part-00001.parquet.77": b"my own table\n",
+        "00001.json.5": b"",
+    }
+    ours = {  # left by killed runs of this version and of an earlier one
+        "00001.npy.gw-partial-77-0123abcd": b"\x93NUMPY half written",
+        "part-00001.parquet.99": b"PAR1 half written",
+        "manifest.json.42": b'{\n  "format": 2,\n  "pa',
+    }
+    fresh = tmp_path / "fresh"  # no manifest: the user's file is in the way, and named
+    store.prepare(fresh)
+    (fresh / ".partial" / "manifest.json.123").write_bytes(mine["manifest.json.123"])
+    with pytest.raises(auditing.AuditError, match=r"\(\.partial/manifest\.json\.123\)"):
+        quiet_audit(shapes, fresh)
+    folder = copy_of(finished, tmp_path)
+    for name, content in (mine | ours).items():
+        (folder / ".partial" / name).write_bytes(content)
+    store.record_path(folder, 1).unlink()
+    assert quiet_audit(shapes, folder).computed_shards == 1  # writes: .partial is cleaned
+    left = {path.name: path.read_bytes() for path in (folder / ".partial").iterdir()}
+    assert left == mine
+    assert_same_results(gw.AuditResults(folder), finished)

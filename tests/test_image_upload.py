@@ -138,7 +138,7 @@ def test_guided_randomise_and_method_stay_on_across_a_new_image(explorer):
 @pytest.mark.parametrize(
     ("name", "content", "limit", "pixels", "message"),
     [
-        ("notes.jpg", b"these are my notes, not a photo\n" * 10, None, None, "not an image"),
+        ("notes.jpg", b"these are my notes, not a photo\n" * 10, None, None, "not a PNG, JPEG"),
         ("empty.png", b"", None, None, "it is empty (0 bytes)"),
         ("big.png", encoded(photo()), 1000, None, "over the 1000 bytes limit"),
         ("cut.png", encoded(photo())[:200], None, None, "cannot read 'cut.png'"),
