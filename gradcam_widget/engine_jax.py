@@ -25,6 +25,7 @@ from gradcam_widget.engine import (
     PassResult,
     StatelessEngine,
     as_grid,
+    model_code,
     only_output,
     output_parts,
     perturbation,
@@ -126,6 +127,7 @@ class JaxEngine(StatelessEngine):
         squashed = facts["squashed"]
         calls = facts["calls"]
         engine_ref = weakref.ref(self)  # the compiled function must not keep the engine alive
+        forward_done: list = []  # appended once the objective's forward part has run
 
         def objective(perturb, inputs, trainable, non_trainable, feed):
             engine = engine_ref()
@@ -149,6 +151,7 @@ class JaxEngine(StatelessEngine):
                 "chosen": chosen,
                 "activations": activations,
             }
+            forward_done.append(True)
             return jnp.sum(values), aux
 
         differentiate = jax.value_and_grad(
@@ -156,7 +159,9 @@ class JaxEngine(StatelessEngine):
         )
 
         def step(perturb, inputs, trainable, non_trainable, feed):
-            (_, aux), gradients = differentiate(perturb, inputs, trainable, non_trainable, feed)
+            forward_done.clear()
+            with model_code(after=forward_done):  # the backward pass through the model
+                (_, aux), gradients = differentiate(perturb, inputs, trainable, non_trainable, feed)
             to_layers, to_inputs = gradients if to_input else (gradients, None)
             aux["gradients"] = {
                 path: as_grid(to_layers[path], tokens.get(path)).astype(jnp.float32)
@@ -243,6 +248,8 @@ class JaxEngine(StatelessEngine):
         trainable, non_trainable = self._state()
         calls = facts["calls"]
 
+        forward_done: list = []
+
         def projected(perturb):
             with tapped(self.leaves, None, None, perturbation(perturb, calls)):
                 outputs = self._stateless(jnp.asarray(noise), (trainable, non_trainable))
@@ -251,9 +258,11 @@ class JaxEngine(StatelessEngine):
                 if jnp.issubdtype(part.dtype, jnp.floating):
                     weights = jax.random.normal(jax.random.key(index), part.shape, jnp.float32)
                     total = total + jnp.sum(part.astype(jnp.float32) * weights)
+            forward_done.append(True)
             return total
 
-        gradients = jax.grad(projected)(perturb)
+        with model_code(after=forward_done):  # the backward pass through the model
+            gradients = jax.grad(projected)(perturb)
         return frozenset(
             path for path in tokens if bool(jnp.any(as_grid(gradients[path], tokens[path]) != 0))
         )

@@ -24,6 +24,7 @@ from gradcam_widget.engine import (
     PassResult,
     as_grid,
     feature_maps,
+    model_code,
     only_output,
     output_parts,
     scored_outputs,
@@ -133,7 +134,8 @@ class TfEngine(Engine):
                 # variable, so without it the output of a layer with no weights before the first
                 # one that has some (Rescaling, Resizing) would get no gradient: an empty map
                 tape.watch(inputs)
-                outputs = model(inputs, training=False)
+                with model_code():
+                    outputs = model(inputs, training=False)
                 scored = scored_outputs(
                     outputs, engine.output_names, score, multi_label, target.adds_squash
                 )
@@ -142,9 +144,10 @@ class TfEngine(Engine):
             maps, tokens = feature_maps(record, inputs.shape, engine.token_overrides)
             kept = tuple(maps) if layers is None else tuple(p for p in layers if p in maps)
             sources = [maps[path] for path in kept] + ([inputs] if to_input else [])
-            gradients = tape.gradient(
-                total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
+            with model_code():  # the backward pass through the model (its own gradients)
+                gradients = tape.gradient(
+                    total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
             input_gradients = gradients.pop() if to_input else None
             # token layers: differentiated as tokens, returned as grids (prefix tokens dropped)
             gradients = [
@@ -197,7 +200,8 @@ class TfEngine(Engine):
             engine = engine_ref()
             model = engine.model
             with tapped((), model if score == "logit" else None):
-                outputs = model(inputs, training=False)
+                with model_code():
+                    outputs = model(inputs, training=False)
                 scored = scored_outputs(
                     outputs, engine.output_names, score, multi_label, target.adds_squash
                 )
@@ -214,8 +218,9 @@ class TfEngine(Engine):
         engine_ref = weakref.ref(self)  # weakly, as in _make_pass
 
         def forward(inputs):
-            outputs = only_output(engine_ref().model(inputs, training=False))
-            return tf.cast(outputs, tf.float32)
+            with model_code():
+                outputs = engine_ref().model(inputs, training=False)
+            return tf.cast(only_output(outputs), tf.float32)
 
         return _function(forward, signature)
 
@@ -230,7 +235,8 @@ class TfEngine(Engine):
             model = engine.model
             with tapped(engine.leaves, model) as record, tf.GradientTape() as tape:
                 tape.watch(inputs)  # as in _make_pass
-                outputs = model(inputs, training=False)
+                with model_code():
+                    outputs = model(inputs, training=False)
                 total = tf.add_n(
                     [
                         tf.reduce_sum(
@@ -244,11 +250,12 @@ class TfEngine(Engine):
                 )
             maps, tokens = feature_maps(record, inputs.shape, engine.token_overrides)
             paths = list(tokens)
-            gradients = tape.gradient(
-                total,
-                [maps[path] for path in paths],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
+            with model_code():
+                gradients = tape.gradient(
+                    total,
+                    [maps[path] for path in paths],
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
             return {
                 path: tf.reduce_any(as_grid(gradient, tokens[path]) != 0)
                 for path, gradient in zip(paths, gradients, strict=True)

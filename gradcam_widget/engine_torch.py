@@ -23,6 +23,7 @@ from gradcam_widget.engine import (
     PassResult,
     StatelessEngine,
     as_grid,
+    model_code,
     only_output,
     output_parts,
     perturbation,
@@ -114,11 +115,12 @@ class TorchEngine(StatelessEngine):
             values, chosen, scores = target.traced(scored, ops.convert_to_tensor(feed))
             sources = [perturb[path] for path in kept] + ([batch] if to_input else [])
             total = ops.sum(ops.cast(values, "float32"))
-            gradients = (
-                torch.autograd.grad(total, sources, allow_unused=True)
-                if sources and total.requires_grad
-                else [None] * len(sources)
-            )
+            with model_code():  # the backward pass through the model
+                gradients = (
+                    torch.autograd.grad(total, sources, allow_unused=True)
+                    if sources and total.requires_grad
+                    else [None] * len(sources)
+                )
         gradients = [
             torch.zeros_like(source) if gradient is None else gradient
             for source, gradient in zip(sources, gradients, strict=True)
@@ -187,9 +189,10 @@ class TorchEngine(StatelessEngine):
             if not torch.is_tensor(total) or not total.requires_grad:
                 return frozenset()
             paths = list(tokens)
-            gradients = torch.autograd.grad(
-                total, [perturb[path] for path in paths], allow_unused=True
-            )
+            with model_code():  # the backward pass through the model
+                gradients = torch.autograd.grad(
+                    total, [perturb[path] for path in paths], allow_unused=True
+                )
         return frozenset(
             path
             for path, gradient in zip(paths, gradients, strict=True)

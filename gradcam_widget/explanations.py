@@ -123,12 +123,13 @@ class Explanations:
         )
 
 
-def _batches(source, batch_size: int, input_size: tuple, total: int | None) -> Iterator[list]:
+def _batches(source, batch_size: int, input_size: tuple, labels) -> Iterator[list]:
     """Lists of ``(shown, rgb float32, notes)``, at most ``batch_size`` long, split where the
     image size changes (a model that takes any size keeps each image's size).
 
     Raises:
-        ValueError: for an image that cannot be read, naming it (its index of ``total``).
+        ValueError: for an image that cannot be read, naming it (``labels(index)``:
+            :class:`~gradcam_widget.inputs.ImageLabels`).
     """
     height, width, _ = input_size
     batch: list = []
@@ -137,7 +138,7 @@ def _batches(source, batch_size: int, input_size: tuple, total: int | None) -> I
             rgb, notes = images.read_rgb(item)
             rgb = images.fit(rgb, height, width)
         except ValueError as error:
-            raise ValueError(inputs.about_image(error, index, total)) from error
+            raise ValueError(inputs.about_image(error, labels(index))) from error
         if batch and (len(batch) == batch_size or batch[-1][1].shape != rgb.shape):
             yield batch
             batch = []
@@ -176,8 +177,8 @@ def iter_explain(
     per_image = request.target.per_image  # how many images a target's own data covers
     engine = request.engine
     start = 0
-    total = inputs.images_count(images)
-    for batch in _batches(images, batch_size, engine.input_size, total):
+    labels = inputs.image_labels(images)
+    for batch in _batches(images, batch_size, engine.input_size, labels):
         count = len(batch)
         step = request
         if per_image is not None:
@@ -188,7 +189,7 @@ def iter_explain(
                 )
             step = replace(request, target=request.target.subset(start, start + count))
         rgb = np.stack([entry[1] for entry in batch]).astype(np.float32)
-        model_inputs = inputs.model_batch(rgb, step.preprocess, engine.input_size, start, total)
+        model_inputs = inputs.model_batch(rgb, step.preprocess, engine.input_size, start, labels)
         facts, default, result = _checked_pass(step, model_inputs, [layer])
         path = result.layers[0]
         notes = tuple(dict.fromkeys(note for entry in batch for note in entry[2]))

@@ -6,6 +6,8 @@ classes) is handed in by the caller, which asked the engine.
 
 from __future__ import annotations
 
+import bisect
+import re
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -57,21 +59,21 @@ def prepare(image, input_size: tuple, preprocess) -> tuple[np.ndarray, np.ndarra
     return images.shown_image(rgb), model_batch(rgb[None].copy(), preprocess, input_size), notes
 
 
-def image_label(index: int, count: int | None = None) -> str:
+def image_label(index: int, count: int | None = None, place: str | None = None) -> str:
     """How a message names image ``index`` (counting from 0) of ``count`` images (``None``:
-    of a stream of unknown length): ``"image 3 of 5 (images[3])"``, ``"image 3 (from the
-    iterator, counting from 0)"``."""
+    of a stream of unknown length), found at ``place`` in what was handed in (``None``:
+    ``images[index]``): ``"image 3 of 5 (images[3])"``, ``"image 3 of 5 (images[1][0])"``,
+    ``"image 3 (from the iterator, counting from 0)"``."""
     if count is None:
         return f"image {index} (from the iterator, counting from 0)"
-    return f"image {index} of {count} (images[{index}])"
+    return f"image {index} of {count} ({place or f'images[{index}]'})"
 
 
-def about_image(error: Exception, index: int, count: int | None = None) -> str:
-    """``error``'s message about one image said of image ``index`` of ``count``
+def about_image(error: Exception, label: str) -> str:
+    """``error``'s message about one image said of the image ``label`` names
     (:func:`image_label`): ``"the image contains NaN ..."`` becomes ``"image 3 of 5
     (images[3]) contains NaN ..."``."""
     text = str(error)
-    label = image_label(index, count)
     if text.startswith("the image "):
         return f"{label} {text[len('the image ') :]}"
     return f"{label}: {text}"
@@ -79,16 +81,52 @@ def about_image(error: Exception, index: int, count: int | None = None) -> str:
 
 def images_count(source) -> int | None:
     """How many images :func:`image_stream` gives from ``source`` when that is known
-    beforehand (an array, or a list or tuple with one image per entry), else ``None``."""
+    beforehand (an array, or a list or tuple of images, ``(image, label, ...)`` tuples or
+    batches ``(n, H, W, C)``), else ``None``."""
+    labels = image_labels(source)
+    return None if labels is None else labels.count
+
+
+class ImageLabels:
+    """How messages name the images :func:`image_stream` gives from one source
+    (:func:`image_labels`): ``labels(3)`` is :func:`image_label` of image 3, at its place in
+    the source."""
+
+    def __init__(self, count: int | None, places: list | None = None):
+        self.count = count
+        self._places = places  # (first image, entry index, inside a tuple, a batch) per entry
+
+    def __call__(self, index: int) -> str:
+        if self.count is None or self._places is None or not 0 <= index < self.count:
+            return image_label(index, self.count)
+        firsts = [place[0] for place in self._places]
+        first, entry, tupled, batch = self._places[bisect.bisect_right(firsts, index) - 1]
+        place = f"images[{entry}]" + ("[0]" if tupled else "")
+        if batch:
+            place += f"[{index - first}]"
+        return image_label(index, self.count, place)
+
+
+def image_labels(source) -> ImageLabels | None:
+    """:class:`ImageLabels` for ``source``: each image named by its index of how many there
+    are and its place (``images[3]``, ``images[3][0]`` for the image of an ``(image, label)``
+    tuple, ``images[1][2]`` for image 2 of a batch in entry 1) when that is known beforehand
+    (an array, a list or a tuple), else by its index in the stream (a generator, a dataset)."""
     if isinstance(source, np.ndarray):
-        return len(source) if source.ndim == 4 else None
+        return ImageLabels(len(source) if source.ndim == 4 else None)
     if not isinstance(source, (list, tuple)):
-        return None
-    for item in source:
-        image = item[0] if isinstance(item, tuple) and item else item
-        if len(getattr(image, "shape", ())) == 4:  # a batch of images in one entry
-            return None
-    return len(source)
+        return ImageLabels(None)
+    places, count = [], 0
+    for entry, item in enumerate(source):
+        tupled = isinstance(item, tuple) and bool(item)
+        image = item[0] if tupled else item
+        batch = len(getattr(image, "shape", ())) == 4  # a batch of images in one entry
+        places.append((count, entry, tupled, batch))
+        try:
+            count += int(image.shape[0]) if batch else 1
+        except (TypeError, ValueError):  # a batch of a size not known (a symbolic tensor)
+            return ImageLabels(None)
+    return ImageLabels(count, places)
 
 
 def _first_non_finite(batch: np.ndarray) -> int | None:
@@ -102,7 +140,7 @@ def model_batch(
     preprocess: Callable | None,
     input_size: tuple,
     start: int = 0,
-    total: int | None = None,
+    labels: Callable[[int], str] | None = None,
 ) -> np.ndarray:
     """``(N, H, W, 3)`` float32 RGB in 0..255 -> the model's input.
 
@@ -111,20 +149,25 @@ def model_batch(
 
     Args:
         batch, preprocess, input_size: as above.
-        start, total: the batch is images ``start..`` of ``total`` (``None``: of a stream):
-            how a message names an image of several.
+        start, labels: the batch is images ``start..`` of several, each named by
+            ``labels(index)`` (:class:`ImageLabels`); ``None``: the batch is all there is (an
+            image of several named ``images[i]``).
 
     Raises:
         ValueError: naming what the model takes (and the image, for NaN or infinity in a
-            batch of several).
+            batch of several); for a preprocess that fails, one line saying so, the
+            exception it raised chained (resource errors -- out of memory, too deep a
+            recursion -- propagate as they are).
     """
     count, in_height, in_width = batch.shape[:3]
     if preprocess is not None:
         try:
             batch = np.asarray(preprocess(batch), dtype=np.float32)
+        except (MemoryError, RecursionError):
+            raise
         except Exception as error:
             raise ValueError(
-                f"preprocess failed on a ({count}, H, W, 3) float32 batch: {error}"
+                f"preprocess failed on a ({count}, H, W, 3) float32 batch: {error_said(error)}"
             ) from error
         if batch.ndim != 4 or batch.shape[0] != count:
             raise ValueError(
@@ -148,13 +191,29 @@ def model_batch(
         )
     bad = _first_non_finite(batch)
     if bad is not None:
-        if count == 1 and start == 0 and total is None:
+        if count == 1 and start == 0 and labels is None:
             raise ValueError("the preprocessed input contains NaN or infinite values")
-        raise ValueError(
-            f"the preprocessed input of {image_label(start + bad, total)} contains NaN or "
-            "infinite values"
-        )
+        label = image_label(bad, count) if labels is None else labels(start + bad)
+        raise ValueError(f"the preprocessed input of {label} contains NaN or infinite values")
     return batch.astype(np.float32)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def error_said(error: BaseException) -> str:
+    """``"ValueError: its first line"`` of ``error`` (ANSI colours left out, at most 300
+    characters); ``"ValueError"`` for an empty message, ``"Weird (its message could not be
+    read)"`` when reading it raises."""
+    kind = type(error).__name__
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - whatever __str__ raises, the message is unreadable
+        return f"{kind} (its message could not be read)"
+    text = _ANSI.sub("", text)
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    line = line if len(line) <= 300 else line[:299] + "…"
+    return f"{kind}: {line}" if line else kind
 
 
 def check_image_batch(batch, input_size: tuple) -> np.ndarray:

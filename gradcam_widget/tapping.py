@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from gradcam_widget._keras import BACKEND, keras
 from gradcam_widget.inputs import ModelCheckError
@@ -213,7 +214,7 @@ class _Tap:
     def __init__(self, perturb=None):
         self.record = Record()
         self.perturb = perturb or {}
-        self.failed = None  # (path, exception) of the innermost leaf call that raised
+        self.failed: LayerFailure | None = None  # the innermost leaf call that raised
         self.graph = None  # the TensorFlow graph being traced
         self.trace = None  # the JAX trace the pass runs in
         if BACKEND == "tensorflow":
@@ -430,8 +431,10 @@ def _recording_call(tap: _Tap, path: str, original):
         try:
             outputs = original(*args, **kwargs)
         except Exception as error:
-            if tap.active() and tap.failed is None:  # the innermost leaf raised first
-                tap.failed = (path, error)
+            # the innermost leaf that raised: a leaf that re-raises an inner leaf's exception
+            # (or Keras's copy of it) leaves it as it is, one that raises its own replaces it
+            if tap.active() and (tap.failed is None or not reraises(error, tap.failed.error)):
+                tap.failed = LayerFailure(path, error, _specs((args, kwargs)))
             raise
         if not tap.active():
             return outputs
@@ -452,31 +455,84 @@ def _recording_call(tap: _Tap, path: str, original):
     return call
 
 
-def failed_layer(error: BaseException) -> tuple[str, BaseException] | None:
-    """``(path, exception)`` of the leaf layer whose call raised ``error`` inside a
-    :func:`tapped` block, ``exception`` being what the layer itself raised (Keras re-raises a
-    copy with its call context added); ``None`` when no leaf layer raised it, or it was raised
+class LayerFailure(NamedTuple):
+    """A leaf layer's call that raised (:func:`failed_layer`)."""
+
+    path: str
+    error: BaseException  # what the layer itself raised
+    inputs: tuple | None  # its call's ``(args, kwargs)``, each tensor as a KerasTensor spec
+
+
+def _specs(structure):
+    """``structure`` with each tensor replaced by a ``KerasTensor`` of its shape and dtype
+    (``None`` when that cannot be read): the shapes a failing layer was called with, kept
+    without the tensors (and the graphs or traces they belong to)."""
+
+    def spec(value):
+        if isinstance(value, keras.KerasTensor) or keras.ops.is_tensor(value):
+            dtype = keras.backend.standardize_dtype(value.dtype)
+            return keras.KerasTensor(tuple(value.shape), dtype=dtype)
+        return value
+
+    try:
+        return keras.tree.map_structure(spec, structure)
+    except Exception:  # noqa: BLE001 - only a help for saying why the layer failed
+        return None
+
+
+def failed_layer(error: BaseException) -> LayerFailure | None:
+    """The :class:`LayerFailure` ``(path, exception, inputs)`` of the leaf layer whose call
+    raised ``error`` inside a :func:`tapped` block, ``exception`` being what the layer itself
+    raised; ``None`` when ``error`` is not that exception or a re-raise of it
+    (:func:`reraise_chain`) -- the model caught it and raised another, say -- or it was raised
     outside such a block."""
     return getattr(error, "_gradcam_failed", None)
 
 
-def _mark_failure(error: BaseException, failed) -> None:
-    """Remember on ``error`` which leaf raised it (``failed``: ``(path, exception)`` from the
-    tap), when ``error`` is that leaf's exception or a copy of it that names it in its chain
-    (Keras's copy with the call context, JAX's re-raise keep the original there)."""
+def reraise_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it re-raises, outermost first: Keras's copy of an
+    exception with its call context added in the message (``_keras_call_info_injected``,
+    raised while handling the exception it copies: its ``__context__``, or after JAX's
+    re-raise, which moves the chain to an ``UnfilteredStackTrace`` set as ``__cause__``, that
+    one's ``__context__``). Nothing else is followed: an exception raised while handling
+    another (``except ValueError: raise RuntimeError(...)``) or from it is its own."""
+    chain = [error]
+    while len(chain) < 16:
+        inner = _copied(chain[-1])
+        if inner is None or any(inner is seen for seen in chain):
+            break
+        chain.append(inner)
+    return chain
+
+
+def reraises(error: BaseException, original: BaseException) -> bool:
+    """Whether ``error`` is ``original`` or a re-raise of it (:func:`reraise_chain`)."""
+    return any(link is original for link in reraise_chain(error))
+
+
+def _copied(error: BaseException) -> BaseException | None:
+    """The exception Keras's ``error`` copies with its call context added, else ``None``."""
+    if getattr(error, "_keras_call_info_injected", False) is not True:
+        return None
+    inner = error.__context__
+    cause = error.__cause__
+    if inner is None and type(cause).__name__ == "UnfilteredStackTrace":  # JAX moved it
+        inner = cause.__context__
+    if inner is None:
+        return None
+    # Keras copies with the same class, or as a RuntimeError when that class cannot be
+    # made from a message alone
+    return inner if type(error) in (type(inner), RuntimeError) else None
+
+
+def _mark_failure(error: BaseException, failed: LayerFailure | None) -> None:
+    """Remember on ``error`` which leaf raised it (``failed``, from the tap), when ``error``
+    is that leaf's exception or a re-raise of it (:func:`reraise_chain`)."""
     if failed is None or hasattr(error, "_gradcam_failed"):
         return
-    chain, seen = [error], set()
-    while chain and len(seen) < 16:  # the exceptions ``error`` was raised from, or during
-        current = chain.pop()
-        if current is None or id(current) in seen:
-            continue
-        if current is failed[1]:
-            with contextlib.suppress(AttributeError):  # an exception without a __dict__
-                error._gradcam_failed = failed
-            return
-        seen.add(id(current))
-        chain += [current.__cause__, current.__context__]
+    if reraises(error, failed.error):
+        with contextlib.suppress(AttributeError):  # an exception without a __dict__
+            error._gradcam_failed = failed
 
 
 def _guided_for(tap: _Tap, guided, original):

@@ -644,12 +644,199 @@ def nan_index_check():
     checks.append("errors: a NaN image named by its index")
 
 
+class ArmedLayer(keras.layers.Layer):
+    """A leaf layer whose call raises ``make()`` once ``make`` is set."""
+
+    make = None
+
+    def call(self, x):
+        if self.make is not None:
+            raise self.make()
+        return x
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+class CatchingModel(keras.Model):
+    """A model that catches its layer's ValueError and raises a RuntimeError of its own."""
+
+    def __init__(self):
+        super().__init__(name="catcher")
+        self.conv = keras.layers.Conv2D(4, 3, name="conv")
+        self.bad = ArmedLayer(name="bad")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(2)
+
+    def call(self, x):
+        x = self.conv(x)
+        try:
+            x = self.bad(x)
+        except ValueError:
+            raise RuntimeError("model's own fallback failed")  # noqa: B904 - the case itself
+        return self.head(self.gap(x))
+
+
+def handled_failure_check():
+    """A model that catches its layer's error and raises its own: its own message and
+    cause, the layer's handled error not taken for it."""
+    image = error_image()[:32, :32]
+    model = CatchingModel()
+    model(np.zeros((1, 32, 32, 3), np.float32))
+    model.bad.make = lambda: ValueError("inner boom")
+    for call in (
+        lambda: gw.capture(model, image),
+        lambda: gw.class_scores(model, image[None], 0),
+    ):
+        error = one_line_error(
+            call, "catcher", "RuntimeError: model's own fallback failed", cause=RuntimeError
+        )
+        assert "inner boom" not in str(error) and "at layer 'bad'" not in str(error), error
+        assert str(error.__cause__) == "model's own fallback failed", repr(error.__cause__)
+    checks.append("errors: an error the model raises handling its layer's is its own")
+
+
+class MultipleOfEight(keras.Model):
+    """Subclassed U-Net-like model: any size that is a multiple of 8 (at 36 x 36 it
+    concatenates 9 x 9 and 8 x 8 grids)."""
+
+    def __init__(self):
+        super().__init__(name="unet")
+        self.conv = keras.layers.Conv2D(4, 3, padding="same", name="c")
+        self.p1 = keras.layers.MaxPooling2D(name="p1")
+        self.p2 = keras.layers.MaxPooling2D(name="p2")
+        self.p3 = keras.layers.MaxPooling2D(name="p3")
+        self.up = keras.layers.UpSampling2D(name="up")
+        self.cat = keras.layers.Concatenate(name="cat")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(2)
+
+    def call(self, x):
+        skip = self.p2(self.p1(self.conv(x)))
+        return self.head(self.gap(self.cat([skip, self.up(self.p3(skip))])))
+
+
+def shapes_hint_check():
+    """ "Too small" only where the shapes run out: not for a size that is no multiple of 8, but
+    for a layer whose shape inference fails at this size only (a crop of everything), the
+    original's first line kept after the hint."""
+    image = error_image()
+    unet = MultipleOfEight()
+    unet(np.zeros((1, 64, 64, 3), np.float32))
+    seed_weights(unet, 27)
+    error = one_line_error(lambda: gw.capture(unet, image[:36, :36]), "unet")
+    assert "too small" not in str(error), error
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 1, name="c")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Cropping2D(5, name="crop")(x))
+    cropper = keras.Model(inputs, keras.layers.Dense(2)(x), name="cropper")
+    seed_weights(cropper, 28)
+    for call in (
+        lambda: gw.capture(cropper, image[:10, :10]),
+        lambda: gw.class_scores(cropper, image[None, :10, :10], 0),
+    ):
+        error = one_line_error(call, "'cropper'", "too small", "layer 'crop' (Cropping2D)")
+        assert type(error).__name__ == "ModelCallError", repr(error)
+    pooled = pooled_model("pooled_original")
+    error = one_line_error(lambda: gw.capture(pooled, image[:20, :20]), "too small", "'last'")
+    assert "; original: " in str(error), error
+    checks.append("errors: too small only where the shapes run out, the original kept")
+
+
+class WeirdError(Exception):
+    def __str__(self):
+        raise RuntimeError("str boom")
+
+
+class MessageMethodError(Exception):
+    def message(self):
+        return "from the method"
+
+
+def armed_model(make, name):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    layer = ArmedLayer(name="bad")
+    x = keras.layers.GlobalAveragePooling2D()(layer(x))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x), name=name)
+    layer.make = make
+    return model
+
+
+def message_reading_check():
+    """An exception whose __str__ raises, and one with a message() method: said by class, and
+    by its own text."""
+    image = error_image()[:32, :32]
+    weird = armed_model(lambda: WeirdError("x"), "weird_net")
+    one_line_error(
+        lambda: gw.capture(weird, image), "weird_net", "WeirdError (its message could not be read)"
+    )
+    method = armed_model(lambda: MessageMethodError("the real text"), "method_net")
+    error = one_line_error(lambda: gw.capture(method, image), "MessageMethodError: the real text")
+    assert "bound method" not in str(error), error
+    checks.append("errors: messages read safely")
+
+
+def resource_errors_check():
+    """A MemoryError inside the model propagates as it is (a note names the model); an
+    exception of this package's own code is not said as the model's."""
+    image = error_image()[:32, :32]
+    hungry = armed_model(lambda: MemoryError("out of memory in the layer"), "hungry")
+    for call in (
+        lambda: gw.capture(hungry, image),
+        lambda: gw.class_scores(hungry, image[None], 0),
+    ):
+        try:
+            call()
+        except MemoryError as error:
+            assert "'hungry'" in " ".join(getattr(error, "__notes__", [])), error
+        else:
+            raise AssertionError(f"no MemoryError on {BACKEND}")
+    module = sys.modules[type(gw.engine.engine_for(tiny_cnn())).__module__]
+    saved = module.scored_outputs
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug of the package")
+
+    module.scored_outputs = broken
+    try:
+        gw.capture(tiny_cnn(), image)
+    except TypeError as error:
+        assert not isinstance(error, ValueError) and "a bug of the package" in str(error)
+    else:
+        raise AssertionError(f"no TypeError on {BACKEND}")
+    finally:
+        module.scored_outputs = saved
+    checks.append("errors: resource errors and the package's own propagate as they are")
+
+
+def batch_shape_check():
+    """A model failing on a batch of 3: every backend names the batch (3, H, W, C)."""
+    image = error_image()
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(FailingLayer(name="bad")(x))
+    failing = keras.Model(inputs, keras.layers.Dense(2)(x), name="failing_batch")
+    batch = np.stack([image] * 3)
+    for call in (
+        lambda: gw.class_scores(failing, batch, 0),
+        lambda: gw.explain(failing, batch),
+    ):
+        one_line_error(call, "failing_batch", "shape (3, 64, 64, 3)", "bad thing happened")
+    checks.append("errors: a failing batch named by its shape on every backend")
+
+
 ERROR_CHECKS = (
     "failing_layer_check",
     "traced_failure_check",
     "too_small_check",
     "scope_names_check",
     "nan_index_check",
+    "handled_failure_check",
+    "shapes_hint_check",
+    "message_reading_check",
+    "resource_errors_check",
+    "batch_shape_check",
 )
 
 

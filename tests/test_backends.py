@@ -7,7 +7,9 @@ head (logit and probability), a softmax inside a Lambda, a sigmoid head, every m
 option, fusion, vanilla and guided saliency, Guided Grad-CAM, targets (a class per image, a
 callable, a regression value, a region), the metrics, an audit and the widget; and what a failing
 model gets (a layer that raises, a model that fails only while traced, an image too small, layer
-names TensorFlow's name scopes refuse, a NaN image among several), also run alone, check by check
+names TensorFlow's name scopes refuse, a NaN image among several, an error the model raises while
+handling its layer's, a size no multiple of 8, a crop of everything, unreadable messages, resource
+errors and the package's own, a failing batch's shape), also run alone, check by check
 (:data:`ERROR_CHECKS`).
 """
 
@@ -63,6 +65,11 @@ ERROR_CHECKS = (
     "too_small_check",  # an image really too small: said from the shapes
     "scope_names_check",  # layers named "conv 1", "é": explained
     "nan_index_check",  # a NaN image among several: named by its index
+    "handled_failure_check",  # the model's own error raised handling a layer's: its own
+    "shapes_hint_check",  # too small only where the shapes run out, the original kept
+    "message_reading_check",  # an unreadable message, a message() method: read safely
+    "resource_errors_check",  # MemoryError and the package's own errors: as they are
+    "batch_shape_check",  # a failing batch named by its own shape on every backend
 )
 
 

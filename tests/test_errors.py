@@ -1,8 +1,13 @@
 """What a model's failure looks like: one ValueError of one line, naming the model, the layer
 when known and what went wrong, the original exception chained; "too small" only when the
-shapes say so; layers named as TensorFlow's scopes refuse still explained; a NaN image among
-several named by its index. (On TensorFlow, in this process: ``tests/backend_worker.py``'s
-``errors_check`` runs the same cases on JAX and PyTorch.)
+shapes say so (a layer's output with no pixels, a layer whose shape inference fails at this size
+only; not a size that is no multiple of what the model needs), the original's line kept after the
+hint; an error the model raises while handling its layer's is its own; unreadable messages read
+safely; resource errors and this package's own exceptions propagate as they are; layers named as
+TensorFlow's scopes refuse still explained; a NaN image among several named by its index and its
+place (in a list of batches or of (image, label) tuples); a failing preprocess said in one line.
+(On TensorFlow, in this process: ``tests/backend_worker.py``'s ``errors_check`` runs the same
+cases on JAX and PyTorch.)
 """
 
 from __future__ import annotations
@@ -244,3 +249,247 @@ def test_a_nan_from_preprocess_or_in_a_scored_batch_is_named(make_cnn, nan_batch
         gw.explain(make_cnn(), clean, preprocess=preprocess, batch_size=2)
     with pytest.raises(ValueError, match=r"image 3 of 5 \(images\[3\]\) contains NaN"):
         gw.class_scores(make_cnn(), nan_batch, 0)
+
+
+# --- E. what the model raises itself, resource errors and this package's own ---------------
+
+
+class Bad(keras.layers.Layer):
+    """A leaf layer that raises ``ValueError("inner boom")`` once ``armed``."""
+
+    armed = False
+
+    def call(self, x):
+        if self.armed:
+            raise ValueError("inner boom")
+        return x
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+class Catcher(keras.Model):
+    """A model that catches its layer's error and raises its own (``how``: while handling
+    it, from it, or the same one again)."""
+
+    def __init__(self, how="during"):
+        super().__init__(name="catcher")
+        self.conv = keras.layers.Conv2D(4, 3, name="conv")
+        self.bad = Bad(name="bad")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(2)
+        self.how = how
+
+    def call(self, x):
+        x = self.conv(x)
+        try:
+            x = self.bad(x)
+        except ValueError as error:
+            if self.how == "again":
+                raise
+            if self.how == "from":
+                raise RuntimeError("model's own fallback failed") from error
+            raise RuntimeError("model's own fallback failed")  # noqa: B904 - the case itself
+        return self.head(self.gap(x))
+
+
+def armed_catcher(how):
+    model = Catcher(how)
+    model(np.zeros((1, 32, 32, 3), np.float32))
+    model.bad.armed = True
+    return model
+
+
+@pytest.mark.parametrize("how", ["during", "from"])
+def test_an_error_the_model_raises_handling_a_layers_is_the_models_own(how):
+    model = armed_catcher(how)
+    for call in (
+        lambda: gw.capture(model, image(32)),
+        lambda: gw.class_scores(model, image(32)[None], 0),
+    ):
+        with pytest.raises(ValueError) as error:
+            call()
+        text = one_line(error)
+        assert "catcher" in text and "RuntimeError: model's own fallback failed" in text, text
+        assert "inner boom" not in text and "at layer 'bad'" not in text, text
+        cause = error.value.__cause__
+        assert type(cause) is RuntimeError, repr(cause)
+        assert str(cause) == "model's own fallback failed", repr(cause)
+    # the layer's own exception raised again is still the layer's
+    with pytest.raises(ValueError) as error:
+        gw.capture(armed_catcher("again"), image(32))
+    text = one_line(error)
+    assert "at layer 'bad' (Bad): ValueError: inner boom" in text, text
+    assert str(error.value.__cause__) == "inner boom"
+
+
+class Weird(Exception):
+    def __str__(self):
+        raise RuntimeError("str boom")
+
+
+class WithMessageMethod(Exception):
+    def message(self):
+        return "from the method"
+
+
+class Raising(keras.layers.Layer):
+    """A leaf layer whose call raises what ``make()`` gives."""
+
+    def __init__(self, make, **kwargs):
+        super().__init__(**kwargs)
+        self.make = make
+
+    def call(self, x):
+        raise self.make()
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def raising_model(make, name="raising_net"):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(Raising(make, name="bad")(x))
+    return keras.Model(inputs, keras.layers.Dense(2)(x), name=name)
+
+
+def test_an_exception_whose_message_cannot_be_read_is_named_by_its_class():
+    with pytest.raises(ValueError) as error:
+        gw.capture(raising_model(lambda: Weird("x")), image(32))
+    text = one_line(error)
+    assert "raising_net" in text and "'bad'" in text, text
+    assert "Weird (its message could not be read)" in text, text
+    assert isinstance(error.value.__cause__, Weird)
+
+
+def test_a_message_method_is_not_taken_for_the_message():
+    with pytest.raises(ValueError) as error:
+        gw.capture(raising_model(lambda: WithMessageMethod("the real text")), image(32))
+    text = one_line(error)
+    assert "WithMessageMethod: the real text" in text, text
+    assert "bound method" not in text, text
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MemoryError("out of memory in the layer"),
+        lambda: RecursionError("maximum recursion depth exceeded"),
+        lambda: tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor"),
+    ],
+    ids=["MemoryError", "RecursionError", "ResourceExhaustedError"],
+)
+def test_resource_errors_inside_the_model_propagate_as_they_are(make):
+    kind = type(make())
+    model = raising_model(make, name="hungry")
+    for call in (
+        lambda: gw.capture(model, image(32)),
+        lambda: gw.class_scores(model, image(32)[None], 0),
+    ):
+        with pytest.raises(kind) as error:
+            call()
+        assert not isinstance(error.value, ValueError), repr(error.value)
+        notes = " ".join(getattr(error.value, "__notes__", []))
+        assert "'hungry'" in notes, notes
+
+
+def test_this_packages_own_errors_are_not_said_as_the_models(make_cnn, monkeypatch):
+    from gradcam_widget import engine_tf
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug of the package")
+
+    monkeypatch.setattr(engine_tf, "scored_outputs", broken)
+    with pytest.raises(TypeError, match="a bug of the package") as error:
+        gw.capture(make_cnn(), image(32))
+    assert not isinstance(error.value, ValueError), repr(error.value)
+
+
+# --- F. "too small" only where the shapes run out ------------------------------------------
+
+
+class UNet(keras.Model):
+    """Subclassed, any size, but a multiple of 8: a skip of two poolings concatenated with
+    one pooled and upsampled again (9 x 9 and 8 x 8 at 36 x 36)."""
+
+    def __init__(self):
+        super().__init__(name="unet")
+        self.conv = keras.layers.Conv2D(4, 3, padding="same", name="c")
+        self.p1 = keras.layers.MaxPooling2D(name="p1")
+        self.p2 = keras.layers.MaxPooling2D(name="p2")
+        self.p3 = keras.layers.MaxPooling2D(name="p3")
+        self.up = keras.layers.UpSampling2D(name="up")
+        self.cat = keras.layers.Concatenate(name="cat")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(2)
+
+    def call(self, x):
+        skip = self.p2(self.p1(self.conv(x)))
+        return self.head(self.gap(self.cat([skip, self.up(self.p3(skip))])))
+
+
+def test_a_model_that_needs_a_multiple_of_a_size_is_not_too_small():
+    model = UNet()
+    model(np.zeros((1, 64, 64, 3), np.float32))
+    with pytest.raises(ValueError) as error:
+        gw.capture(model, image(36))
+    text = one_line(error)
+    assert "unet" in text and "too small" not in text, text
+    assert "InvalidArgumentError" in text and "match" in text, text  # the concatenation's line
+    assert gw.capture(model, image(40)).layers
+
+
+def test_the_too_small_hint_keeps_the_original_line():
+    with pytest.raises(ValueError, match="too small") as error:
+        gw.capture(pooled_model(), image(20))
+    text = one_line(error)
+    assert "'last'" in text, text
+    assert "; original: Computed output size would be negative" in text, text
+
+
+def crop_model():
+    """Conv 1 x 1, then Cropping2D(5): 10 x 10 images come out 0 x 0."""
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 1, name="c")(inputs)
+    x = keras.layers.Cropping2D(5, name="crop")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x), name="cropper")
+
+
+def test_a_layer_whose_shape_inference_fails_at_this_size_only_is_too_small():
+    model = crop_model()
+    for call in (
+        lambda: gw.capture(model, image(10)),
+        lambda: gw.class_scores(model, image(10)[None], 0),
+    ):
+        with pytest.raises(gw.engine.ModelCallError, match="too small") as error:
+            call()
+        text = one_line(error)
+        assert "'cropper'" in text and "layer 'crop' (Cropping2D)" in text, text
+    assert gw.capture(model, image(11)).layers
+
+
+# --- G. the minor ones: preprocess, NaN places ---------------------------------------------
+
+
+def test_a_failing_preprocess_is_said_in_one_line(make_cnn):
+    def preprocess(batch):
+        raise RuntimeError("preprocess exploded\nsecond line")
+
+    with pytest.raises(ValueError) as error:
+        gw.capture(make_cnn(), image(32), preprocess=preprocess)
+    text = one_line(error)
+    assert "preprocess failed" in text and "RuntimeError: preprocess exploded" in text, text
+    assert isinstance(error.value.__cause__, RuntimeError)
+
+
+def test_a_nan_image_in_a_list_of_batches_or_tuples_is_named_by_its_place(make_cnn, nan_batch):
+    model = make_cnn()
+    batches = [nan_batch[:2], nan_batch[2:4], nan_batch[4:]]
+    with pytest.raises(ValueError, match=r"image 3 of 5 \(images\[1\]\[1\]\) contains NaN"):
+        gw.explain(model, batches, batch_size=2)
+    pairs = [(picture, 1) for picture in nan_batch]
+    with pytest.raises(ValueError, match=r"image 3 of 5 \(images\[3\]\[0\]\) contains NaN"):
+        gw.explain(model, pairs, batch_size=2)
