@@ -27,13 +27,14 @@ def closed_port() -> int:
 
 
 @contextlib.contextmanager
-def silent_server():
-    """A loopback port that accepts connections and never says a word; yields
-    ``(port, accepted)``, ``accepted`` set once a client has connected."""
+def loopback_server(answer):
+    """A loopback port whose accepted connections are each handed to ``answer(connection)``
+    (then held open until the block ends); yields ``(port, accepted)``, ``accepted`` set once
+    a client has connected."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
-    accepted = threading.Event()
+    accepted, stop = threading.Event(), threading.Event()
     held = []
 
     def serve():
@@ -45,8 +46,9 @@ def silent_server():
                 continue
             held.append(connection)
             accepted.set()
+            with contextlib.suppress(OSError):
+                answer(connection)
 
-    stop = threading.Event()
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
@@ -59,35 +61,20 @@ def silent_server():
         server.close()
 
 
-@contextlib.contextmanager
+def silent_server():
+    """A loopback port that accepts connections and never says a word."""
+    return loopback_server(lambda connection: None)
+
+
+def _http_400(connection):
+    connection.settimeout(2)
+    connection.recv(1024)
+    connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
 def http_server():
     """A loopback port where a plain HTTP/1.1 server answers anything with 400."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    stop = threading.Event()
-
-    def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except (TimeoutError, OSError):
-                continue
-            with connection:
-                connection.settimeout(2)
-                with contextlib.suppress(OSError):
-                    connection.recv(1024)
-                    connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
+    return loopback_server(_http_400)
 
 
 def test_nothing_listening_is_one_line_naming_the_address():
@@ -107,48 +94,21 @@ def test_a_server_that_never_answers_fails_at_the_timeout():
 
 def test_a_server_of_another_protocol_is_not_taken_for_ray():
     with (
-        http_server() as port,
+        http_server() as (port, _),
         pytest.raises(distributed.RayAddressError, match="does not speak gRPC"),
     ):
         distributed.check_address(f"127.0.0.1:{port}", timeout=5)
 
 
-@contextlib.contextmanager
 def settings_only_server():
     """A loopback port that answers HTTP/2's opening with a SETTINGS frame, then nothing: it
     looks like gRPC to a first glance and never answers a call."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    stop = threading.Event()
-    held = []
-
-    def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except (TimeoutError, OSError):
-                continue
-            held.append(connection)
-            with contextlib.suppress(OSError):
-                connection.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for connection in held:
-            connection.close()
-        server.close()
+    return loopback_server(lambda c: c.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"))
 
 
 def test_a_server_that_only_looks_like_grpc_fails_at_the_timeout():
     with (
-        settings_only_server() as port,
+        settings_only_server() as (port, _),
         pytest.raises(distributed.RayAddressError, match="did not answer"),
     ):
         distributed.check_address(f"127.0.0.1:{port}", timeout=2)
