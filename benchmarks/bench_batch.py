@@ -66,7 +66,7 @@ def stream(count: int, batch_size: int) -> dict:
     """Stream ``count`` shape scenes through ``gw.iter_explain`` in this process; figures in
     MB."""
     import gradcam_widget as gw
-    from gradcam_widget import data
+    from gradcam_widget.data import scenes as data
 
     def scenes(first: int, number: int):
         for seed in range(first, first + number):
@@ -128,7 +128,7 @@ def keras_io_recipe(model):
     softmax is removed (as the recipe does, ``model.layers[-1].activation = None``)."""
     import cv2
 
-    from gradcam_widget._tf import keras, tf
+    from gradcam_widget.engine._tf import keras, tf
 
     linear = keras.models.clone_model(model)
     linear.set_weights(model.get_weights())
@@ -172,9 +172,9 @@ def correlation(first, second) -> float:
 def speed(args) -> tuple[dict, dict, dict, list[str]]:
     """Median seconds per contender, paired per-round ratios, checks, notes."""
     import gradcam_widget as gw
-    from gradcam_widget import targets
-    from gradcam_widget._tf import keras
+    from gradcam_widget.captures import targets
     from gradcam_widget.engine import engine_for
+    from gradcam_widget.engine._tf import keras
 
     warnings.filterwarnings("ignore", message="The structure of `inputs`")  # tf-keras-vis side
     keras.utils.set_random_seed(0)

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 import gradcam_widget as gw
-from gradcam_widget._tf import keras, tf
+from gradcam_widget.engine._tf import keras, tf
 
 CONV_LAYERS = [
     "block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2",

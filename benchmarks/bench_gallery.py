@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 import gradcam_widget as gw
-from gradcam_widget import store
-from gradcam_widget.gallery import CamGallery
+from gradcam_widget.auditing import store
+from gradcam_widget.auditing.gallery import CamGallery
 
 STORAGE = ("shard", "row", "thumb_offset", "thumb_size")
 SORTS = [("entropy", False), ("predicted_score", True), ("centre_share", False),

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def session(changes: int, cache_bytes: int | None) -> dict:
     """One explorer session in this process; returns its figures in MB."""
     import gradcam_widget as gw
-    from gradcam_widget._tf import keras
+    from gradcam_widget.engine._tf import keras
 
     keras.utils.set_random_seed(0)
     model = keras.applications.VGG16(weights=None)

@@ -48,7 +48,7 @@ CONTENDERS = {
 
 def run(name: str, settings, folder: Path, args) -> dict:
     import gradcam_widget as gw
-    from gradcam_widget import store
+    from gradcam_widget.auditing import store
 
     for key in ("GW_RAY_WORKERS", "GW_RAY_CPUS"):
         os.environ.pop(key, None)
@@ -98,7 +98,7 @@ def main() -> None:
 
     import ray
 
-    from gradcam_widget import models
+    from gradcam_widget.data import models
 
     models.load("shapes")
     started = time.perf_counter()

@@ -20,8 +20,8 @@ import warnings
 import numpy as np
 
 import gradcam_widget as gw
-from gradcam_widget._tf import keras
 from gradcam_widget.engine import bfloat16_supported, engine_for
+from gradcam_widget.engine._tf import keras
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 import gradcam_widget as gw
-from gradcam_widget._tf import keras
+from gradcam_widget.engine._tf import keras
 
 LAYER = "block5_conv3"
 LAYERS = [LAYER, "block4_conv3", "block5_conv2", "block3_conv3", "block5_conv1"]

@@ -7,13 +7,18 @@
 >>> ex = gw.explain(model, images, targets=[3, 1, 7])   # one compiled pass per batch
 >>> ex.heatmaps.shape                                    # (3, 224, 224)
 
-``core`` is pure numpy; the engines (``engine_tf`` on Keras's TensorFlow backend,
-``engine_jax`` on its JAX backend) are the only modules that run the model. The widget
-(:class:`CamExplorer`) is imported lazily so the core needs no Jupyter.
+The folders, lowest first (a module imports only from its own folder or a lower one):
+``cam`` (numpy only) and ``data``; ``engine`` (the only code that runs a model);
+``captures`` (what one pass recorded, explain, targets); ``checks``; ``explorer`` (the widget,
+its session, the static export); ``auditing`` (audits, their store, the gallery). See
+docs/architecture.md. The widgets are imported lazily so the core needs no Jupyter.
 """
 
-from gradcam_widget import core, targets
-from gradcam_widget.captures import (
+from gradcam_widget import _aliases
+from gradcam_widget.cam import core
+from gradcam_widget.cam.core import CamResult
+from gradcam_widget.captures import targets
+from gradcam_widget.captures.capturing import (
     Capture,
     capture,
     class_scores,
@@ -22,30 +27,31 @@ from gradcam_widget.captures import (
     saliency,
     set_token_grid,
 )
-from gradcam_widget.core import CamResult
-from gradcam_widget.explanations import Explanations, explain, iter_explain
+from gradcam_widget.captures.explanations import Explanations, explain, iter_explain
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "data", "models", "render", "widget", "methods", "metrics", "sanity",
-    "sources", "store", "auditing", "gallery", "distributed", "export",
-}  # fmt: skip
+_aliases.install()  # the old flat module names (gradcam_widget.render, ...) still import
+
+_FOLDERS = {"cam", "engine", "captures", "checks", "explorer", "auditing", "data", "options"}
 _LAZY_NAMES = {
-    "CamExplorer": "widget",
-    "CamGallery": "gallery",
-    "audit": "auditing",
-    "AuditResults": "store",
+    "CamExplorer": "explorer.widget",
+    "CamGallery": "auditing.gallery",
+    "audit": "auditing.run",
+    "AuditResults": "auditing.store",
 }
 
 
 def __getattr__(name):
     import importlib
 
-    if name in _LAZY:
+    if name in _FOLDERS:
         return importlib.import_module(f"gradcam_widget.{name}")
     if name in _LAZY_NAMES:
         return getattr(importlib.import_module(f"gradcam_widget.{_LAZY_NAMES[name]}"), name)
+    module = _aliases.moved(name)
+    if module is not None:
+        return module
     raise AttributeError(f"module 'gradcam_widget' has no attribute {name!r}")
 
 

@@ -62,7 +62,7 @@ def _output(out: str):
     """``(folder, None)`` when ``--out`` is an existing folder, else ``(None, file)``, the
     file :func:`gradcam_widget.render.save_figure` will write (checked now, before any work).
     """
-    from gradcam_widget import render
+    from gradcam_widget.data import render
 
     out = os.path.expanduser(out)
     if os.path.isdir(out):
@@ -74,7 +74,7 @@ def _captured(args):
     """The checks that need no model (errors come before a slow load), then the model and
     one capture of the image: ``(capture, image label, output folder or None, output file)``."""
     import gradcam_widget as gw
-    from gradcam_widget import images, models, render
+    from gradcam_widget.data import images, models, render
 
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must be in 0..1; got {args.opacity:g}")
@@ -97,7 +97,7 @@ def _named_file(folder: Path, kind: str, args, label: str, cap) -> Path:
 
 
 def _demo(args) -> int:
-    from gradcam_widget import render
+    from gradcam_widget.data import render
 
     cap, label, folder, out = _captured(args)
     result = cap.cam(args.layer, pooling=args.pooling, channels=args.channels, order=args.order)
@@ -120,7 +120,7 @@ def _demo(args) -> int:
 
 
 def _saliency(args) -> int:
-    from gradcam_widget import render
+    from gradcam_widget.data import render
 
     cap, label, folder, out = _captured(args)
     layer = cap.resolve(args.layer)  # a bad layer fails before the guided pass
@@ -141,7 +141,7 @@ def _saliency(args) -> int:
 
 
 def _export(args) -> int:
-    from gradcam_widget import export
+    from gradcam_widget.explorer import export
 
     export.check_format(args.format, args.quality)  # before the slow model load
     out = Path(args.out).expanduser()
@@ -169,7 +169,7 @@ def _export(args) -> int:
 
 
 def _fetch(args) -> int:
-    from gradcam_widget import models
+    from gradcam_widget.data import models
 
     for name in args.names:
         entry = models.load(name, progress=False)
@@ -178,7 +178,7 @@ def _fetch(args) -> int:
 
 
 def _audit(args) -> int:
-    from gradcam_widget import distributed
+    from gradcam_widget.auditing import ray as distributed
 
     ray = None
     if args.ray is not None:
@@ -188,7 +188,7 @@ def _audit(args) -> int:
         os.environ[distributed.ENV_CONNECT_TIMEOUT] = str(timeout)
     if ray is not None:  # at once, before the model and TensorFlow load (audit checks again)
         distributed.check_before_start(ray)
-    from gradcam_widget import auditing
+    from gradcam_widget.auditing import run as auditing
 
     cam_options = {}
     for option in ("pooling", "channels", "order"):
@@ -256,7 +256,7 @@ def app_model(model: str) -> str:
     Raises:
         ValueError: for an unknown name, a missing file, or ImageNet weights not cached.
     """
-    from gradcam_widget import models
+    from gradcam_widget.data import models
 
     if model in models.MODEL_NAMES:
         if not models.weights_cached(model):
@@ -279,7 +279,7 @@ def app_models(initial: str = "shapes") -> list[tuple[str, str]]:
     """The app's model menu, ``(label, value)`` pairs: every shipped model, the ImageNet ones
     whose weights are cached (:func:`gradcam_widget.models.weights_cached`), and ``initial``
     first when it is a model file (labelled with its file name)."""
-    from gradcam_widget import models
+    from gradcam_widget.data import models
 
     menu = [(name, name) for name in models.MODEL_NAMES if models.weights_cached(name)]
     if initial not in models.MODEL_NAMES:
@@ -363,8 +363,8 @@ def app_view(initial: str = "shapes"):
     """
     import ipywidgets as widgets
 
-    from gradcam_widget.auditing import load_model
-    from gradcam_widget.widget import CamExplorer
+    from gradcam_widget.auditing.run import load_model
+    from gradcam_widget.explorer.widget import CamExplorer
 
     menu = widgets.Dropdown(description="Model", options=app_models(initial), value=initial)
     menu.add_class("gw-app-model")
@@ -416,7 +416,7 @@ def _app(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from gradcam_widget.data import SAMPLES
+    from gradcam_widget.data.scenes import SAMPLES
 
     parser = _Parser(prog="python -m gradcam_widget")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1041,7 +1041,7 @@ BOOKS = {
 
 
 def weights_cached(model_name: str) -> bool:
-    from gradcam_widget import models
+    from gradcam_widget.data import models
 
     return models.weights_cached(model_name)
 

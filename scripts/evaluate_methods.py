@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import gradcam_widget as gw
-from gradcam_widget import metrics
+from gradcam_widget.checks import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_SEED = 1_000_000  # the evaluation seeds of scripts/train_shapes.py: never trained on

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import gradcam_widget as gw
-from gradcam_widget import render, sanity
+from gradcam_widget.checks import sanity
+from gradcam_widget.data import render
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

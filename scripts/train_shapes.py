@@ -92,9 +92,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gradcam_widget import data  # noqa: E402
-from gradcam_widget._tf import keras, tf  # noqa: E402
-from gradcam_widget.metrics import energy_pointing_game  # noqa: E402
+from gradcam_widget.checks.metrics import energy_pointing_game  # noqa: E402
+from gradcam_widget.data import scenes as data  # noqa: E402
+from gradcam_widget.engine._tf import keras, tf  # noqa: E402
 
 EVAL_SEED_START = 1_000_000
 """First evaluation seed; every training seed is below it."""

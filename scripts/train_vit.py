@@ -111,8 +111,8 @@ from train_shapes import (  # noqa: E402
     predict_logits,
 )
 
-from gradcam_widget import data  # noqa: E402
-from gradcam_widget._tf import keras, tf  # noqa: E402
+from gradcam_widget.data import scenes as data  # noqa: E402
+from gradcam_widget.engine._tf import keras, tf  # noqa: E402
 
 VAL_SEED_START = 900_000
 """First validation seed (monitoring after each epoch): above every training seed, below

@@ -9,7 +9,7 @@ bypass cannot reach.
 import pytest
 
 import gradcam_widget as gw
-from gradcam_widget._tf import keras, tf
+from gradcam_widget.engine._tf import keras, tf
 
 
 def _cnn(

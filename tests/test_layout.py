@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gradcam_widget as gw
-from gradcam_widget import methods
+from gradcam_widget.cam import methods
 
 PACKAGE = Path(gw.__file__).parent
 # engine and tapping import TensorFlow only on its backend, inside the functions that need it
