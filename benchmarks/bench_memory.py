@@ -63,7 +63,7 @@ def session(changes: int, cache_bytes: int | None) -> dict:
     return {
         "changes": len(classes),
         "layers_shown": len(explorer.capture.layers),
-        "cache_budget_mb": explorer._captures.budget / MB,
+        "cache_budget_mb": explorer.captures.budget / MB,
         "rss_with_model_mb": rss_model / MB,
         "peak_rss_mb": max(peak_model, session_peak) / MB,
         "session_peak_rss_mb": session_peak / MB,
@@ -73,7 +73,7 @@ def session(changes: int, cache_bytes: int | None) -> dict:
         "rss_at_end_mb": status("VmRSS") / MB,
         "anonymous_rss_at_end_mb": status("RssAnon") / MB,
         "cached_bytes_mb": explorer.cached_bytes / MB,
-        "captures_cached": len(explorer._captures),
+        "captures_cached": len(explorer.captures),
         "session_seconds": seconds,
     }
 

@@ -84,7 +84,7 @@ def pass_rounds(model, explorer, rounds: int, rng) -> dict[str, list[float]]:
 
     def class_change(image):
         explorer.layer = LAYER  # cached: the capture holds every layer now
-        explorer._captures.clear()  # force a real pass (one layer deep) for the comparison
+        explorer.captures.clear()  # force a real pass (one layer deep) for the comparison
         explorer.class_index = (explorer.class_index + next(classes)) % 1000
 
     def tf_keras_vis(image):

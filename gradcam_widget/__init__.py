@@ -15,6 +15,7 @@ docs/architecture.md. The widgets are imported lazily so the core needs no Jupyt
 """
 
 from gradcam_widget import _aliases
+from gradcam_widget._version import __version__
 from gradcam_widget.cam import core
 from gradcam_widget.cam.core import CamResult
 from gradcam_widget.captures import targets
@@ -28,8 +29,6 @@ from gradcam_widget.captures.capturing import (
     set_token_grid,
 )
 from gradcam_widget.captures.explanations import Explanations, explain, iter_explain
-
-__version__ = "0.1.0"
 
 _aliases.install()  # the old flat module names (gradcam_widget.render, ...) still import
 

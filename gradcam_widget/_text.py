@@ -20,3 +20,19 @@ def printable(text) -> str:
     """A message (an error read from a manifest) on one line of printable characters: each
     other character escaped as ``repr`` does."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its message (with its type unless it is a plain
+    ValueError / OSError, whose messages are written for users).
+
+    Args:
+        error: any exception.
+
+    Returns:
+        The line, its whitespace runs (newlines included) as single spaces.
+    """
+    message = " ".join(str(error).split())
+    if message and isinstance(error, (ValueError, OSError)):
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -22,6 +22,13 @@ SURFACES = (WIDGET, CLI, EXPORT)
 """Where a person sets an option: the explorer's controls, the CLI's flags (``demo``,
 ``export``, ``audit`` and ``saliency`` where they take it), the static export's menus."""
 
+CAPTURE = "capture"
+MAP = "map"
+DRAW = "draw"
+STAGES = (CAPTURE, MAP, DRAW)
+"""What a change of an option redoes: ``"capture"`` a model pass (one per value, cached),
+``"map"`` the map from the capture's tensors (numpy), ``"draw"`` only the pictures."""
+
 
 @dataclass(frozen=True)
 class Option:
@@ -37,6 +44,9 @@ class Option:
         methods: the CAM methods whose result depends on it; ``None`` for every method (a
             method's own options are declared by its signature, see ``cam.methods``).
         not_on: surfaces that do not offer it, each with the reason.
+        stage: what a change of it redoes (:data:`STAGES`); a ``"map"`` option that every
+            method reads (``methods=None``, not ``method`` or ``layer``) is a keyword of
+            ``Capture.cam`` and ``Capture.fuse`` (:func:`map_keywords`).
     """
 
     name: str
@@ -46,6 +56,7 @@ class Option:
     choices: tuple[tuple[str, str], ...] = ()
     methods: frozenset[str] | None = None
     not_on: dict[str, str] = field(default_factory=dict)
+    stage: str = MAP
 
     @property
     def values(self) -> tuple[str, ...]:
@@ -57,6 +68,7 @@ class Option:
         return dict(self.choices).get(value, str(value))
 
     def offered_on(self, surface: str) -> bool:
+        """Whether ``surface`` (one of :data:`SURFACES`) offers this option."""
         return surface not in self.not_on
 
 
@@ -111,6 +123,7 @@ TABLE: dict[str, Option] = {
             "what is differentiated: the logit or the probability",
             "logit",
             (("logit", "logit (pre-softmax)"), ("probability", "probability")),
+            stage=CAPTURE,
             not_on={EXPORT: "the page is made for one score (the export's --score), not a menu"},
         ),
         Option(
@@ -120,6 +133,7 @@ TABLE: dict[str, Option] = {
             "jet",
             tuple((name, name) for name in ("jet", "turbo", "viridis", "inferno", "magma", "gray")),
             not_on={EXPORT: "the page's pictures are drawn once with one colormap (--colormap)"},
+            stage=DRAW,
         ),
         Option(
             "opacity",
@@ -127,6 +141,7 @@ TABLE: dict[str, Option] = {
             "the heatmap's weight over the image, 0..1",
             0.5,
             not_on={EXPORT: "the page's overlays are drawn once with one opacity (--opacity)"},
+            stage=DRAW,
         ),
     )
 }
@@ -156,3 +171,19 @@ def defaults() -> dict[str, object]:
 def on(surface: str) -> tuple[Option, ...]:
     """The options ``surface`` offers, in table order."""
     return tuple(row for row in TABLE.values() if row.offered_on(surface))
+
+
+def map_keywords() -> tuple[str, ...]:
+    """The options every CAM method takes as a keyword of ``Capture.cam`` (``order``,
+    ``interpolation``, ...): the ``"map"`` options that are not the method, the layer or a
+    method's own."""
+    return tuple(
+        row.name
+        for row in TABLE.values()
+        if row.stage == MAP and row.methods is None and row.name not in ("method", "layer")
+    )
+
+
+def at_stage(stage: str) -> tuple[str, ...]:
+    """The names of the options whose change redoes ``stage`` (one of :data:`STAGES`)."""
+    return tuple(name for name, row in TABLE.items() if row.stage == stage)

@@ -1,99 +1,230 @@
-"""The package's shape: modules not hidden by functions, TensorFlow and JAX only in their
-engines, methods that declare their options."""
+"""The package's shape, read from its source: the import graph (imports inside functions
+included) is acyclic and respects the layers, backend libraries stay in the engines, no
+private name crosses a module, no module is hidden by a function, no file grows past its
+bound, and every module has its test file."""
+
+from __future__ import annotations
 
 import ast
 import importlib
 import importlib.util
-import pkgutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import gradcam_widget as gw
-from gradcam_widget.cam import methods
+from gradcam_widget import _aliases
 
 PACKAGE = Path(gw.__file__).parent
-# engine and tapping import TensorFlow only on its backend, inside the functions that need it
-TENSORFLOW_MODULES = {"_tf", "engine", "engine_tf", "tapping"}
-JAX_MODULES = {"engine_jax", "tapping"}  # tapping: the guided ReLU's custom VJP
-TORCH_MODULES = {"engine_torch", "tapping"}
+TESTS = Path(__file__).parent
+
+LAYERS = (
+    ("options", "_quiet", "_text", "_aliases", "_version"),
+    ("cam", "data.scenes", "data.images", "data.render", "data"),
+    ("engine",),
+    ("captures", "data.models"),
+    ("checks",),
+    ("explorer",),
+    ("auditing",),
+    ("commands", "__main__"),
+)
+"""The package's layers, lowest first, by module-name prefix (the longest prefix decides): a
+module imports only from its own layer or a lower one. ``data.models`` sits above ``captures``
+because a loaded model scores through the capture's request gate; the rest of ``data`` needs no
+model at all."""
+
+BACKENDS = {"tensorflow": "engine", "jax": "engine", "torch": "engine", "ray": "auditing.ray"}
+"""Each backend library and the only part of the package that may import it."""
+
+UNTESTED = {"_quiet", "_text", "_aliases", "_tf", "_version"}
+"""Private helpers without a test file of their own: each is a few lines that every test
+runs (the quiet import, the shown text, the old names -- checked here -- and the version)."""
+
+MAX_LINES = 600
+"""A file longer than this states why at its top, in a line that starts ``Longer than``."""
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()  # "" is the package's own __init__
+
+
+def _resolve(name: str) -> str:
+    """A dotted name under gradcam_widget (without the prefix) as the module it imports."""
+    head, _, rest = name.partition(".")
+    if head in _aliases.MOVED:
+        name = _aliases.MOVED[head] + (f".{rest}" if rest else "")
+    return name
+
+
+def _imports(path: Path, module: str) -> list[tuple[str, str, int]]:
+    """``(imported module, name, line)`` for each gradcam_widget import in the file."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("gradcam_widget."):
+                    target = _resolve(alias.name.removeprefix("gradcam_widget."))
+                    found.append((target, "", node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - node.level + 1]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            elif node.module == "gradcam_widget":
+                source = ""
+            elif (node.module or "").startswith("gradcam_widget."):
+                source = _resolve(node.module.removeprefix("gradcam_widget."))
+            else:
+                continue
+            for alias in node.names:
+                sub = _resolve(f"{source}.{alias.name}" if source else alias.name)
+                if sub in MODULES:
+                    found.append((sub, "", node.lineno))  # a module, by name
+                else:
+                    found.append((source, alias.name, node.lineno))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for module, path in MODULES.items():
+        graph[module] = {target for target, _, _ in _imports(path, module) if target != module}
+    return graph
+
+
+def _layer(module: str) -> int:
+    best, rank = -1, None
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, rank = len(prefix), index
+    assert rank is not None, f"gradcam_widget.{module} is in no layer of LAYERS"
+    return rank
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = {module: targets - {""} for module, targets in _graph().items() if module}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(module):
+        state[module] = 1
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                cycle = [*stack[stack.index(target) :], target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target)
+        stack.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+
+
+def test_every_import_goes_to_its_own_layer_or_a_lower_one():
+    wrong = []
+    for module, path in MODULES.items():
+        if not module:
+            continue  # the package's face imports what it offers
+        for target, name, line in _imports(path, module):
+            if target == "":
+                wrong.append(f"{module}:{line} imports {name!r} from the package's __init__")
+            elif _layer(target) > _layer(module):
+                wrong.append(f"{module}:{line} (layer {_layer(module)}) imports {target} "
+                             f"(layer {_layer(target)})")  # fmt: skip
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    wrong = [
+        f"{module}:{line} imports {name} from {target}"
+        for module, path in MODULES.items()
+        for target, name, line in _imports(path, module)
+        if name.startswith("_") and not name.startswith("__") and target != module
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def _library_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+            if node.module == "gradcam_widget.engine._tf":
+                names.append("tensorflow")  # the quiet TensorFlow of the engines
+        found.update(name.split(".")[0] for name in names)
+    return found & set(BACKENDS)
+
+
+def test_backend_libraries_are_imported_only_where_their_runner_lives():
+    wrong, users = [], {library: set() for library in BACKENDS}
+    for module, path in MODULES.items():
+        for library in _library_imports(path):
+            users[library].add(module)
+            allowed = BACKENDS[library]
+            if not (module == allowed or module.startswith(allowed + ".")):
+                wrong.append(f"gradcam_widget.{module} imports {library}")
+    assert not wrong, "\n".join(wrong)
+    assert {"engine.tf", "engine.jax", "engine.torch", "auditing.ray"} <= set().union(
+        *users.values()
+    )
 
 
 def test_no_module_is_hidden_by_a_function_of_the_same_name():
-    for info in pkgutil.iter_modules([str(PACKAGE)]):
-        optional = {"engine_jax": "jax", "engine_torch": "torch"}.get(info.name)
-        if optional and importlib.util.find_spec(optional) is None:
-            continue  # an engine for a backend that is not installed
-        module = importlib.import_module(f"gradcam_widget.{info.name}")
-        if hasattr(gw, info.name):
-            assert getattr(gw, info.name) is module, f"gw.{info.name} hides the module"
+    for module in MODULES:
+        head = module.split(".")[0]
+        optional = {"engine.jax": "jax", "engine.torch": "torch", "auditing.ray": "ray"}.get(module)
+        if not head or (optional and importlib.util.find_spec(optional) is None):
+            continue
+        loaded = importlib.import_module(f"gradcam_widget.{module}")
+        parent = importlib.import_module(f"gradcam_widget.{module}".rpartition(".")[0])
+        leaf = module.rpartition(".")[2]
+        if leaf in vars(parent):
+            assert vars(parent)[leaf] is loaded, f"gradcam_widget.{module} is hidden"
 
 
-def _imports(path: Path, library: str) -> bool:
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):  # imports inside functions too
-        if isinstance(node, ast.Import) and any(
-            a.name == library or a.name.startswith(f"{library}.") for a in node.names
-        ):
-            return True
-        if isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if module == library or module.startswith(f"{library}."):
-                return True
-            tf_alias = any(a.name == "tf" for a in node.names)
-            if library == "tensorflow" and module == "gradcam_widget._tf" and tf_alias:
-                return True
-    return False
+@pytest.mark.parametrize("old", sorted(_aliases.MOVED))
+def test_each_old_module_name_is_the_module_under_its_new_name(old):
+    if old in {"engine_jax", "engine_torch"}:
+        pytest.importorskip(old.removeprefix("engine_"))
+    moved = importlib.import_module(f"gradcam_widget.{_aliases.MOVED[old]}")
+    assert importlib.import_module(f"gradcam_widget.{old}") is moved
+    assert getattr(gw, old) is moved
+    assert moved.__spec__.name == f"gradcam_widget.{_aliases.MOVED[old]}"
 
 
-def test_tensorflow_stays_in_the_engines():
-    users = {path.stem for path in PACKAGE.glob("*.py") if _imports(path, "tensorflow")}
-    assert users <= TENSORFLOW_MODULES, sorted(users - TENSORFLOW_MODULES)
-    assert {"engine_tf", "tapping"} <= users
+def test_no_file_is_longer_than_the_bound_without_saying_why():
+    long = []
+    for path in MODULES.values():
+        text = path.read_text()
+        if text.count("\n") > MAX_LINES and "Longer than" not in text[:3000]:
+            long.append(f"{path.relative_to(PACKAGE.parent)}: {text.count(chr(10))} lines")
+    assert not long, "\n".join(long)
 
 
-@pytest.mark.parametrize(("library", "allowed"), [("jax", JAX_MODULES), ("torch", TORCH_MODULES)])
-def test_jax_and_torch_stay_in_their_engines(library, allowed):
-    users = {path.stem for path in PACKAGE.glob("*.py") if _imports(path, library)}
-    assert users <= allowed, sorted(users - allowed)
-    assert f"engine_{library}" in users
-
-
-def test_methods_declare_their_options_by_signature():
-    assert methods.get("gradcam").parameters == {"pooling": "mean", "channels": "weighted"}
-    assert methods.get("gradcam").options == {"pooling", "channels"}
-    assert methods.get("layercam").parameters == {} and methods.get("layercam").options == set()
-    assert set(methods.get("scorecam").parameters) == {"max_channels", "batch_size", "precision"}
-    assert all(methods.get(name).label for name in methods.names())
-
-
-def test_a_result_records_only_the_options_its_method_used():
-    entry = gw.models.load("shapes")
-    cap = gw.capture(entry, gw.data.sample("two_shapes"))
-    assert (cap.cam(pooling="max").pooling, cap.cam(pooling="max").options) == ("max", {})
-    layercam = cap.cam(method="layercam", pooling="max")
-    assert (layercam.pooling, layercam.channels, layercam.options) == (None, None, {})
-    scorecam = cap.cam(method="scorecam", max_channels=4)
-    assert scorecam.options == {"max_channels": 4, "batch_size": 32, "precision": "float32"}
-    assert scorecam.pooling is None
-
-
-def test_an_option_a_method_does_not_declare_is_refused_by_name():
-    cap = gw.capture(gw.models.load("shapes"), gw.data.sample("two_shapes"))
-    with pytest.raises(ValueError, match=r"'layercam' does not take 'max_channels'.*no options"):
-        cap.cam(method="layercam", max_channels=3)
-    with pytest.raises(ValueError, match="'scorecam' does not take 'sharpness'; it takes max_ch"):
-        cap.cam(method="scorecam", sharpness=3)
-    with pytest.raises(ValueError, match="pooling must be one of"):
-        cap.cam(method="layercam", pooling="median")  # a bad shared value is still refused
-
-
-def test_a_registered_method_without_a_default_is_refused():
-    with pytest.raises(TypeError, match="needs a default"):
-
-        @methods.register("broken")
-        def broken(capture, layer, strength):
-            return np.zeros((1, 1)), np.zeros(1)
-
-    assert "broken" not in methods.names()
+def test_every_module_has_its_test_file():
+    missing = []
+    for path in MODULES.values():
+        if path.name == "__init__.py" or path.stem in UNTESTED:
+            continue
+        folder = path.parent.relative_to(PACKAGE)
+        name = "main" if path.stem == "__main__" else path.stem.lstrip("_")
+        if not (TESTS / folder / f"test_{name}.py").exists():
+            missing.append(str(Path("tests") / folder / f"test_{name}.py"))
+    assert not missing, "no test file for: " + ", ".join(missing)

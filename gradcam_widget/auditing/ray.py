@@ -4,7 +4,7 @@
 
 :func:`run_shards` turns the shards still to do into a Ray Dataset of shard numbers and maps it
 with :class:`AuditActor`: a pool of actors, each loading the model once and keeping one
-:class:`~gradcam_widget.auditing.ShardWorker` (so its compiled engine serves every shard it
+:class:`~gradcam_widget.auditing.worker.ShardWorker` (so its compiled engine serves every shard it
 gets). An actor reads its shard's images from the source itself, explains them, and sends the
 :class:`~gradcam_widget.store.ShardResult` back pickled. Results stream back as shards finish
 (not in shard order), and **the driver writes them**: :func:`gradcam_widget.audit` commits
@@ -53,7 +53,8 @@ Actors keep Ray Data's fault tolerance (an actor lost with its node is restarted
 shard redone); Ray 2.60 logs one false alarm about that per process ("... has constructor
 arguments in the object store and max_restarts > 0", ray-project/ray#57733).
 
-Ray is imported only here, and only when an audit asks for it (``pip install
+Joining the Ray and checking its address are in :mod:`gradcam_widget.auditing.ray_connect`.
+Ray is imported only there and here, and only when an audit asks for it (``pip install
 'gradcam_widget[ray]'``).
 """
 
@@ -65,13 +66,22 @@ import logging
 import math
 import os
 import pickle
-import socket
-import sys
 import tempfile
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+from gradcam_widget.auditing import worker
+from gradcam_widget.auditing.ray_connect import (  # noqa: F401 - re-exported: its old home
+    CONNECT_TIMEOUT,
+    ENV_CONNECT_TIMEOUT,
+    MAX_CONNECT_TIMEOUT,
+    RayAddressError,
+    check_address,
+    check_before_start,
+    connect_timeout,
+    setting,
+)
 
 INSTALL_HINT = "pip install 'gradcam_widget[ray]'"
 
@@ -112,6 +122,31 @@ def import_ray():
             f"({error}): {INSTALL_HINT}"
         ) from None
     return ray
+
+
+def connect(address=True, timeout: float | None = None) -> bool:
+    """Join a Ray unless this process already has; return True when this call started one.
+
+    Args:
+        address: ``True`` (the cluster ``RAY_ADDRESS`` names, else a new local Ray) or an
+            address for ``ray.init``.
+        timeout: seconds an address may take to answer (:func:`check_address`).
+
+    Raises:
+        RayAddressError: when nothing answers at the address in time.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    if address is True:
+        address = os.environ.get("RAY_ADDRESS") or None
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address is None:  # a new local Ray: no dashboard
+        ray.init(include_dashboard=False, **quiet)
+    else:
+        check_address(str(address), timeout)
+        ray.init(address=str(address), **quiet)
+    return True
 
 
 # --- checks made before Ray starts ----------------------------------------------------------
@@ -156,213 +191,6 @@ def _check_layer(model, layer: str) -> None:
         layers.resolve(layer, candidates)
 
 
-# --- Ray ------------------------------------------------------------------------------------
-
-
-ENV_CONNECT_TIMEOUT = "GW_RAY_CONNECT_TIMEOUT"
-"""Seconds to wait for a Ray cluster's address to answer (default
-:data:`CONNECT_TIMEOUT`)."""
-
-CONNECT_TIMEOUT = 10.0
-MAX_CONNECT_TIMEOUT = 3600.0
-
-_DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}  # Ray Client server, the head's GCS
-_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-"""What a gRPC client says first: HTTP/2's connection preface and an empty SETTINGS frame. A
-gRPC server (Ray's GCS, Ray Client's server) answers with a SETTINGS frame of its own."""
-
-
-class RayAddressError(ConnectionError):
-    """Nothing that speaks Ray's protocol answered at a Ray address in time."""
-
-
-def connect_timeout(timeout: float | None = None) -> float:
-    """``timeout``, else :data:`ENV_CONNECT_TIMEOUT`, else :data:`CONNECT_TIMEOUT`; > 0."""
-    timeout = _setting(timeout, ENV_CONNECT_TIMEOUT, float)
-    timeout = CONNECT_TIMEOUT if timeout is None else float(timeout)
-    if not 0 < timeout <= MAX_CONNECT_TIMEOUT:  # NaN and inf too
-        raise ValueError(
-            f"the Ray connect timeout must be > 0 and at most {MAX_CONNECT_TIMEOUT:g} seconds; "
-            f"got {timeout}"
-        )
-    return timeout
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a ``ray://HOST[:PORT]`` or ``HOST[:PORT]`` address; None for
-    ``"auto"`` and ``"local"`` (Ray finds those itself) or a form not understood here.
-
-    Raises:
-        RayAddressError: for an address without a host (``ray://``, ``ray://:10001``) or a
-            bad port.
-    """
-    text = address.strip()
-    kind = "gcs"
-    if text.startswith("ray://"):
-        text, kind = text[len("ray://") :], "ray"
-    elif "://" in text or text in ("auto", "local", ""):
-        return None
-    text = text.split("/", 1)[0]
-    if text.startswith("["):  # [::1]:6379
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise RayAddressError(f"Ray address {address!r} names no host: e.g. ray://HOST:10001")
-    try:
-        port = int(port_text) if port_text else _DEFAULT_PORTS[kind]
-    except ValueError:
-        raise RayAddressError(
-            f"Ray address {address!r}: the port {port_text!r} is not a number"
-        ) from None
-    if not 0 < port < 65536:
-        raise RayAddressError(f"Ray address {address!r}: the port {port} is out of range")
-    return host, port
-
-
-def check_address(address, timeout: float | None = None) -> None:
-    """Make sure a Ray answers at ``address`` within ``timeout`` seconds, before
-    ``ray.init`` (which, pointed at a port where nothing listens, waits for minutes).
-
-    A ``HOST:PORT`` (the head's GCS, port 6379 by default) or ``ray://HOST:PORT`` (Ray
-    Client, 10001) address is checked in two steps, both within the timeout: a TCP connection
-    that exchanges HTTP/2's opening frames (every gRPC server answers them: a refused
-    connection, silence or a server of another protocol fail here), then one call that Ray's
-    GCS or Ray Client's server answers (:data:`_PROBES`; a gRPC server that never answers or
-    has no such service fails there). ``True``, ``"auto"`` and an address already joined are
-    left to Ray.
-
-    Args:
-        address: what ``ray=`` was given.
-        timeout: seconds (default: :data:`ENV_CONNECT_TIMEOUT`, else 10).
-
-    Raises:
-        RayAddressError: one line naming the address and what happened.
-    """
-    if not isinstance(address, str):
-        return
-    timeout = connect_timeout(timeout)
-    target = _host_port(address)
-    if target is None:
-        return
-    host, port = target
-    kind = "ray" if address.strip().startswith("ray://") else "gcs"
-    deadline = time.monotonic() + timeout
-    what = f"no Ray answered at {address!r} within {timeout:g} s"
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as connection:
-            connection.sendall(_HTTP2_PREFACE)
-            header = b""
-            while len(header) < 9:  # the first frame's header: length, type, flags, stream
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                connection.settimeout(min(left, 0.5))
-                try:
-                    chunk = connection.recv(9 - len(header))
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    raise RayAddressError(f"{what}: the server closed the connection")
-                header += chunk
-    except RayAddressError:
-        raise
-    except TimeoutError:
-        raise RayAddressError(f"{what}: no answer") from None
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise RayAddressError(f"{what}: {reason.lower()}") from None
-    if header[3] != 0x4:  # not a SETTINGS frame: something else listens there
-        raise RayAddressError(f"{what}: the server there does not speak gRPC")
-    _ask_ray(address, host, port, kind, deadline, what)
-
-
-_PROBES = {
-    "gcs": "/ray.rpc.NodeInfoGcsService/GetClusterId",
-    "ray": "/ray.rpc.RayletDriver/ClusterInfo",
-}
-"""A cheap call that Ray's GCS (``HOST:PORT``) and Ray Client's server (``ray://``) answer."""
-
-
-def _ask_ray(address: str, host: str, port: int, kind: str, deadline: float, what: str):
-    """One call of :data:`_PROBES` through gRPC, within the deadline: a server that speaks
-    gRPC but never answers, or answers that it has no such service, is not a Ray (``ray.init``
-    would wait on it for minutes). Skipped when grpcio (a dependency of Ray) is missing."""
-    try:
-        import grpc
-    except ImportError:
-        return
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    channel = grpc.insecure_channel(target)
-    try:
-        call = channel.unary_unary(_PROBES[kind])
-        left = max(0.05, deadline - time.monotonic())
-        future = call.future(b"", timeout=left)  # an empty message: every field at its default
-        while not future.done():  # in short waits, so that SIGINT is taken at once
-            try:
-                future.result(timeout=0.2)
-            except grpc.FutureTimeoutError:
-                continue
-            except grpc.RpcError:
-                break
-        error = future.exception()
-    finally:
-        channel.close()
-    if error is None:
-        return
-    code = error.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        raise RayAddressError(f"{what}: a gRPC server is there, but it did not answer")
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        service = "Ray Client's" if kind == "ray" else "a Ray head's (GCS)"
-        raise RayAddressError(f"{what}: the gRPC server there is not {service}")
-    if code == grpc.StatusCode.UNAVAILABLE:
-        detail = " ".join(str(error.details() or "").split())[:200]
-        raise RayAddressError(f"{what}: unavailable ({detail})")
-    # any other status: the service is there and refused an empty request; Ray answered
-
-
-def check_before_start(address, timeout: float | None = None) -> None:
-    """:func:`check_address` for what ``ray=`` was given (``True``: ``RAY_ADDRESS``), unless
-    this process has joined a Ray already; without importing Ray. Made before anything is
-    written, so a dead address is refused with the folder untouched."""
-    ray = sys.modules.get("ray")
-    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
-        return
-    if address is True:
-        address = os.environ.get("RAY_ADDRESS") or None
-    if isinstance(address, str):
-        check_address(address, timeout)
-
-
-def connect(address=True, timeout: float | None = None) -> bool:
-    """Join a Ray unless this process already has; return True when this call started one.
-
-    Args:
-        address: ``True`` (the cluster ``RAY_ADDRESS`` names, else a new local Ray) or an
-            address for ``ray.init``.
-        timeout: seconds an address may take to answer (:func:`check_address`).
-
-    Raises:
-        RayAddressError: when nothing answers at the address in time.
-    """
-    ray = import_ray()
-    if ray.is_initialized():
-        return False
-    if address is True:
-        address = os.environ.get("RAY_ADDRESS") or None
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address is None:  # a new local Ray: no dashboard
-        ray.init(include_dashboard=False, **quiet)
-    else:
-        check_address(str(address), timeout)
-        ray.init(address=str(address), **quiet)
-    return True
-
-
 @contextlib.contextmanager
 def _quiet_logs():
     """Ray's and Ray Data's INFO lines (execution plans, actor pools) off while we run."""
@@ -378,27 +206,15 @@ def _quiet_logs():
             logger.setLevel(level)
 
 
-def _setting(value, variable: str, kind: Callable):
-    if value is not None:
-        return value
-    text = os.environ.get(variable, "").strip()
-    if not text:
-        return None
-    try:
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"{variable} must be a number; got {text!r}") from None
-
-
 def resources(
     pending: int, workers: int | None, num_cpus: float | None, num_gpus: float | None
 ) -> tuple[int, float, float]:
     """``(actors, cores per actor, GPUs per actor)`` for ``pending`` shards on the cluster
     joined (see the module's *Resources*)."""
     ray = import_ray()
-    workers = _setting(workers, ENV_WORKERS, int)
-    num_cpus = _setting(num_cpus, ENV_CPUS, float)
-    num_gpus = _setting(num_gpus, ENV_GPUS, float)
+    workers = setting(workers, ENV_WORKERS, int)
+    num_cpus = setting(num_cpus, ENV_CPUS, float)
+    num_gpus = setting(num_gpus, ENV_GPUS, float)
     cluster = ray.cluster_resources()
     if num_gpus is None:
         num_gpus = 1.0 if cluster.get("GPU", 0) >= 1 else 0.0
@@ -419,17 +235,6 @@ def resources(
 # --- the model, shipped ---------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Entry:
-    """A model with its preprocess, class names and kind of head (what ``unwrap`` reads)."""
-
-    name: str
-    model: object
-    preprocess: Callable | None = None
-    class_names: tuple | None = None
-    multi_label: bool = False
-
-
 def model_spec(model, load: str | None) -> dict:
     """How actors get the model: ``{"name"}`` for a shipped name, else ``{"keras": bytes,
     "suffix", "shell"}`` (a ``.keras`` file's bytes; ``shell`` is the entry without its model,
@@ -446,7 +251,7 @@ def model_spec(model, load: str | None) -> dict:
     elif model is not keras_model:
         names = None if class_names is None else tuple(class_names)
         name = str(getattr(model, "name", keras_model.name))
-        shell = _Entry(name, None, preprocess, names, multi_label)
+        shell = worker.HeadedModel(name, None, preprocess, names, multi_label)
     if load is not None and Path(load).is_file():
         path = Path(load)
         return {"keras": path.read_bytes(), "suffix": path.suffix, "shell": shell}
@@ -462,7 +267,8 @@ def model_spec(model, load: str | None) -> dict:
         return {"keras": path.read_bytes(), "suffix": ".keras", "shell": shell}
 
 
-def _load_spec(spec: dict):
+def load_spec(spec: dict):
+    """The model :func:`model_spec` describes, loaded (on an actor)."""
     from gradcam_widget.data import models
     from gradcam_widget.engine._keras import keras
 
@@ -489,9 +295,11 @@ class AuditActor:
 
     Args:
         model: the object ref of :func:`model_spec`'s dict.
-        model_hash: the model's hash on the driver (:func:`gradcam_widget.auditing.model_identity`):
-            an actor whose model differs (another version of a shipped model) refuses to run.
-        options, batch_size, preprocess: as :class:`~gradcam_widget.auditing.ShardWorker`.
+        model_hash: the model's hash on the driver
+            (:func:`~gradcam_widget.auditing.worker.model_identity`): an actor whose model
+            differs (another version of a shipped model) refuses to run.
+        options, batch_size, preprocess: as
+            :class:`~gradcam_widget.auditing.worker.ShardWorker`.
         source: the object ref of the :class:`~gradcam_widget.sources.Source`.
         shard_size: images per shard.
     """
@@ -501,10 +309,8 @@ class AuditActor:
         try:
             import ray
 
-            from gradcam_widget.auditing import run as auditing
-
-            model = _load_spec(ray.get(model))
-            found = auditing.model_identity(model)["hash"]
+            model = load_spec(ray.get(model))
+            found = worker.model_identity(model)["hash"]
             if found != model_hash:
                 raise ValueError(
                     f"the model loaded on a Ray worker differs from the driver's (hash {found}, "
@@ -514,7 +320,7 @@ class AuditActor:
             self.source = ray.get(source)
             self.total = len(self.source)
             self.shard_size = shard_size
-            self.worker = auditing.ShardWorker(model, options, batch_size, preprocess)
+            self.worker = worker.ShardWorker(model, options, batch_size, preprocess)
         except Exception as error:  # noqa: BLE001 - sent to the driver, raised there
             self.error = error
 
@@ -622,11 +428,11 @@ def run_shards(
         load: what reloads it in another process (a name of
             :data:`~gradcam_widget.models.MODEL_NAMES` or a ``.keras`` path), or ``None``
             for a model that exists only in memory (sent as ``.keras`` bytes).
-        options: the audit's :class:`~gradcam_widget.auditing.Options`.
+        options: the audit's :class:`~gradcam_widget.auditing.worker.Options`.
         source: a :class:`~gradcam_widget.sources.Source` (not a ``tf.data.Dataset``).
         shard_size: images per shard.
         done: numbers of the shards already committed (skipped).
-        batch_size, preprocess: as :class:`~gradcam_widget.auditing.ShardWorker`.
+        batch_size, preprocess: as :class:`~gradcam_widget.auditing.worker.ShardWorker`.
         workers: how many actors (default: ``GW_RAY_WORKERS``, else one per GPU, or per
             ``num_cpus`` cores, at most one per pending shard).
         num_cpus: cores per actor, and TensorFlow threads in it (default ``GW_RAY_CPUS``,
@@ -643,8 +449,6 @@ def run_shards(
             iterating, the error an actor met (its own exception, not Ray's wrapper).
         ImportError: when Ray Data is not installed.
     """
-    from gradcam_widget.auditing import run as auditing
-
     check(model, options, source)
     total = len(source)
     done = set(done)
@@ -670,7 +474,7 @@ def run_shards(
             AuditActor,
             fn_constructor_kwargs={
                 "model": model_ref,
-                "model_hash": auditing.model_identity(model)["hash"],
+                "model_hash": worker.model_identity(model)["hash"],
                 "options": options,
                 "source": source_ref,
                 "shard_size": shard_size,

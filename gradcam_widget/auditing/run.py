@@ -14,122 +14,56 @@ not its name), source or option against the same folder, into a folder holding f
 not write, or while another run writes the folder, it refuses before writing anything.
 
 The same :class:`ShardWorker` runs locally or inside Ray Data actors
-(:mod:`gradcam_widget.distributed`): the results are the same.
+(:mod:`gradcam_widget.auditing.ray`): the results are the same; both take it from
+:mod:`gradcam_widget.auditing.worker`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from gradcam_widget import options as recipe
 from gradcam_widget._text import shown as _shown
+from gradcam_widget.auditing import ray as distributed
 from gradcam_widget.auditing import sources, store
+from gradcam_widget.auditing.measures import (  # noqa: F401 - re-exported: its old home
+    THUMBNAIL_QUALITY,
+    THUMBNAIL_SIDE,
+    map_statistics,
+    mask_statistics,
+    thumbnail,
+)
+from gradcam_widget.auditing.worker import (  # noqa: F401 - re-exported: its old home
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_SHARD_SIZE,
+    HeadedModel,
+    Options,
+    ShardWorker,
+    input_size,
+    model_head,
+    model_identity,
+)
 from gradcam_widget.cam import core
-from gradcam_widget.data import images, render
-from gradcam_widget.data import scenes as data
-
-DEFAULT_SHARD_SIZE = 256
-"""Images per shard: the unit of work that is committed, and redone after a kill."""
-
-THUMBNAIL_SIDE = 96
-"""Longer side of an overlay thumbnail, in pixels."""
-
-THUMBNAIL_QUALITY = 85
-"""JPEG quality of the thumbnails."""
-
-DEFAULT_IMAGE_SIZE = (224, 224)
-"""The size images are fitted to when the model takes any size (all maps of an audit share
-one grid)."""
+from gradcam_widget.data import models
+from gradcam_widget.data.models import load_model  # noqa: F401 - re-exported: its old home
 
 TARGETS = ("predicted", "true")
 """Named targets: each image's top class, or its true class (the source must know it)."""
 
-_UNBYPASSED = "could not be bypassed"  # a capture's note when the logit was out of reach
+
+SHARED_OPTIONS = ("order", "interpolation")
+"""Options of :data:`gradcam_widget.options.TABLE` that every method takes (how the raw map
+becomes a heatmap): recorded in the job with the method's own, defaults filled in."""
 
 
 class AuditError(ValueError):
     """An audit that cannot run as asked (another job's folder, a target without labels)."""
-
-
-# --- models ---------------------------------------------------------------------------------
-
-
-def load_model(model):
-    """A model argument as ``(model or entry, load spec)``.
-
-    ``model`` may be a name of :data:`gradcam_widget.models.MODEL_NAMES`, a path to a
-    ``.keras`` file, a :class:`gradcam_widget.models.ModelEntry` or a ``keras.Model``. The load
-    spec is what reloads it in another process (the name or the absolute path), or ``None``
-    for a model that exists only in memory.
-    """
-    from gradcam_widget.data import models
-
-    if isinstance(model, (str, os.PathLike)):
-        text = os.fspath(model)
-        if text in models.MODEL_NAMES:
-            return models.load(text), text
-        path = Path(os.path.expanduser(text))
-        if path.is_file() and path.suffix in (".keras", ".h5"):
-            from gradcam_widget.engine._keras import keras
-
-            return keras.models.load_model(path, compile=False), str(path.resolve())
-        raise AuditError(
-            f"model {text!r} is neither a model name {models.MODEL_NAMES} nor a .keras file"
-        )
-    name = getattr(model, "name", None) if hasattr(model, "model") else None
-    if name in models.MODEL_NAMES and models.weights_cached(name):
-        # loadable by name only if it is that model itself, not a retrained copy of it
-        same = models.load(name).model is getattr(model, "model", None)
-        return model, name if same else None
-    return model, None
-
-
-def model_identity(model) -> dict:
-    """``{"name", "hash"}``: the model's name and a hash of its architecture and weights."""
-    from gradcam_widget.engine import unwrap
-
-    keras_model, _, _, _ = unwrap(model)
-    digest = hashlib.sha256()
-    for weight in keras_model.weights:
-        array = np.asarray(weight.numpy())
-        digest.update(f"{weight.path}{array.shape}{array.dtype}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    name = getattr(model, "name", None) if hasattr(model, "model") else keras_model.name
-    return {"name": str(name), "hash": digest.hexdigest()[:24]}
-
-
-def model_head(model) -> dict:
-    """``{"class_names", "multi_label", "preprocess"}``: what besides its weights decides the
-    rows a model gives (labels, probabilities, its input); a bare ``keras.Model`` (a ``.keras``
-    file) has ``None``, ``False``, ``None``."""
-    from gradcam_widget.engine import unwrap
-
-    _, preprocess, class_names, multi_label = unwrap(model)
-    return {
-        "class_names": None if class_names is None else [str(name) for name in class_names],
-        "multi_label": bool(multi_label),
-        "preprocess": _callable_name(preprocess),
-    }
-
-
-@dataclass(frozen=True, eq=False)
-class HeadedModel:
-    """A bare ``keras.Model`` with the head (class names, multi-label) of the audit whose
-    weights it has (see :func:`_with_stored_head`): read by ``engine.unwrap`` as an entry."""
-
-    name: str
-    model: object
-    preprocess: None = None
-    class_names: tuple | None = None
-    multi_label: bool = False
 
 
 def _with_stored_head(model, identity: dict, manifest: dict | None):
@@ -149,223 +83,6 @@ def _with_stored_head(model, identity: dict, manifest: dict | None):
     names = head.get("class_names")
     names = None if names is None else tuple(names)
     return HeadedModel(model.name, model, None, names, bool(head.get("multi_label")))
-
-
-# --- measuring one map ----------------------------------------------------------------------
-
-
-def map_statistics(heatmap: np.ndarray, raw: np.ndarray) -> dict:
-    """Where a map points and how it spreads.
-
-    Args:
-        heatmap: ``(H, W)`` in ``[0, 1]``.
-        raw: ``(h, w)`` the signed raw map.
-
-    Returns:
-        ``peak_y``, ``peak_x`` (the heatmap's maximum as fractions of the height and width),
-        ``raw_max``, ``entropy`` (of the heatmap as a distribution over pixels, divided by
-        ``log(H W)``) and ``centre_share`` (mass in the middle half of each side); NaN for
-        all but ``raw_max`` when the heatmap is flat (it points nowhere).
-    """
-    height, width = heatmap.shape
-    statistics = {"raw_max": float(np.max(raw))}
-    peak = core.heatmap_peak(heatmap)
-    mass = np.maximum(heatmap.astype(np.float64), 0.0)
-    total = mass.sum()
-    if peak is None or total <= 0:
-        nan = float("nan")
-        return statistics | {"peak_y": nan, "peak_x": nan, "entropy": nan, "centre_share": nan}
-    share = mass / total
-    nonzero = share[share > 0]
-    entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(height * width))
-    top, left = height // 4, width // 4
-    centre = float(share[top : height - top, left : width - left].sum())
-    return statistics | {
-        "peak_y": (peak[0] + 0.5) / height,
-        "peak_x": (peak[1] + 0.5) / width,
-        "entropy": entropy,
-        "centre_share": centre,
-    }
-
-
-def mask_statistics(heatmap: np.ndarray, mask: np.ndarray) -> dict:
-    """``pointing_hit`` and ``object_share`` of a heatmap against an object mask (resized to
-    the heatmap's size, nearest neighbour, when the image was fitted)."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != heatmap.shape:
-        mask = cv2.resize(mask.astype(np.uint8), heatmap.shape[::-1],
-                          interpolation=cv2.INTER_NEAREST).astype(bool)  # fmt: skip
-    mass = np.maximum(heatmap.astype(np.float64), 0.0)
-    total = mass.sum()
-    return {
-        "pointing_hit": data.pointing_hit(heatmap, mask),
-        "object_share": float(mass[mask].sum() / total) if total > 0 else 0.0,
-    }
-
-
-def thumbnail(image: np.ndarray, heatmap: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
-    """The heatmap over the image, its longer side ``side`` pixels, as JPEG bytes."""
-    picture = render.overlay(image, heatmap)
-    height, width = picture.shape[:2]
-    scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
-    ok, encoded = cv2.imencode(
-        ".jpg",
-        cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
-        [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY],
-    )
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-        raise RuntimeError("could not encode a thumbnail")
-    return encoded.tobytes()
-
-
-# --- the job --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Options:
-    """What decides an audit's results (besides the model and the source)."""
-
-    layer: str | None = None
-    method: str = "gradcam"
-    targets: str | int = "predicted"
-    score: str = "logit"
-    shard_size: int = DEFAULT_SHARD_SIZE
-    image_size: tuple[int, int] | None = None
-    cam_options: tuple = ()
-    preprocess: str | None = None
-
-    def as_dict(self) -> dict:
-        return {
-            "layer": self.layer,
-            "method": self.method,
-            "targets": self.targets,
-            "score": self.score,
-            "shard_size": self.shard_size,
-            "image_size": None if self.image_size is None else list(self.image_size),
-            "cam_options": dict(self.cam_options),
-            "preprocess": self.preprocess,
-            "thumbnail_side": THUMBNAIL_SIDE,
-        }
-
-
-class ShardWorker:
-    """Explains shards of a source: model, options and compiled engine kept between shards.
-
-    Args:
-        model: a ``keras.Model`` or :class:`~gradcam_widget.models.ModelEntry`.
-        options: the :class:`Options`.
-        batch_size: images per compiled pass.
-        preprocess: as :func:`gradcam_widget.explain`.
-    """
-
-    def __init__(self, model, options: Options, batch_size: int = 32, preprocess=None):
-        from gradcam_widget.engine import unwrap
-
-        self.model, self.options = model, options
-        self.batch_size, self.preprocess = batch_size, preprocess
-        _, _, class_names, multi_label = unwrap(model)
-        self.class_names = None if class_names is None else tuple(class_names)
-        self.multi_label = multi_label
-        self.size = _input_size(model, options)
-
-    def label(self, class_index: int) -> str:
-        if self.class_names and 0 <= class_index < len(self.class_names):
-            return self.class_names[class_index]
-        return str(class_index)
-
-    def _squash(self, width: int, notes) -> str | None:
-        if self.options.score == "probability" or any(_UNBYPASSED in n for n in notes):
-            return None
-        return "sigmoid" if self.multi_label or width == 1 else "softmax"
-
-    def _targets(self, items: list[sources.Item]):
-        chosen = self.options.targets
-        if chosen == "predicted":
-            return None
-        if chosen == "true":
-            return [item.true_class for item in items]
-        return chosen
-
-    def __call__(self, shard: int, items: list[sources.Item]) -> store.ShardResult:
-        """Explain the readable items of one shard; list the others as skipped."""
-        from gradcam_widget.captures.explanations import iter_explain
-
-        skipped, good = [], []
-        for item in items:
-            error = item.error
-            if error is None and self.options.targets == "true" and item.true_class is None:
-                error = "no true class (targets='true')"
-            if error is None and not np.isfinite(item.image).all():
-                error = "the image contains NaN or infinite values"
-            if error is None:
-                good.append(item)
-            else:
-                skipped.append({"index": item.index, "id": item.id, "error": error})
-        if not good:
-            return store.ShardResult(shard, [], np.zeros((0, 0, 0), np.float16), [], skipped)
-        height, width = self.size
-        fitted = np.stack([
-            item.image if item.image.shape[:2] == (height, width)
-            else images.fit(item.image, height, width)
-            for item in good
-        ])  # fmt: skip
-        rows, raws, thumbs, layer = [], [], [], None
-        stream = iter_explain(
-            self.model,
-            fitted,
-            targets=self._targets(good),
-            layer=self.options.layer,
-            method=self.options.method,
-            batch_size=self.batch_size,
-            score=self.options.score,
-            preprocess=self.preprocess,
-            **dict(self.options.cam_options),
-        )
-        for explanations in stream:
-            layer = explanations.layer
-            squash = self._squash(explanations.scores.shape[-1], explanations.warnings)
-            probabilities = core.probabilities(explanations.scores, squash)
-            for offset, result in enumerate(explanations):
-                position = explanations.start + offset
-                item = good[position]
-                shown = images.shown_image(fitted[position])
-                rows.append(self._row(item, result, probabilities[offset]))
-                raws.append(result.raw)
-                thumbs.append(thumbnail(shown, result.heatmap))
-        return store.ShardResult(shard, rows, np.stack(raws).astype(np.float16), thumbs,
-                                 skipped, layer)  # fmt: skip
-
-    def _row(self, item: sources.Item, result, probabilities: np.ndarray) -> dict:
-        predicted = int(np.argmax(probabilities))
-        explained = int(result.class_index)
-        present = None
-        if item.true_class is not None:
-            present = {item.true_class}
-        elif item.masks:
-            present = set(item.masks)
-        row = {
-            "index": item.index,
-            "id": item.id,
-            "true_class": item.true_class,
-            "true_label": item.true_label,
-            "predicted_class": predicted,
-            "predicted_label": self.label(predicted),
-            "predicted_score": float(probabilities[predicted]),
-            "explained_class": explained,
-            "explained_label": self.label(explained),
-            "explained_score": float(probabilities[explained]),
-            "correct": None if present is None else predicted in present,
-            "pointing_hit": None,
-            "object_share": float("nan"),
-            "tagged": item.tagged,
-            "file_fingerprint": item.file_fingerprint,
-        }
-        row |= map_statistics(result.heatmap, result.raw)
-        if item.masks and explained in item.masks:
-            row |= mask_statistics(result.heatmap, item.masks[explained])
-        return row
 
 
 def _check_targets(targets, source: sources.Source, class_names) -> str | int:
@@ -445,16 +162,17 @@ def audit(
     out="results",
     *,
     layer: str | None = None,
-    method: str = "gradcam",
+    method: str = recipe.TABLE["method"].default,
     targets: str | int = "predicted",
     batch_size: int = 32,
     shard_size: int = DEFAULT_SHARD_SIZE,
-    score: str = "logit",
+    score: str = recipe.TABLE["score"].default,
     labels=None,
     preprocess: Callable | None = None,
     image_size: tuple[int, int] | None = None,
     progress: bool = True,
     ray=None,
+    interpolation: str = recipe.TABLE["interpolation"].default,
     **cam_options,
 ) -> store.AuditResults:
     """Explain every image of ``source`` and write the results to ``out``, resumably.
@@ -481,6 +199,10 @@ def audit(
         ray: ``None`` runs here; ``True`` (a local Ray, or the cluster ``RAY_ADDRESS`` names)
             or an address runs the shards on Ray Data actors (``pip install
             'gradcam_widget[ray]'``).
+        interpolation: how each raw map is resized to the image (``"bilinear"``,
+            ``"nearest"`` or ``"bicubic"``: ``gradcam_widget.options.TABLE["interpolation"]``),
+            recorded in the job like ``order`` and the method's options: a rerun with another
+            one into the same folder is refused like one with another ``pooling``.
 
     Returns:
         The :class:`~gradcam_widget.store.AuditResults` of ``out``.
@@ -494,16 +216,19 @@ def audit(
         ValueError: for a bad source, model, layer, method or option, before anything is
             written (a bad layer or class is found by the first shard's pass).
     """
-    from gradcam_widget import __version__
+    from gradcam_widget._version import __version__
     from gradcam_widget.engine import unwrap
 
     started = time.time()
     batch_size = core.check_int("batch_size", batch_size)
     shard_size = core.check_int("shard_size", shard_size)
-    core.check_option("score", score, core.SCORES)
+    core.check_option("score", score, recipe.SCORES)
     ray = _check_ray(ray)
     source = sources.as_source(source, labels)
-    model, load = load_model(model)
+    try:
+        model, load = models.load_model(model)
+    except models.UnknownModelError as error:
+        raise AuditError(str(error)) from None
     folder = Path(os.path.expanduser(os.fspath(out)))
     if folder.exists() and not folder.is_dir():
         raise AuditError(f"out={str(folder)!r} is a file: name a folder for the results")
@@ -519,15 +244,13 @@ def audit(
         score=score,
         shard_size=shard_size,
         image_size=_check_image_size(image_size),
-        cam_options=_normalised_options(method, cam_options),
+        cam_options=_normalised_options(method, cam_options | {"interpolation": interpolation}),
         preprocess=_preprocess_name(preprocess),
     )
-    size = _input_size(model, options)
+    size = input_size(model, options)
     source.set_size(size)  # images are fitted as they are read: a shard of photos stays small
     job = json.loads(json.dumps(_job(identity, load, source, options, model_head(model))))
     if ray is not None:
-        from gradcam_widget.auditing import ray as distributed
-
         distributed.check(model, options, source)
     # Everything is checked before anything is written: the lock (who holds it), then the
     # folder (empty, or this job's); the same again once the lock is held, in case another
@@ -663,8 +386,6 @@ def _run(folder, manifest, model, load, options, source, done, batch_size, prepr
             shards = ((worker(shard, items), len(items))
                       for shard, items in source.shards(shard_size, skip=done))  # fmt: skip
         else:
-            from gradcam_widget.auditing import ray as distributed
-
             shards = distributed.run_shards(
                 ray, model, load, options, source, shard_size, done, batch_size, preprocess
             )
@@ -685,8 +406,6 @@ def _check_ray(ray):
     if ray is None or ray is False:
         return None
     if ray is True or (isinstance(ray, str) and ray):
-        from gradcam_widget.auditing import ray as distributed
-
         distributed.check_before_start(ray)  # a dead address: refused before any write
         return ray
     raise ValueError(f"ray must be None, True or a Ray address string; got {ray!r}")
@@ -715,27 +434,13 @@ def _normalised_options(method: str, cam_options: dict) -> tuple:
     from gradcam_widget.cam import methods
 
     given = {name: _plain(value) for name, value in cam_options.items()}
-    shared = {"order": "relu_first", "interpolation": "bilinear"}
-    for name in shared:
-        if name in given:
-            shared[name] = given.pop(name)
-    core.check_option("order", shared["order"], core.ORDERS)
-    core.check_option("interpolation", shared["interpolation"], tuple(core.INTERPOLATIONS))
+    shared = {}
+    for name in SHARED_OPTIONS:
+        row = recipe.TABLE[name]
+        shared[name] = given.pop(name, row.default)
+        core.check_option(name, shared[name], row.values)
     used = methods.get(method).bind(**given)
     return tuple(sorted((used | shared).items()))
-
-
-def _callable_name(function) -> str | None:
-    """A stable name for a model's own preprocess: a function's ``module.qualname``, an
-    object's own ``repr`` (``keras.applications.vgg16.preprocess_input``), else its type's."""
-    if function is None:
-        return None
-    if hasattr(function, "__qualname__"):
-        return f"{getattr(function, '__module__', None)}.{function.__qualname__}"
-    kind = type(function)
-    if kind.__repr__ is not object.__repr__:
-        return repr(function)
-    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _preprocess_name(preprocess) -> str | None:
@@ -751,14 +456,6 @@ def _shard_count(total: int | None, shard_size: int, manifest: dict | None) -> i
     if total is not None:
         return -(-total // shard_size)
     return None if manifest is None else manifest.get("shards")
-
-
-def _input_size(model, options: Options) -> tuple[int, int]:
-    from gradcam_widget.engine import model_input_size, unwrap
-
-    height, width, _ = model_input_size(unwrap(model)[0])
-    fixed = options.image_size or DEFAULT_IMAGE_SIZE
-    return height or fixed[0], width or fixed[1]
 
 
 def _length(source: sources.Source) -> int | None:

@@ -21,440 +21,52 @@ undecodable byte written as a backslash, ``x`` and two hex digits (``bad\\xff.pn
 :func:`name_of_id` turns it back into the file's name. A folder label is made printable
 the same way.
 
-Only numpy, OpenCV and Pillow are used here (a ``tf.data.Dataset`` is read as it comes);
-this module never imports TensorFlow.
+The sources are kept in :mod:`~gradcam_widget.auditing.source_items` (the item, the
+source, shared helpers) and :mod:`~gradcam_widget.auditing.source_files` (paths and folders),
+whose names this module gives too; here: arrays, scenes, datasets and :func:`as_source`.
+
+Only numpy, OpenCV and Pillow are used by the sources (a ``tf.data.Dataset`` is read as it
+comes); they never import TensorFlow.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
-import stat
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from gradcam_widget.data import images
+from gradcam_widget.auditing.source_files import (  # noqa: F401 - the sources' names, here too
+    IMAGE_EXTENSIONS,
+    Folder,
+    Paths,
+    file_fingerprint,
+    file_problem,
+    match_folders,
+)
+from gradcam_widget.auditing.source_items import (  # noqa: F401 - the sources' names, here too
+    Item,
+    Source,
+    encoded,
+    error_text,
+    fitted,
+    hash_parts,
+    label_fields,
+    name_of_id,
+    printable_name,
+    read_array,
+)
 from gradcam_widget.data import scenes as data
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-"""File name endings a :class:`Folder` reads (any case)."""
 
 SCENE_KINDS = ("scenes", "shortcut")
 """Kinds of generated scenes: :func:`gradcam_widget.data.scene` (one object unless asked) and
 :func:`gradcam_widget.data.shortcut_scene` (one object; stars mostly tagged)."""
 
 _SCENE_SPEC = re.compile(r"^(?P<kind>[a-z]+):(?P<start>\d+)-(?P<stop>\d+)$")
-
-
-@dataclass(frozen=True, eq=False)
-class Item:
-    """One image of a source.
-
-    Attributes:
-        index: its number in the source.
-        id: a name for people: the path relative to the folder (a path given in a list:
-            absolute), ``scenes-<seed>`` / ``shortcut-<seed>``, or the number; always valid
-            text (a file name that is not: :func:`printable_name` of it).
-        image: ``(H, W, 3)`` float32 RGB in 0..255 (fitted to the source's
-            :meth:`~Source.set_size` when set), or ``None`` when it could not be read.
-        error: why it could not be read (one line), else ``None``.
-        true_class: the class index of the image's label, ``None`` if unknown (or several).
-        true_label: the label's name (several joined by ``+``), ``None`` if unknown.
-        masks: ``{class index: (H, W) bool}`` object masks when known (scenes), else ``None``.
-        file_fingerprint: for an image file, :func:`file_fingerprint` of it as it was read
-            (size, modification time and content hash), else ``None``.
-    """
-
-    index: int
-    id: str
-    image: np.ndarray | None = None
-    error: str | None = None
-    true_class: int | None = None
-    true_label: str | None = None
-    masks: Mapping[int, np.ndarray] | None = None
-    tagged: bool | None = None
-    file_fingerprint: str | None = None
-
-
-class Source:
-    """Numbered images; subclasses say how to read image ``i``.
-
-    Attributes:
-        description: what the images are, for the manifest and messages.
-        has_labels: True when items carry their true class.
-        has_masks: True when items carry object masks.
-    """
-
-    description: str = "images"
-    has_labels: bool = False
-    has_masks: bool = False
-    size: tuple[int, int] | None = None
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def fingerprint(self) -> str:
-        """A text that changes when the images change."""
-        raise NotImplementedError
-
-    def items(self, start: int, stop: int) -> Iterator[Item]:
-        """Items ``start ..< stop``, in order."""
-        raise NotImplementedError
-
-    def shards(self, shard_size: int, skip=frozenset()) -> Iterator[tuple[int, list[Item]]]:
-        """``(shard number, items)`` for every shard of ``shard_size`` consecutive images
-        whose number is not in ``skip``; the images of skipped shards are never read."""
-        count = len(self)
-        for shard in range(-(-count // shard_size)):
-            if shard in skip:
-                continue
-            start = shard * shard_size
-            yield shard, list(self.items(start, min(start + shard_size, count)))
-
-    def set_class_names(self, class_names: Sequence[str] | None) -> None:
-        """Map label names to the model's class indices (folders name their class)."""
-
-    def set_size(self, size: tuple[int, int] | None) -> None:
-        """Fit every image to ``(H, W)`` as it is read, so that a shard of large photos holds
-        model-sized images only."""
-        self.size = None if size is None else (int(size[0]), int(size[1]))
-
-    @property
-    def distributable(self) -> bool:
-        """True when the source can be sent to other processes (Ray workers)."""
-        return True
-
-
-def _encoded(text: str) -> bytes:
-    """``text`` as UTF-8, a file name's undecodable bytes (surrogateescape) as the bytes they
-    were; any other lone surrogate as its UTF-8 form (surrogatepass). The same bytes as
-    ``text.encode()`` for any valid text, so fingerprints of valid names do not change."""
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
-
-
-def printable_name(name: str) -> str:
-    """``name`` as valid text: itself when it is; else (a file name that is not valid UTF-8)
-    each undecodable byte written ``\\xNN`` (``'bad\\udcff.png'`` gives ``'bad\\\\xff.png'``),
-    and any other lone surrogate ``\\udNNN``. For the table and the manifest, which hold
-    UTF-8 text only, and for people."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        pass
-    try:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
-
-
-def name_of_id(name: str) -> str:
-    """The file name an :attr:`Item.id` was made from by :func:`printable_name` (each
-    ``\\xNN`` of a byte from 0x80 on back to the byte, as Python names it). Ambiguous for a
-    name that holds such text itself: try the id as it is first."""
-    return _ESCAPED_BYTE.sub(lambda match: chr(0xDC00 + int(match[1], 16)), name)
-
-
-def _hash(*parts) -> str:
-    digest = hashlib.blake2b(digest_size=12)
-    for part in parts:
-        digest.update(part if isinstance(part, bytes) else _encoded(str(part)))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _fitted(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None or rgb.shape[:2] == tuple(size):
-        return rgb
-    return images.fit(rgb, *size)
-
-
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "FIFO"),
-    (stat.S_ISSOCK, "socket"),
-    (stat.S_ISCHR, "character device"),
-    (stat.S_ISBLK, "block device"),
-)
-
-
-def file_problem(path) -> str | None:
-    """Why ``path`` cannot be an image file without opening it (one line), else ``None``:
-    ``"broken symbolic link ..."``, ``"symbolic link loop"`` or ``"not a regular file
-    (FIFO)"`` (socket, character device, block device, a folder). A missing file or one that
-    cannot be looked at gives ``None``: reading it says why."""
-    try:
-        status = os.stat(path)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return "symbolic link loop"
-        if error.errno == errno.ENOENT and os.path.islink(path):
-            try:
-                target = os.readlink(path)
-            except OSError:
-                return "broken symbolic link"
-            return f"broken symbolic link (its target {target!r} does not exist)"
-        return None
-    if stat.S_ISREG(status.st_mode):
-        return None
-    kind = next((name for test, name in _FILE_KINDS if test(status.st_mode)), "unknown kind")
-    return f"not a regular file ({kind})"
-
-
-def file_fingerprint(path) -> str:
-    """``"<size>:<modification time, ns>:<content hash>"`` of a file: what an audit's row can
-    keep to tell, later, that the file is still the picture it explained.
-
-    Raises:
-        OSError: for a file that cannot be read; ValueError for one that is no regular file
-            (opened without blocking and looked at before any read: a FIFO never blocks).
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    descriptor = os.open(path, flags)
-    with os.fdopen(descriptor, "rb") as handle:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            kind = next((name for test, name in _FILE_KINDS if test(status.st_mode)), "unknown")
-            raise ValueError(f"{os.fspath(path)!r} is not a regular file ({kind})")
-        digest = hashlib.blake2b(digest_size=12)
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"{status.st_size}:{status.st_mtime_ns}:{digest.hexdigest()}"
-
-
-def _read_file(index: int, path: Path, name: str, size=None, **labels) -> Item:
-    problem = file_problem(path)  # looked at, not opened: a FIFO would block the read
-    if problem:
-        return Item(index=index, id=name, error=problem, **labels)
-    try:
-        fingerprint = file_fingerprint(path)  # before the read: a file changed in between
-        rgb, _ = images.read_rgb(path)  # is found changed later, never taken as unchanged
-    except (ValueError, OSError) as error:
-        return Item(index=index, id=name, error=_one_line(error), **labels)
-    return Item(index=index, id=name, image=_fitted(rgb, size), file_fingerprint=fingerprint,
-                **labels)  # fmt: skip
-
-
-def _one_line(error: BaseException) -> str:
-    return printable_name(" ".join(str(error).split())[:300] or type(error).__name__)
-
-
-def _read_array(index: int, image, name: str, size=None, **labels) -> Item:
-    try:
-        rgb, _ = images.read_rgb(image)
-    except ValueError as error:
-        return Item(index=index, id=name, error=_one_line(error), **labels)
-    if not np.isfinite(rgb).all():
-        return Item(index=index, id=name, error="the image contains NaN or infinite values",
-                    **labels)  # fmt: skip
-    return Item(index=index, id=name, image=_fitted(rgb, size), **labels)
-
-
-class Paths(Source):
-    """Image files by path, in the order given.
-
-    Args:
-        paths: image file paths.
-        labels: optional true class per path (a class index or a class name).
-        root: paths are named relative to it (default: as given).
-    """
-
-    def __init__(self, paths: Sequence, labels: Sequence | None = None, root=None):
-        self.paths = [Path(os.path.expanduser(str(path))).absolute() for path in paths]
-        if not self.paths:
-            raise ValueError("there are no image paths to audit")
-        if labels is not None and len(labels) != len(self.paths):
-            raise ValueError(f"labels has {len(labels)} entries for {len(self.paths)} paths")
-        self.labels = None if labels is None else list(labels)
-        self.root = None if root is None else Path(root).absolute()
-        self.class_names: tuple[str, ...] | None = None
-        self.has_labels = labels is not None
-        self.description = f"{len(self.paths)} image files"
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _file_name(self, path: Path) -> str:
-        """Its name as the file system gives it (maybe not valid text: see the module)."""
-        if self.root is not None:
-            return path.relative_to(self.root).as_posix()
-        return str(path)
-
-    def _name(self, path: Path) -> str:
-        """Its :attr:`Item.id`: its name, printable."""
-        return printable_name(self._file_name(path))
-
-    def fingerprint(self) -> str:
-        entries = []
-        for path in self.paths:
-            try:
-                stat = path.stat()
-                size, modified = stat.st_size, stat.st_mtime_ns
-            except OSError:
-                size, modified = -1, -1
-            entries.append(f"{self._file_name(path)}\t{size}\t{modified}")
-        return _hash("paths", *entries, *(self.labels or ()))
-
-    def set_class_names(self, class_names) -> None:
-        self.class_names = None if class_names is None else tuple(class_names)
-
-    def _label(self, index: int) -> dict:
-        if self.labels is None:
-            return {}
-        return _label_fields(self.labels[index], self.class_names)
-
-    def items(self, start: int, stop: int) -> Iterator[Item]:
-        for index in range(start, stop):
-            path = self.paths[index]
-            yield _read_file(index, path, self._name(path), self.size, **self._label(index))
-
-
-def _label_fields(label, class_names) -> dict:
-    """``true_class`` and ``true_label`` of one label (an index or a name)."""
-    if label is None:
-        return {}
-    if isinstance(label, (float, np.floating)) and float(label).is_integer():
-        label = int(label)  # 3.0 from a float label array is class 3
-    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-        name = class_names[label] if class_names and 0 <= label < len(class_names) else None
-        return {"true_class": int(label), "true_label": name or str(int(label))}
-    name = str(label)
-    if class_names and name in class_names:
-        return {"true_class": class_names.index(name), "true_label": name}
-    return {"true_label": printable_name(name)}  # stored: valid text only
-
-
-class Folder(Paths):
-    """Every image file under a folder (recursive), sorted by path.
-
-    Args:
-        root: the folder.
-        labels: ``"folders"`` to take each image's class from the name of the sub-folder it
-            is in (``root/star/001.png`` is a ``star``), matched to the model's class names
-            (or, for a model without names, the sorted sub-folder names are classes
-            ``0, 1, ...`` as ``keras.utils.image_dataset_from_directory`` numbers them).
-            A sub-folder named as no class is matched to one whose name differs only in case
-            (``Star`` is ``star``) when exactly one does; the images of a sub-folder matched to
-            no class have no true class, and :meth:`set_class_names` warns, naming it.
-            ``None``: no labels.
-
-    Names ending otherwise than :data:`IMAGE_EXTENSIONS` are not images and are not listed;
-    hidden files and folders (a leading ``.``) are left out, and so are folders. Any other
-    entry with an image name is listed, a broken symbolic link or a FIFO included: reading it
-    gives an :class:`Item` whose ``error`` says why it is no image (the audit lists it as
-    skipped).
-    """
-
-    def __init__(self, root, labels: str | None = None):
-        root = Path(os.path.expanduser(str(root)))
-        if not root.is_dir():
-            raise ValueError(f"{str(root)!r} is not a folder of images")
-        if labels not in (None, "folders"):
-            raise ValueError(f"labels must be None or 'folders'; got {labels!r}")
-        paths = sorted(
-            path
-            for path in root.rglob("*")
-            if path.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in path.relative_to(root).parts)
-            and not path.is_dir()  # a folder named x.png: its files are listed
-        )
-        if not paths:
-            raise ValueError(
-                f"{str(root)!r} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
-            )
-        folder_labels = None
-        if labels == "folders":  # a label is text: a folder's name made printable
-            folder_labels = [printable_name(path.relative_to(root).parts[0]) for path in paths]
-            if any(len(path.relative_to(root).parts) < 2 for path in paths):
-                loose = next(p for p in paths if len(p.relative_to(root).parts) < 2)
-                raise ValueError(
-                    f"labels='folders' takes the class from the sub-folder, but "
-                    f"{loose.relative_to(root).as_posix()!r} is not in a sub-folder of "
-                    f"{str(root)!r}"
-                )
-        super().__init__(paths, labels=folder_labels, root=root)
-        self.folder_names = sorted(set(folder_labels or ()))
-        self.folder_classes: dict[str, str] = {}
-        """Sub-folder name -> the class name it was matched to, where they differ (case)."""
-        self.unmatched_folders: dict[str, str] = {}
-        """Sub-folder name -> why it is matched to no class (its images have none)."""
-        self.description = f"{len(paths)} images under {root}" + (
-            " (classes from sub-folders)" if labels else ""
-        )
-
-    def fingerprint(self) -> str:
-        listed = super().fingerprint()
-        if not self.folder_classes:  # as before matching by case existed
-            return listed
-        matches = (f"{folder}\t{name}" for folder, name in sorted(self.folder_classes.items()))
-        return _hash("folder classes", listed, *matches)
-
-    def set_class_names(self, class_names) -> None:
-        """Match the sub-folders to ``class_names`` (see ``labels``); warns once, naming the
-        sub-folders matched to no class and how many images they hold."""
-        names = tuple(class_names) if class_names else tuple(self.folder_names)
-        self.class_names = names
-        self.folder_classes, self.unmatched_folders = _match_folders(self.folder_names, names)
-        if not self.unmatched_folders:
-            return
-        counts = {folder: 0 for folder in self.unmatched_folders}
-        for folder in self.labels or ():
-            if folder in counts:
-                counts[folder] += 1
-        listed = "; ".join(
-            f"{folder!r} ({counts[folder]} image{'s' if counts[folder] != 1 else ''}: {why})"
-            for folder, why in self.unmatched_folders.items()
-        )
-        images_without = sum(counts.values())
-        warnings.warn(
-            f"labels='folders': {images_without} of {len(self)} images have no true class, "
-            f"their sub-folder matching no class of the model: {listed}; the classes are "
-            f"{', '.join(map(repr, names))}",
-            UserWarning,
-            stacklevel=2,
-        )
-
-    def _label(self, index: int) -> dict:
-        if self.labels is None:
-            return {}
-        folder = self.labels[index]
-        return _label_fields(self.folder_classes.get(folder, folder), self.class_names)
-
-
-def _match_folders(folders, class_names) -> tuple[dict[str, str], dict[str, str]]:
-    """``({folder: class name} for folders matched by case only, {folder: why} for folders
-    matched to no class)``. A folder named exactly as a class is that class; else the one
-    class whose name equals it ignoring case; else (none, or several) no class."""
-    by_case: dict[str, list[str]] = {}
-    for name in class_names:
-        by_case.setdefault(str(name).casefold(), []).append(str(name))
-    exact = {str(name) for name in class_names}
-    matched, unmatched = {}, {}
-    for folder in folders:
-        if folder in exact:
-            continue
-        candidates = by_case.get(folder.casefold(), [])
-        if len(candidates) == 1:
-            matched[folder] = candidates[0]
-        elif candidates:
-            unmatched[folder] = (
-                f"it matches {' and '.join(map(repr, candidates))} but for case: ambiguous"
-            )
-        else:
-            unmatched[folder] = "no class of that name"
-    return matched, unmatched
 
 
 class Arrays(Source):
@@ -504,11 +116,11 @@ class Arrays(Source):
 
     def items(self, start: int, stop: int) -> Iterator[Item]:
         for index in range(start, stop):
-            fields = {} if self.labels is None else _label_fields(self.labels[index],
+            fields = {} if self.labels is None else label_fields(self.labels[index],
                                                                   self.class_names)  # fmt: skip
             if self.masks is not None:
                 fields["masks"] = self.masks[index]
-            yield _read_array(index, self.images[index], f"{index:06d}", self.size, **fields)
+            yield read_array(index, self.images[index], f"{index:06d}", self.size, **fields)
 
 
 class Scenes(Source):
@@ -550,7 +162,7 @@ class Scenes(Source):
         return self.stop - self.start
 
     def fingerprint(self) -> str:
-        return _hash("scenes", self.kind, self.start, self.stop, self.n_objects)
+        return hash_parts("scenes", self.kind, self.start, self.stop, self.n_objects)
 
     def scene(self, index: int) -> data.Scene:
         seed = self.start + index
@@ -565,7 +177,7 @@ class Scenes(Source):
             yield Item(
                 index=index,
                 id=f"{self.kind}-{item.seed}",
-                image=_fitted(item.image.astype(np.float32), self.size),
+                image=fitted(item.image.astype(np.float32), self.size),
                 true_class=item.labels[0] if len(item.labels) == 1 else None,
                 true_label="+".join(names) if names else None,
                 masks=item.masks,
@@ -619,7 +231,7 @@ class DatasetSource(Source):
         return False
 
     def fingerprint(self) -> str:
-        return _hash("dataset", repr(self.dataset.element_spec), self._cardinality)
+        return hash_parts("dataset", repr(self.dataset.element_spec), self._cardinality)
 
     def set_class_names(self, class_names) -> None:
         self.class_names = None if class_names is None else tuple(class_names)
@@ -642,9 +254,9 @@ class DatasetSource(Source):
         shard, batch, index = 0, [], 0
         for image, label in self._stream():
             if shard not in skip:
-                fields = {} if label is None else _label_fields(_scalar_label(label),
+                fields = {} if label is None else label_fields(_scalar_label(label),
                                                                 self.class_names)  # fmt: skip
-                batch.append(_read_array(index, image, f"{index:06d}", self.size, **fields))
+                batch.append(read_array(index, image, f"{index:06d}", self.size, **fields))
             index += 1
             if index % shard_size == 0:
                 if shard not in skip:

@@ -24,7 +24,11 @@ import cv2
 import numpy as np
 
 from gradcam_widget import options
-from gradcam_widget.options import CHANNELS, ORDERS, POOLINGS
+
+POOLINGS = options.POOLINGS  # each choice's values, from the one table of options
+CHANNELS = options.CHANNELS
+ORDERS = options.ORDERS
+SCORES = options.SCORES
 
 _CV2_FLAGS = {
     "bilinear": cv2.INTER_LINEAR,
@@ -264,6 +268,42 @@ def probabilities(scores: np.ndarray, squash: str | None) -> np.ndarray:
         return 0.5 * (1.0 + np.tanh(0.5 * scores))  # 1 / (1 + e^-x), no overflow
     shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def fuse_maps(
+    raws: list[np.ndarray],
+    size: tuple[int, int],
+    combine: str = "max",
+    order: str = "relu_first",
+    interpolation: str = "bilinear",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse several layers' raw maps into one (LayerCAM's multi-layer fusion).
+
+    Each layer's map is clipped, resized to the finest grid and normalised, then combined;
+    the heatmap combines the layers' own heatmaps (:func:`to_heatmap`) the same way. A raw map
+    does not depend on ``order`` or ``interpolation``, so a caller that needs several of them
+    computes the per-layer maps once and calls this per choice.
+
+    Args:
+        raws: the ``(h, w)`` raw map of each layer.
+        size: ``(H, W)`` of the heatmap.
+        combine: ``"max"`` or ``"mean"`` of the per-layer maps.
+        order, interpolation: see :func:`to_heatmap`.
+
+    Returns:
+        ``(raw, heatmap)``: the fused raw map on the finest grid and the ``(H, W)`` heatmap.
+
+    Raises:
+        ValueError: for no maps or an unknown option.
+    """
+    check_option("combine", combine, ("max", "mean"))
+    if not raws:
+        raise ValueError("fuse needs at least one layer's map; got none")
+    finest = max((raw.shape for raw in raws), key=lambda shape: shape[0] * shape[1])
+    grid = [normalize(resize(relu(raw), finest, interpolation)) for raw in raws]
+    heat = [to_heatmap(raw, size, order, interpolation) for raw in raws]
+    pick = np.max if combine == "max" else np.mean
+    return pick(np.stack(grid), axis=0), normalize(pick(np.stack(heat), axis=0))
 
 
 def to_heatmap(

@@ -19,14 +19,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gradcam_widget.cam import core, methods
-from gradcam_widget.captures.capturing import (
-    SALIENCY_KINDS,
-    _capture_of,
-    _checked_pass,
-    _gradient_notes,
-    _request,
-    _score_warnings,
-)
+from gradcam_widget.captures.gate import check_request, checked_pass
+from gradcam_widget.captures.notes import gradient_notes, score_warnings
+from gradcam_widget.captures.record import SALIENCY_KINDS, capture_of
+from gradcam_widget.captures.signatures import same_parameters
 from gradcam_widget.data import images
 from gradcam_widget.engine import inputs, model_errors
 
@@ -163,7 +159,32 @@ def iter_explain(
     """Explain ``images`` one batch at a time, yielding one :class:`Explanations` per batch.
 
     Nothing of a batch is kept once the next one is asked for, so memory does not grow with
-    the number of images. Arguments as :func:`explain`.
+    the number of images; :func:`explain` joins the batches. The warnings of a batch are in
+    its ``.warnings`` (:func:`explain` issues them).
+
+    Args:
+        model: a ``keras.Model`` or an entry from :func:`gradcam_widget.models.load`.
+        images: an ``(N, H, W, 3)`` array, a list of images of any sizes (each fitted to the
+            model input as :func:`gradcam_widget.capture` fits one), or any iterable of
+            images (a generator, a ``tf.data.Dataset``), read one batch at a time.
+        targets: ``None`` (each image's top class), an int (one class for all), a sequence
+            of ints (one class per image), a :mod:`gradcam_widget.targets` target or a
+            callable ``outputs -> (N,)``.
+        layer: the layer to explain (default: the last conv-like layer).
+        method: a name from :func:`gradcam_widget.methods.names`.
+        batch_size: images per pass.
+        score: ``"logit"`` (default) or ``"probability"``, as :func:`gradcam_widget.capture`.
+        preprocess: as :func:`gradcam_widget.capture` (default: the entry's own).
+        saliency: ``"guided"`` or ``"vanilla"`` also computes each image's input gradients
+            (one more pass per batch) into ``.saliency``.
+        **cam_options: as :meth:`gradcam_widget.Capture.cam` (``pooling``, ``order`` ...).
+
+    Yields:
+        One :class:`Explanations` per batch (see :func:`explain`).
+
+    Raises:
+        ValueError: for bad images, targets, layer, method or options, naming what was
+            expected.
     """
     batch_size = core.check_int("batch_size", batch_size)
     if layer is not None and not isinstance(layer, str):
@@ -174,7 +195,7 @@ def iter_explain(
     methods.get(method).bind(**_method_options(cam_options))  # fails before any pass
     if saliency is not None:
         core.check_option("saliency", saliency, SALIENCY_KINDS)
-    request = _request(model, targets, score, preprocess)
+    request = check_request(model, targets, score, preprocess)
     per_image = request.target.per_image  # how many images a target's own data covers
     engine = request.engine
     start = 0
@@ -191,17 +212,17 @@ def iter_explain(
             step = replace(request, target=request.target.subset(start, start + count))
         rgb = np.stack([entry[1] for entry in batch]).astype(np.float32)
         model_inputs = inputs.model_batch(rgb, step.preprocess, engine.input_size, start, labels)
-        facts, default, result = _checked_pass(step, model_inputs, [layer])
+        facts, default, result = checked_pass(step, model_inputs, [layer])
         path = result.layers[0]
         notes = tuple(dict.fromkeys(note for entry in batch for note in entry[2]))
-        notes += _score_warnings(
+        notes += score_warnings(
             facts, step.target, score, engine.head, result.scores[0], engine.output_names
         )
         reaching = engine.reaching_tokens(model_inputs.shape) if result.tokens else None
-        notes += _gradient_notes(step.target, score, result, default, reaching)
+        notes += gradient_notes(step.target, score, result, default, reaching)
         results = []
         for index, (shown, _, _) in enumerate(batch):
-            cap = _capture_of(step, result, index=index, shown=shown, default=default, notes=(),
+            cap = capture_of(step, result, index=index, shown=shown, default=default, notes=(),
                               inputs=model_inputs[index : index + 1], complete=False)  # fmt: skip
             results.append(cap.cam(path, method=method, **cam_options))
         gradients = None
@@ -232,36 +253,11 @@ def _method_options(options: dict) -> dict:
     return {key: value for key, value in options.items() if key not in ("order", "interpolation")}
 
 
-def explain(
-    model,
-    images,
-    targets=None,
-    layer: str | None = None,
-    method: str = "gradcam",
-    batch_size: int = 32,
-    score: str = "logit",
-    preprocess: Callable | None = None,
-    saliency: str | None = None,
-    **cam_options,
-) -> Explanations:
+@same_parameters(iter_explain)
+def explain(*args, **kwargs) -> Explanations:
     """Explain many images: one compiled forward + backward pass per batch.
 
-    Args:
-        model: a ``keras.Model`` or an entry from :func:`gradcam_widget.models.load`.
-        images: an ``(N, H, W, 3)`` array, a list of images of any sizes (each fitted to the
-            model input as :func:`gradcam_widget.capture` fits one), or any iterable of
-            images (a generator, a ``tf.data.Dataset``), read one batch at a time.
-        targets: ``None`` (each image's top class), an int (one class for all), a sequence
-            of ints (one class per image), a :mod:`gradcam_widget.targets` target or a
-            callable ``outputs -> (N,)``.
-        layer: the layer to explain (default: the last conv-like layer).
-        method: a name from :func:`gradcam_widget.methods.names`.
-        batch_size: images per pass.
-        score: ``"logit"`` (default) or ``"probability"``, as :func:`gradcam_widget.capture`.
-        preprocess: as :func:`gradcam_widget.capture` (default: the entry's own).
-        saliency: ``"guided"`` or ``"vanilla"`` also computes each image's input gradients
-            (one more pass per batch) into ``.saliency``.
-        **cam_options: as :meth:`gradcam_widget.Capture.cam` (``pooling``, ``order`` ...).
+    Args: as :func:`iter_explain` (the same parameters).
 
     Returns:
         An :class:`Explanations`: ``heatmaps (N, H, W)``, ``raw (N, h, w)``,
@@ -274,21 +270,7 @@ def explain(
     Warns:
         UserWarning: as :func:`gradcam_widget.capture`, each once.
     """
-    parts = list(
-        iter_explain(
-            model,
-            images,
-            targets,
-            layer,
-            method,
-            batch_size,
-            score,
-            preprocess,
-            saliency,
-            **cam_options,
-        )  # fmt: skip
-    )
-    joined = Explanations.join(parts)
+    joined = Explanations.join(list(iter_explain(*args, **kwargs)))
     for note in joined.warnings:
-        warnings.warn(note, UserWarning, stacklevel=2)
+        warnings.warn(note, UserWarning, stacklevel=3)  # the caller of the signature's check
     return joined

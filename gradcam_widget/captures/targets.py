@@ -435,8 +435,8 @@ class Regression(Target):
         return self.sign * values, ops.full_like(feed, -1), values[:, None]
 
 
-class _Callable(Target):
-    """A user's ``target(outputs) -> (N,)``."""
+class FunctionTarget(Target):
+    """A user's ``target(outputs) -> (N,)``: what :func:`as_target` makes of a callable."""
 
     pads = False
 
@@ -520,7 +520,7 @@ def as_target(target, class_index=None) -> Target:
     if isinstance(target, (Sequence, np.ndarray)):
         return Class(list(np.asarray(target).reshape(-1).tolist()) if np.ndim(target) else target)
     if callable(target):
-        return _Callable(target)
+        return FunctionTarget(target)
     raise TargetError(
         "target must be a class index, a sequence of them, a gw.targets target or a callable "
         f"outputs -> (N,) scores; got {target!r}"

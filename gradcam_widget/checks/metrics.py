@@ -27,6 +27,7 @@ import numpy as np
 
 from gradcam_widget.cam import core
 from gradcam_widget.captures.capturing import class_scores
+from gradcam_widget.captures.signatures import same_parameters
 from gradcam_widget.data import scenes as data
 from gradcam_widget.data.images import as_rgb_image
 
@@ -177,7 +178,6 @@ def _auc(fractions: np.ndarray, scores: np.ndarray) -> float:
 
 
 def _curve(
-    *,
     kind: str,
     model,
     image,
@@ -279,49 +279,19 @@ def deletion(
     Returns:
         A :class:`Curve`.
     """
-    return _curve(
-        kind="deletion",
-        model=model,
-        image=image,
-        heatmap=heatmap,
-        class_index=class_index,
-        steps=steps,
-        baseline=baseline,
-        score=score,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    return _curve("deletion", model, image, heatmap, class_index, steps, baseline, score,
+                  batch_size, seed)  # fmt: skip
 
 
-def insertion(
-    model,
-    image,
-    heatmap,
-    class_index: int,
-    steps: int = 20,
-    baseline="blur",
-    score: str = "probability",
-    batch_size: int = 32,
-    seed: int = 0,
-) -> Curve:
+@same_parameters(deletion, baseline="blur")
+def insertion(*args, **kwargs) -> Curve:
     """Insertion curve: start from a blurred image, add pixels back most salient first.
 
     A faithful heatmap restores the evidence first, so the score rises quickly: a high AUC is
     good. Arguments as :func:`deletion`; the default baseline is ``"blur"`` (RISE), since a
     black start with a few sharp pixels is far outside what the model was trained on.
     """
-    return _curve(
-        kind="insertion",
-        model=model,
-        image=image,
-        heatmap=heatmap,
-        class_index=class_index,
-        steps=steps,
-        baseline=baseline,
-        score=score,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    return _curve("insertion", *args, **kwargs)
 
 
 @dataclass(frozen=True)

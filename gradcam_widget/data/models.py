@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradcam_widget.captures import capturing as captures
+from gradcam_widget.captures.gate import check_request
 from gradcam_widget.data import scenes as data
 from gradcam_widget.engine import inputs, model_errors
 from gradcam_widget.engine._keras import keras
@@ -177,7 +177,7 @@ class ModelEntry:
         """
         array = np.asarray(images)
         single = array.ndim == 3
-        request = captures._request(self, None, "logit", None)
+        request = check_request(self, None, "logit", None)
         engine = request.engine
         try:
             batch = inputs.check_image_batch(array[None] if single else array, engine.input_size)
@@ -408,3 +408,40 @@ def _download_output(progress: bool):
 def _input_size(model: keras.Model) -> tuple[int, int]:
     height, width = model.inputs[0].shape[1:3]
     return int(height), int(width)
+
+
+class UnknownModelError(ValueError):
+    """A model argument that is neither a name of :data:`MODEL_NAMES` nor a ``.keras`` file."""
+
+
+def load_model(model):
+    """A model argument as ``(model or entry, load spec)``.
+
+    Args:
+        model: a name of :data:`MODEL_NAMES`, a path to a ``.keras`` (or ``.h5``) file, a
+            :class:`ModelEntry` or a ``keras.Model``.
+
+    Returns:
+        ``(model, load)``: the model (loaded when named), and what reloads it in another
+        process (the name, or the file's absolute path), or ``None`` for a model that exists
+        only in memory (a retrained copy of a shipped model too).
+
+    Raises:
+        UnknownModelError: for a text that is neither a model name nor a model file.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        text = os.fspath(model)
+        if text in MODEL_NAMES:
+            return load(text), text
+        path = Path(os.path.expanduser(text))
+        if path.is_file() and path.suffix in (".keras", ".h5"):
+            return keras.models.load_model(path, compile=False), str(path.resolve())
+        raise UnknownModelError(
+            f"model {text!r} is neither a model name {MODEL_NAMES} nor a .keras file"
+        )
+    name = getattr(model, "name", None) if hasattr(model, "model") else None
+    if name in MODEL_NAMES and weights_cached(name):
+        # loadable by name only if it is that model itself, not a retrained copy of it
+        same = load(name).model is getattr(model, "model", None)
+        return model, name if same else None
+    return model, None

@@ -346,7 +346,7 @@ def top_probabilities(cap, k: int = 5, squash: str = "auto") -> tuple[list, str]
         )
     else:
         if squash == "auto":
-            multi_label = bool(getattr(cap._source, "multi_label", False))
+            multi_label = bool(getattr(cap, "multi_label", False))
             squash = "sigmoid" if multi_label or scores.size == 1 else "softmax"
         probabilities = core.probabilities(scores, squash)
         how = f"{squash} of the logits"

@@ -8,11 +8,10 @@ belong to no class). Every scene is a pure function of its seed, so a seed names
 almost nothing else: the training data of ``shapes_shortcut``, a model that is right for the
 wrong reason (it learned the tag, not the star).
 
-The module also holds the localisation checks used to judge a heatmap against those masks
-(:func:`pointing_hit`, :func:`peak_on_object`; where a map points is
-:func:`gradcam_widget.core.heatmap_peak`), and :func:`sample`, the
-named demo images: ``"two_shapes"`` (the class-discriminative demo) and photos that ship with
-matplotlib and scikit-image.
+The module also holds :func:`sample`, the named demo images (``"two_shapes"``, the
+class-discriminative demo, and photos that ship with matplotlib and scikit-image), and the
+localisation checks of a heatmap against the masks (:func:`pointing_hit`,
+:func:`peak_on_object`; where a map points is :func:`gradcam_widget.core.heatmap_peak`).
 
 Only numpy and OpenCV are used here; this module never imports TensorFlow.
 """

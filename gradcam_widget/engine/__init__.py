@@ -1,6 +1,12 @@
 """The only code that runs a model: the backend contract (:mod:`.base`), one module per backend
 (:mod:`.tf`, :mod:`.jax`, :mod:`.torch`) and the factory :func:`engine_for`, which picks the
 backend Keras runs on. Nothing here imports a backend library until a backend is chosen.
+
+Beside them: what is read off a model (:mod:`.model`), how its failures are said
+(:mod:`.errors`), the precision lock (:mod:`.precision`), token grids (:mod:`.grids`), what
+passes between the engine and a backend (:mod:`.result`), what the stateless engines share
+(:mod:`.stateless`), TensorFlow's name scopes (:mod:`.scopes`), and the tapping, input checks
+and layer choices the passes use (:mod:`.tapping`, :mod:`.inputs`, :mod:`.layers`).
 """
 
 from __future__ import annotations
@@ -9,36 +15,36 @@ import threading
 import weakref
 
 from gradcam_widget.engine._keras import check_backend
-from gradcam_widget.engine.base import (
-    MAX_TRACES,
-    PRECISIONS,
-    Engine,
+from gradcam_widget.engine.base import MAX_TRACES, Engine, ops, scored_outputs, trim_oldest
+from gradcam_widget.engine.errors import (
     ModelCallError,
-    PassResult,
-    StatelessEngine,
-    as_grid,
-    bfloat16_supported,
-    check_precision,
     empty_output,
-    feature_maps,
     model_code,
     model_errors,
     model_failure,
+    raised_by_model,
+    resource_error,
+    said_failure,
+    too_small,
+)
+from gradcam_widget.engine.grids import as_grid, feature_maps
+from gradcam_widget.engine.model import (
+    ModelRef,
     model_input_size,
     model_outputs,
     num_classes,
     only_output,
-    ops,
     output_parts,
-    perturbation,
-    raised_by_model,
-    resource_error,
-    said_failure,
-    scored_outputs,
-    too_small,
-    trim_oldest,
     unwrap,
 )
+from gradcam_widget.engine.precision import (
+    PRECISIONS,
+    bfloat16_supported,
+    check_precision,
+    precision_scope,
+)
+from gradcam_widget.engine.result import CompiledPass, PassRequest, PassResult
+from gradcam_widget.engine.stateless import StatelessEngine, perturbation
 
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ENGINES_LOCK = threading.Lock()
@@ -80,6 +86,7 @@ __all__ = [
     "as_grid",
     "bfloat16_supported",
     "check_precision",
+    "CompiledPass",
     "empty_output",
     "Engine",
     "engine_class",
@@ -92,13 +99,16 @@ __all__ = [
     "model_input_size",
     "model_outputs",
     "ModelCallError",
+    "ModelRef",
     "num_classes",
     "only_output",
     "ops",
     "output_parts",
+    "PassRequest",
     "PassResult",
     "perturbation",
     "PRECISIONS",
+    "precision_scope",
     "raised_by_model",
     "resource_error",
     "said_failure",

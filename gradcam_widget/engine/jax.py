@@ -16,22 +16,18 @@ out of a softmax or sigmoid) is read once per image size from the traced program
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradcam_widget.engine.base import (
-    PassResult,
-    StatelessEngine,
-    as_grid,
-    model_code,
-    only_output,
-    output_parts,
-    perturbation,
-    scored_outputs,
-)
+from gradcam_widget.engine.errors import model_code
+from gradcam_widget.engine.grids import LayerFacts, as_grid
 from gradcam_widget.engine.inputs import ModelCheckError
+from gradcam_widget.engine.model import only_output, output_parts
+from gradcam_widget.engine.result import CompiledPass, PassRequest, PassResult
+from gradcam_widget.engine.stateless import StatelessEngine, perturbation
 from gradcam_widget.engine.tapping import tapped
 
 FACTS_BATCH = 2  # images in the abstract batch the facts are traced with
@@ -63,18 +59,18 @@ class JaxEngine(StatelessEngine):
     def _zero(shape, dtype):
         return jnp.zeros(shape, dtype)
 
-    def _read_model(self, signature: tuple, bypass: bool) -> dict:
+    def _read_model(self, signature: tuple, bypass: bool) -> LayerFacts:
         """The model's facts read from its traced program (``jax.make_jaxpr``, nothing run):
         besides the layers', each output's structure and whether it comes out of a softmax or
         sigmoid."""
         model = self.model
-        trainable, non_trainable = self._state()
-        found: dict = {}
+        trainable, non_trainable = self.state()
+        found: list = []
 
         def forward(trainable, non_trainable, inputs):
             with tapped(self.leaves, model if bypass else None) as record:
-                outputs = self._stateless(inputs, (trainable, non_trainable))
-            found.update(self._layer_facts(record, inputs.shape))
+                outputs = self.call_model(inputs, (trainable, non_trainable))
+            found.append(self._layer_facts(record, inputs.shape))
             return output_parts(outputs), outputs
 
         abstract = jax.ShapeDtypeStruct((FACTS_BATCH, *signature[1:]), jnp.float32)
@@ -82,87 +78,79 @@ class JaxEngine(StatelessEngine):
             trainable, non_trainable, abstract
         )
         count = len(output_parts(structure))
-        found["squashed"] = tuple(
+        squashed = tuple(
             _squashing(closed.jaxpr, closed.jaxpr.outvars[index]) for index in range(count)
         )
-        found["outputs"] = structure
-        return found
+        return replace(found[-1], squashed=squashed, outputs=structure)
 
     # -- the hooks of Engine ----------------------------------------------------------------
 
-    def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
-        facts = self._model_facts(signature, score == "logit")
-        if not facts["grids"] and facts["outside"]:
+    def _trace_facts(self, request: PassRequest, count: int | None = None) -> PassResult:
+        facts = self.model_facts(request.signature, request.score == "logit")
+        if not facts.grids and facts.outside:
             raise ModelCheckError(
                 "every layer that could be explained runs inside a loop, a branch or a "
-                f"checkpoint of its own ({', '.join(facts['outside'][:4])}): its outputs "
+                f"checkpoint of its own ({', '.join(facts.outside[:4])}): its outputs "
                 "cannot be read from outside on JAX; explain the model on Keras's torch backend"
             )
         # the target read against the outputs' shapes, at the batch it is first asked for (a
         # callable may hold per-image data): a misfit is said now, not at the pass
         count = FACTS_BATCH if count is None else int(count)
-        shape, dtype = target.feed_spec
+        shape, dtype = request.target.feed_spec
         feed = jax.ShapeDtypeStruct((count, *shape[1:]), dtype)
         outputs = jax.tree_util.tree_map(
             lambda part: jax.ShapeDtypeStruct((count, *part.shape[1:]), part.dtype),
-            facts["outputs"],
+            facts.outputs,
         )
-        names = self.output_names
+        jax.eval_shape(
+            lambda outputs, feed: self.score(outputs, feed, request, facts.squashed),
+            outputs,
+            feed,
+        )
+        return self._facts_result(facts, request)
 
-        def read(outputs, feed):
-            scored = scored_outputs(
-                outputs, names, score, multi_label, target.adds_squash, facts["squashed"]
-            )
-            return target.traced(scored, feed)
-
-        jax.eval_shape(read, outputs, feed)
-        return self._facts_result(facts, score)
-
-    def _make_pass(self, signature, target, score, multi_label, layers, to_input=None):
-        self.describe(signature, target, score, multi_label)  # the target checked first
-        facts = self._model_facts(signature, score == "logit")
-        candidates = tuple(facts["grids"])
-        kept = candidates if layers is None else tuple(p for p in layers if p in candidates)
-        tokens = facts["tokens"]
-        squashed = facts["squashed"]
-        calls = facts["calls"]
+    def _make_pass(self, request: PassRequest) -> CompiledPass:
+        self.describe(request.signature, request.target, request.score, request.multi_label)
+        facts = self.model_facts(request.signature, request.score == "logit")
+        kept = request.kept(facts.grids)
+        tokens = facts.tokens
         engine_ref = weakref.ref(self)  # the compiled function must not keep the engine alive
         forward_done: list = []  # appended once the objective's forward part has run
 
         def objective(perturb, inputs, trainable, non_trainable, feed):
             engine = engine_ref()
             engine.traces += 1
-            model = engine.model
-            bypass = model if score == "logit" else None
-            guided = model if to_input == "guided" else None
-            with tapped(engine.leaves, bypass, guided, perturbation(perturb, calls)) as record:
-                outputs = engine._stateless(inputs, (trainable, non_trainable))
-            scored = scored_outputs(
-                outputs, engine.output_names, score, multi_label, target.adds_squash, squashed
+            found = engine.objective(
+                inputs,
+                feed,
+                request,
+                perturb=perturbation(perturb, facts.calls),
+                squashed=facts.squashed,
+                state=(trainable, non_trainable),
             )
-            values, chosen, scores = target.traced(scored, feed)
-            values = values.astype(jnp.float32)
+            values = found.values.astype(jnp.float32)
             activations = {
-                path: as_grid(record[path], tokens.get(path)).astype(jnp.float32) for path in kept
+                path: as_grid(found.record[path], tokens.get(path)).astype(jnp.float32)
+                for path in kept
             }
             aux = {
-                "scores": scores.astype(jnp.float32),
+                "scores": found.scores.astype(jnp.float32),
                 "values": values,
-                "chosen": chosen,
+                "chosen": found.class_indices,
                 "activations": activations,
             }
             forward_done.append(True)
             return jnp.sum(values), aux
 
         differentiate = jax.value_and_grad(
-            objective, argnums=(0, 1) if to_input else 0, has_aux=True
+            objective, argnums=(0, 1) if request.to_input else 0, has_aux=True
         )
 
         def step(perturb, inputs, trainable, non_trainable, feed):
             forward_done.clear()
             with model_code(after=forward_done):  # the backward pass through the model
                 (_, aux), gradients = differentiate(perturb, inputs, trainable, non_trainable, feed)
-            to_layers, to_inputs = gradients if to_input else (gradients, None)
+            to_layers, to_inputs = gradients if request.to_input else (gradients, None)
             aux["gradients"] = {
                 path: as_grid(to_layers[path], tokens.get(path)).astype(jnp.float32)
                 for path in kept
@@ -170,15 +158,23 @@ class JaxEngine(StatelessEngine):
             aux["input_gradients"] = to_inputs
             return aux
 
-        return jax.jit(step), facts, self._facts_result(facts, score, kept), target.pads
+        return CompiledPass(
+            request,
+            jax.jit(step),
+            facts=self._facts_result(facts, request, kept),
+            layer_facts=facts,
+            pads=request.target.pads,
+        )
 
-    def _call_pass(self, function, inputs: np.ndarray, feed: np.ndarray) -> PassResult:
-        step, traced, facts, pads = function
+    def _call_pass(self, compiled: CompiledPass, inputs: np.ndarray, feed: np.ndarray):
+        facts = compiled.facts
         count = len(inputs)
-        size = bucket(count) if pads else count
-        perturb = self._zeros(traced, facts.layers, size)
-        trainable, non_trainable = self._state()
-        out = step(perturb, _padded(inputs, size), trainable, non_trainable, _padded(feed, size))
+        size = bucket(count) if compiled.pads else count
+        perturb = self._zeros(compiled.layer_facts, facts.layers, size)
+        trainable, non_trainable = self.state()
+        out = compiled.function(
+            perturb, _padded(inputs, size), trainable, non_trainable, _padded(feed, size)
+        )
         out = jax.tree_util.tree_map(lambda array: np.asarray(array)[:count], out)
         return PassResult(
             candidates=facts.candidates,
@@ -197,62 +193,60 @@ class JaxEngine(StatelessEngine):
             else np.asarray(out["input_gradients"], np.float32),
         )
 
-    def _make_forward(self, signature, target, score: str, multi_label: bool):
-        self.describe(signature, target, score, multi_label)
-        squashed = self._model_facts(signature, score == "logit")["squashed"]
+    def _make_forward(self, request: PassRequest) -> CompiledPass:
+        self.describe(request.signature, request.target, request.score, request.multi_label)
+        squashed = self.model_facts(request.signature, request.score == "logit").squashed
         engine_ref = weakref.ref(self)
 
         def forward(inputs, trainable, non_trainable, feed):
-            engine = engine_ref()
-            model = engine.model
-            with tapped((), model if score == "logit" else None):
-                outputs = engine._stateless(inputs, (trainable, non_trainable))
-            scored = scored_outputs(
-                outputs, engine.output_names, score, multi_label, target.adds_squash, squashed
+            found = engine_ref().objective(
+                inputs,
+                feed,
+                request,
+                leaves=(),
+                squashed=squashed,
+                state=(trainable, non_trainable),
             )
-            values, _, scores = target.traced(scored, feed)
-            return values.astype(jnp.float32), scores.shape[-1]
+            return found.values.astype(jnp.float32), found.scores.shape[-1]
 
-        return jax.jit(forward), target.pads
+        return CompiledPass(request, jax.jit(forward), pads=request.target.pads)
 
-    def _call_forward(self, function, chunk: np.ndarray, fed: np.ndarray):
-        function, pads = function
-        trainable, non_trainable = self._state()
-        size = bucket(len(chunk)) if pads else len(chunk)
-        values, width = function(
-            _padded(chunk, size), trainable, non_trainable, _padded(np.asarray(fed), size)
+    def _call_forward(self, compiled: CompiledPass, chunk: np.ndarray, feed: np.ndarray):
+        trainable, non_trainable = self.state()
+        size = bucket(len(chunk)) if compiled.pads else len(chunk)
+        values, width = compiled.function(
+            _padded(chunk, size), trainable, non_trainable, _padded(np.asarray(feed), size)
         )
         return np.asarray(values)[: len(chunk)], int(width)
 
-    def _make_outputs(self, signature):
+    def _make_outputs(self, signature: tuple) -> CompiledPass:
         engine_ref = weakref.ref(self)
 
         def forward(inputs, trainable, non_trainable):
-            outputs = engine_ref()._stateless(inputs, (trainable, non_trainable))
+            outputs = engine_ref().call_model(inputs, (trainable, non_trainable))
             return only_output(outputs).astype(jnp.float32)
 
-        return jax.jit(forward)
+        return CompiledPass(None, jax.jit(forward))
 
-    def _call_outputs(self, function, chunk: np.ndarray) -> np.ndarray:
-        trainable, non_trainable = self._state()
-        outputs = function(_padded(chunk, bucket(len(chunk))), trainable, non_trainable)
+    def _call_outputs(self, compiled: CompiledPass, chunk: np.ndarray) -> np.ndarray:
+        trainable, non_trainable = self.state()
+        outputs = compiled.function(_padded(chunk, bucket(len(chunk))), trainable, non_trainable)
         return np.asarray(outputs)[: len(chunk)]
 
     def _find_reaching(self, signature: tuple) -> frozenset:
-        facts = self._model_facts(signature, False)
-        tokens = facts["tokens"]
+        facts = self.model_facts(signature, False)
+        tokens = facts.tokens
         if not tokens:
             return frozenset()
         noise = self._noise(signature)
         perturb = self._zeros(facts, tokens, len(noise))
-        trainable, non_trainable = self._state()
-        calls = facts["calls"]
+        trainable, non_trainable = self.state()
 
         forward_done: list = []
 
         def projected(perturb):
-            with tapped(self.leaves, None, None, perturbation(perturb, calls)):
-                outputs = self._stateless(jnp.asarray(noise), (trainable, non_trainable))
+            with tapped(self.leaves, None, None, perturbation(perturb, facts.calls)):
+                outputs = self.call_model(jnp.asarray(noise), (trainable, non_trainable))
             total = jnp.float32(0.0)
             for index, part in enumerate(output_parts(outputs)):
                 if jnp.issubdtype(part.dtype, jnp.floating):

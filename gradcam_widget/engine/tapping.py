@@ -455,6 +455,9 @@ def _recording_call(tap: _Tap, path: str, original):
     return call
 
 
+_FAILED = "_gradcam_failed"  # set on an exception a leaf layer raised: its LayerFailure
+
+
 class LayerFailure(NamedTuple):
     """A leaf layer's call that raised (:func:`failed_layer`)."""
 
@@ -486,7 +489,7 @@ def failed_layer(error: BaseException) -> LayerFailure | None:
     raised; ``None`` when ``error`` is not that exception or a re-raise of it
     (:func:`reraise_chain`) -- the model caught it and raised another, say -- or it was raised
     outside such a block."""
-    return getattr(error, "_gradcam_failed", None)
+    return getattr(error, _FAILED, None)
 
 
 def reraise_chain(error: BaseException) -> list[BaseException]:
@@ -528,11 +531,11 @@ def _copied(error: BaseException) -> BaseException | None:
 def _mark_failure(error: BaseException, failed: LayerFailure | None) -> None:
     """Remember on ``error`` which leaf raised it (``failed``, from the tap), when ``error``
     is that leaf's exception or a re-raise of it (:func:`reraise_chain`)."""
-    if failed is None or hasattr(error, "_gradcam_failed"):
+    if failed is None or hasattr(error, _FAILED):
         return
     if reraises(error, failed.error):
         with contextlib.suppress(AttributeError):  # an exception without a __dict__
-            error._gradcam_failed = failed
+            setattr(error, _FAILED, failed)
 
 
 def _guided_for(tap: _Tap, guided, original):

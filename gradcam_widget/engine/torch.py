@@ -15,20 +15,17 @@ forward pass over two blank images.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from gradcam_widget.engine._keras import keras
-from gradcam_widget.engine.base import (
-    PassResult,
-    StatelessEngine,
-    as_grid,
-    model_code,
-    only_output,
-    output_parts,
-    perturbation,
-    scored_outputs,
-)
+from gradcam_widget.engine.errors import model_code
+from gradcam_widget.engine.grids import LayerFacts, as_grid
+from gradcam_widget.engine.model import only_output, output_parts
+from gradcam_widget.engine.result import CompiledPass, PassRequest, PassResult
+from gradcam_widget.engine.stateless import StatelessEngine, perturbation
 from gradcam_widget.engine.tapping import squashed_output, tapped
 
 FACTS_BATCH = 2  # blank images in the forward pass the facts are read from
@@ -55,66 +52,57 @@ class TorchEngine(StatelessEngine):
         device = ops.zeros(()).device  # Keras's device for this backend
         return torch.zeros(shape, dtype=dtype, device=device, requires_grad=True)
 
-    def _read_model(self, signature: tuple, bypass: bool) -> dict:
+    def _read_model(self, signature: tuple, bypass: bool) -> LayerFacts:
         """The model's facts read from one call on blank images (gradients enabled, so that
         each output's softmax or sigmoid shows in its autograd graph)."""
         model = self.model
         blank = ops.zeros((FACTS_BATCH, *signature[1:]), "float32")
         blank.requires_grad_(True)  # so that the outputs carry their autograd graph
         with torch.enable_grad(), tapped(self.leaves, model if bypass else None) as record:
-            outputs = self._stateless(blank)
-        found = self._layer_facts(record, tuple(blank.shape))
-        found["squashed"] = tuple(squashed_output(part) for part in output_parts(outputs))
-        # zeros shaped like the outputs (a few numbers per image): what a target is checked on
-        found["outputs"] = keras.tree.map_structure(
-            lambda part: torch.zeros_like(part.detach()), outputs
+            outputs = self.call_model(blank)
+        return replace(
+            self._layer_facts(record, tuple(blank.shape)),
+            squashed=tuple(squashed_output(part) for part in output_parts(outputs)),
+            # zeros shaped like the outputs (a few numbers per image): what a target is
+            # checked on
+            outputs=keras.tree.map_structure(lambda part: torch.zeros_like(part.detach()), outputs),
         )
-        return found
 
-    def _trace_facts(self, signature, target, score, multi_label, count=None) -> PassResult:
-        facts = self._model_facts(signature, score == "logit")
+    def _trace_facts(self, request: PassRequest, count: int | None = None) -> PassResult:
+        facts = self.model_facts(request.signature, request.score == "logit")
+        target = request.target
         if target.per_image is None and target.pads:
             # the target read against outputs of the facts' shapes: a misfit is said now (one
             # with per-image data is read by the pass, at its own batch)
             feed = ops.convert_to_tensor(target.feed(FACTS_BATCH))
-            scored = scored_outputs(
-                facts["outputs"], self.output_names, score, multi_label, target.adds_squash,
-                facts["squashed"],
-            )  # fmt: skip
-            target.traced(scored, feed)
-        return self._facts_result(facts, score)
+            self.score(facts.outputs, feed, request, facts.squashed)
+        return self._facts_result(facts, request)
 
-    # Nothing to compile: a "function" is what the pass needs to know.
+    # Nothing to compile: a compiled pass is what the pass needs to know.
 
-    def _make_pass(self, signature, target, score, multi_label, layers, to_input=None):
-        facts = self.describe(signature, target, score, multi_label)
-        candidates = facts.candidates
-        kept = candidates if layers is None else tuple(p for p in layers if p in candidates)
-        return (target, score, multi_label, kept, to_input, signature, facts)
+    def _make_pass(self, request: PassRequest) -> CompiledPass:
+        facts = self.describe(request.signature, request.target, request.score, request.multi_label)
+        return CompiledPass(request, facts=replace(facts, layers=request.kept(facts.candidates)))
 
-    def _call_pass(self, function, inputs: np.ndarray, feed: np.ndarray) -> PassResult:
-        target, score, multi_label, kept, to_input, signature, facts = function
-        model = self.model
-        traced = self._model_facts(signature, score == "logit")
-        tokens = traced["tokens"]
-        count = len(inputs)
-        perturb = self._zeros(traced, kept, count)
+    def _call_pass(self, compiled: CompiledPass, inputs: np.ndarray, feed: np.ndarray):
+        request, facts = compiled.request, compiled.facts
+        kept, to_input = facts.layers, request.to_input
+        traced = self.model_facts(request.signature, request.score == "logit")
+        tokens = traced.tokens
+        perturb = self._zeros(traced, kept, len(inputs))
         batch = ops.convert_to_tensor(inputs, "float32")
         if to_input:
             batch.requires_grad_(True)
-        bypass = model if score == "logit" else None
-        guided = model if to_input == "guided" else None
-        handles = perturbation(perturb, traced["calls"])
         with torch.enable_grad():
-            with tapped(self.leaves, bypass, guided, handles) as record:
-                outputs = self._stateless(batch)
-            scored = scored_outputs(
-                outputs, self.output_names, score, multi_label, target.adds_squash,
-                traced["squashed"],
-            )  # fmt: skip
-            values, chosen, scores = target.traced(scored, ops.convert_to_tensor(feed))
+            found = self.objective(
+                batch,
+                ops.convert_to_tensor(feed),
+                request,
+                perturb=perturbation(perturb, traced.calls),
+                squashed=traced.squashed,
+            )
             sources = [perturb[path] for path in kept] + ([batch] if to_input else [])
-            total = ops.sum(ops.cast(values, "float32"))
+            total = ops.sum(ops.cast(found.values, "float32"))
             with model_code():  # the backward pass through the model
                 gradients = (
                     torch.autograd.grad(total, sources, allow_unused=True)
@@ -126,16 +114,14 @@ class TorchEngine(StatelessEngine):
             for source, gradient in zip(sources, gradients, strict=True)
         ]
         input_gradients = _numpy(gradients.pop()) if to_input else None
-        return PassResult(
-            candidates=facts.candidates,
-            static_shapes=facts.static_shapes,
-            squashed=facts.squashed,
-            layers=kept,
-            tokens=facts.tokens,
-            scores=_numpy(scores),
-            values=_numpy(values),
-            class_indices=chosen.detach().cpu().numpy(),
-            activations={path: _numpy(as_grid(record[path], tokens.get(path))) for path in kept},
+        return replace(
+            facts,
+            scores=_numpy(found.scores),
+            values=_numpy(found.values),
+            class_indices=found.class_indices.detach().cpu().numpy(),
+            activations={
+                path: _numpy(as_grid(found.record[path], tokens.get(path))) for path in kept
+            },
             gradients={
                 path: _numpy(as_grid(gradient, tokens.get(path)))
                 for path, gradient in zip(kept, gradients, strict=True)
@@ -144,43 +130,43 @@ class TorchEngine(StatelessEngine):
             input_gradients=input_gradients,
         )
 
-    def _make_forward(self, signature, target, score: str, multi_label: bool):
-        self.describe(signature, target, score, multi_label)
-        return (target, score, multi_label, self._model_facts(signature, score == "logit"))
+    def _make_forward(self, request: PassRequest) -> CompiledPass:
+        self.describe(request.signature, request.target, request.score, request.multi_label)
+        traced = self.model_facts(request.signature, request.score == "logit")
+        return CompiledPass(request, layer_facts=traced)
 
-    def _call_forward(self, function, chunk: np.ndarray, fed: np.ndarray):
-        target, score, multi_label, traced = function
-        model = self.model
-        with torch.no_grad(), tapped((), model if score == "logit" else None):
-            outputs = self._stateless(ops.convert_to_tensor(chunk, "float32"))
-            scored = scored_outputs(
-                outputs, self.output_names, score, multi_label, target.adds_squash,
-                traced["squashed"],
-            )  # fmt: skip
-            values, _, scores = target.traced(scored, ops.convert_to_tensor(fed))
-        return _numpy(values), int(scores.shape[-1])
-
-    def _make_outputs(self, signature):
-        return signature
-
-    def _call_outputs(self, function, chunk: np.ndarray) -> np.ndarray:
+    def _call_forward(self, compiled: CompiledPass, chunk: np.ndarray, feed: np.ndarray):
         with torch.no_grad():
-            outputs = self._stateless(ops.convert_to_tensor(chunk, "float32"))
+            found = self.objective(
+                ops.convert_to_tensor(chunk, "float32"),
+                ops.convert_to_tensor(feed),
+                compiled.request,
+                leaves=(),
+                squashed=compiled.layer_facts.squashed,
+            )
+        return _numpy(found.values), int(found.scores.shape[-1])
+
+    def _make_outputs(self, signature: tuple) -> CompiledPass:
+        return CompiledPass(None)
+
+    def _call_outputs(self, compiled: CompiledPass, chunk: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            outputs = self.call_model(ops.convert_to_tensor(chunk, "float32"))
         return _numpy(only_output(outputs))
 
     def _find_reaching(self, signature: tuple) -> frozenset:
-        traced = self._model_facts(signature, False)
-        tokens = traced["tokens"]
+        traced = self.model_facts(signature, False)
+        tokens = traced.tokens
         if not tokens:
             return frozenset()
         noise = ops.convert_to_tensor(self._noise(signature))
         device = noise.device
         perturb = self._zeros(traced, tokens, len(noise))
         generator = torch.Generator(device="cpu").manual_seed(1)
-        handles = perturbation(perturb, traced["calls"])
+        handles = perturbation(perturb, traced.calls)
         with torch.enable_grad():
             with tapped(self.leaves, None, None, handles):
-                outputs = self._stateless(noise)
+                outputs = self.call_model(noise)
             total = sum(
                 (part.float() * torch.randn(part.shape, generator=generator).to(device)).sum()
                 for part in output_parts(outputs)

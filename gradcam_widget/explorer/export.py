@@ -4,33 +4,35 @@ Slides, a course web page, GitHub Pages, nbviewer and a PDF's companion folder r
 so a live :class:`~gradcam_widget.widget.CamExplorer` there is a dead box. :func:`export_html`
 (and ``ex.export_html(...)``, ``gradcam-widget export ...``) writes **one HTML file** instead:
 the image and, for the explained class, every combination of the recipe's choices —
-method × layer × pooling × channels × order — precomputed as embedded pictures (``data:``
-URIs), switched by plain HTML ``<select>`` controls and a few lines of inline script. No
-server, no kernel, no network: no external font, script or style sheet; it opens from
-``file://``, on GitHub Pages and in a slide's iframe.
+method × layer × pooling × channels × order × interpolation (:data:`MENUS`, values and labels
+from :mod:`gradcam_widget.options`) — precomputed as embedded pictures (``data:`` URIs),
+switched by plain HTML ``<select>`` controls and a few lines of inline script. No server, no
+kernel, no network: no external font, script or style sheet; it opens from ``file://``, on
+GitHub Pages and in a slide's iframe.
 
 Every map comes from ONE capture of the image (the layers it needs are recorded by one
 forward + backward pass; an explorer's capture that holds only the layer on screen is filled
 in by one more pass). Every method but Score-CAM is numpy over those cached tensors; Score-CAM
 runs forward passes on masked copies of the input (``max_channels`` = 64 masked images per
-layer, and again per layer of the fusion for each order): on the shapes model that is most of
-the export's time (seconds, not minutes).
+layer, and again per layer of the fusion for each order and interpolation): on the shapes
+model that is most of the export's time (tens of seconds, not minutes).
 
 Size. Each combination shows two pictures, the raw map (its cells) and the overlay; pictures
 that come out byte-identical are stored once (a method that ignores pooling and channels gives
-the same pictures for all four of their combinations; the raw map does not depend on the
-order). So the file grows as::
+the same pictures for all four of their combinations; a layer's raw map depends on neither the
+order nor the interpolation). So the file grows as::
 
     bytes ≈ input picture + distinct pictures × bytes per picture × 4/3 (base64)
-    distinct pictures ≤ 1 + layers × (12 for Grad-CAM + 3 per other method)
+    distinct pictures ≤ 1 + layers × (28 for Grad-CAM + 7 per other method)
 
-(Grad-CAM: 4 raw maps and 8 overlays per layer; another method: 1 raw map and 2 overlays),
-with the combinations themselves ``methods × layers × 2 × 2 × 2`` entries of a small table.
-A 224×224 JPEG at quality 85 is ~5–20 KB, a PNG 3–5 times that. The default — JPEG, the
-default layer, the fusion layers and ``fused``, all seven methods — keeps the shapes model's
-export at about 1 MB (224 combinations, 93 distinct pictures), well under :data:`MAX_BYTES`
-(8 MB), which refuses a larger file unless ``max_bytes=None``. More layers
-(``layers="all"``: 15 for the shapes model) or PNG grow it linearly; fewer methods shrink it.
+(Grad-CAM: 4 raw maps and 24 overlays per layer; another method: 1 raw map and 6 overlays; the
+fused layer's raw map also depends on the interpolation, 2 or 8 more), with the combinations
+themselves ``methods × layers × 2 × 2 × 2 × 3`` entries of a small table. A 224×224 JPEG at
+quality 85 is ~5–20 KB, a PNG 3–5 times that. The default — JPEG, the default layer, the
+fusion layers and ``fused``, all seven methods — keeps the shapes model's export at about
+2.5 MB (672 combinations, 205 distinct pictures), well under :data:`MAX_BYTES` (8 MB), which
+refuses a larger file unless ``max_bytes=None``. More layers (``layers="all"``: 15 for the
+shapes model) or PNG grow it linearly; fewer methods shrink it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import itertools
 import json
 import time
 from pathlib import Path
@@ -46,12 +49,12 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from gradcam_widget import options as recipe
 from gradcam_widget.cam import core
 from gradcam_widget.cam import methods as registry
 from gradcam_widget.captures.capturing import Capture
 from gradcam_widget.data import render
 from gradcam_widget.explorer.session import FUSED
-from gradcam_widget.explorer.widget import CHANNEL_LABELS, ORDER_LABELS, POOLING_LABELS
 
 FORMATS = ("jpeg", "png")
 """The picture formats of an export: JPEG (default, small) or PNG (lossless, 3–5× larger)."""
@@ -62,8 +65,15 @@ DEFAULT_QUALITY = 85
 MAX_BYTES = 8_000_000
 """The largest export written by default: 8 MB (``max_bytes=None`` lifts it)."""
 
-OPTIONS = ("method", "layer", "pooling", "channels", "order")
-"""The controls of the page, in the order of a combination's key (``"a|b|c|d|e"``)."""
+MENUS = ("method", "layer", "pooling", "channels", "order", "interpolation")
+"""The menus of the page, in the order of a combination's key (``"a|b|c|d|e|f"``): the
+options of :data:`gradcam_widget.options.TABLE` offered on the export (a test checks that they
+are the same), values and labels from there."""
+
+OPTIONS = tuple(name for name in MENUS if name != "interpolation")
+"""The menus an explorer's view chooses first (``selected`` of :func:`write_capture`, as
+:meth:`gradcam_widget.CamExplorer.export_html` passes them): :data:`MENUS` but the
+interpolation, which the explorer does not offer (the page opens on its default)."""
 
 
 class Export(NamedTuple):
@@ -84,10 +94,17 @@ class Export(NamedTuple):
     seconds: float
 
 
-def combination_key(method: str, layer: str, pooling: str, channels: str, order: str) -> str:
-    """The key of one combination in the page's table: the values of :data:`OPTIONS` joined
+def combination_key(
+    method: str,
+    layer: str,
+    pooling: str,
+    channels: str,
+    order: str,
+    interpolation: str = recipe.TABLE["interpolation"].default,
+) -> str:
+    """The key of one combination in the page's table: the values of :data:`MENUS` joined
     by ``|``."""
-    return "|".join((method, layer, pooling, channels, order))
+    return "|".join((method, layer, pooling, channels, order, interpolation))
 
 
 def check_format(format: str, quality: int) -> tuple[str, int]:
@@ -205,18 +222,17 @@ class _Pictures:
 
 
 def _maps(cap: Capture, method: registry.Method, layer: str, shared: dict) -> dict:
-    """``{order: (raw, heatmap)}`` of one method, layer and its shared options; a single
-    layer's map is computed once (the order is only the tail, :func:`core.to_heatmap`)."""
-    if layer == FUSED:
-        return {
-            order: (result.raw, result.heatmap)
-            for order in core.ORDERS
-            for result in [cap.fuse(method=method.name, order=order, **shared)]
-        }
-    result = cap.cam(layer, method=method.name, order="relu_first", **shared)
+    """``{(order, interpolation): (raw, heatmap)}`` of one method, layer and its shared
+    options; a single layer's map is computed once (the order and the interpolation are only
+    the tail, :func:`core.to_heatmap`)."""
+    tails = itertools.product(recipe.ORDERS, recipe.INTERPOLATIONS)
+    if layer == FUSED:  # each fused layer's raw map once, fused per order and interpolation
+        raws = [cap.cam(path, method=method.name, **shared).raw for path in cap.fusion_layers()]
+        return {tail: core.fuse_maps(raws, cap.input_size, "max", *tail) for tail in tails}
+    raw = cap.cam(layer, method=method.name, **shared).raw
     return {
-        order: (result.raw, core.to_heatmap(result.raw, cap.input_size, order))
-        for order in core.ORDERS
+        (order, interpolation): (raw, core.to_heatmap(raw, cap.input_size, order, interpolation))
+        for order, interpolation in tails
     }
 
 
@@ -228,15 +244,18 @@ def _layer_label(cap: Capture, layer: str) -> str:
     return f"{layer} · {h}×{w}×{c}"
 
 
-def _caption(cap, method: registry.Method, layer: str, pooling, channels, order: str, raw) -> str:
-    """The line under the pictures naming the combination shown (a test reads it)."""
+def _caption(cap, method: registry.Method, layer: str, choices: dict, raw) -> str:
+    """The line under the pictures naming the combination shown (a test reads it);
+    ``choices`` holds the pooling, channels, order and interpolation."""
     shown_layer = "+".join(cap.fusion_layers()) if layer == FUSED else layer
+    pooling, channels = choices["pooling"], choices["channels"]
     pooling = pooling if "pooling" in method.options else f"{pooling} (not used)"
     channels = channels if "channels" in method.options else f"{channels} (not used)"
     return (
         f"method {method.label} · layer {shown_layer}{' (fused)' if layer == FUSED else ''} · "
-        f"pooling {pooling} · channels {channels} · order {order} · raw map "
-        f"{raw.shape[0]}×{raw.shape[1]} (±{float(np.abs(raw).max()):.3g})"
+        f"pooling {pooling} · channels {channels} · order {choices['order']} · resize "
+        f"{choices['interpolation']} · raw map {raw.shape[0]}×{raw.shape[1]} "
+        f"(±{float(np.abs(raw).max()):.3g})"
     )
 
 
@@ -248,19 +267,19 @@ def _table(cap, layers, method_names, pictures: _Pictures, colormap: str, opacit
         for layer in layers:
             # a method that ignores pooling or channels computes one map for all their values
             variants = {}
-            for pooling in core.POOLINGS:
-                for channels in core.CHANNELS:
-                    given = {"pooling": pooling, "channels": channels}
-                    shared = {option: given[option] for option in sorted(method.options)}
-                    frozen = tuple(shared.items())
-                    if frozen not in variants:
-                        variants[frozen] = _maps(cap, method, layer, shared)
-                    for order, (raw, heatmap) in variants[frozen].items():
-                        raw_index = pictures.add(render.raw_panel(raw)[0])
-                        over = render.overlay(cap.image, heatmap, colormap, opacity)
-                        caption = _caption(cap, method, layer, pooling, channels, order, raw)
-                        key = combination_key(name, layer, pooling, channels, order)
-                        combos[key] = [raw_index, pictures.add(over), caption]
+            for pooling, channels in itertools.product(recipe.POOLINGS, recipe.CHANNELS):
+                given = {"pooling": pooling, "channels": channels}
+                shared = {option: given[option] for option in sorted(method.options)}
+                frozen = tuple(shared.items())
+                if frozen not in variants:
+                    variants[frozen] = _maps(cap, method, layer, shared)
+                for (order, interpolation), (raw, heatmap) in variants[frozen].items():
+                    choices = {**given, "order": order, "interpolation": interpolation}
+                    raw_index = pictures.add(render.raw_panel(raw)[0])
+                    over = render.overlay(cap.image, heatmap, colormap, opacity)
+                    key = combination_key(name, layer, pooling, channels, order, interpolation)
+                    caption = _caption(cap, method, layer, choices, raw)
+                    combos[key] = [raw_index, pictures.add(over), caption]
     return combos
 
 
@@ -301,11 +320,12 @@ _SCRIPT = """
 
 
 def _select(option: str, label: str, entries, value: str) -> str:
-    """One ``<select>`` of the page, ``entries`` as ``(label, value)`` pairs."""
+    """One ``<select>`` of the page, ``entries`` as ``(value, label)`` pairs (as
+    :attr:`gradcam_widget.options.Option.choices`)."""
     items = "".join(
         f'<option value="{html.escape(entry)}"{" selected" if entry == value else ""}>'
         f"{html.escape(text)}</option>"
-        for text, entry in entries
+        for entry, text in entries
     )
     return (
         f'<label>{html.escape(label)} <select id="gw-{option}" data-option="{option}">'
@@ -379,8 +399,9 @@ def write_capture(
             :data:`MAX_BYTES`; ``None``: no limit).
         title: the page's title (default: the class explained).
         class_name: the explained class's name (default the capture's).
-        selected: the values of :data:`OPTIONS` shown first (default Grad-CAM, the capture's
-            default layer, mean, weighted, ReLU → resize); one not exported is ignored.
+        selected: the values of :data:`MENUS` shown first (default Grad-CAM, the capture's
+            default layer, then each option's default: mean, weighted, ReLU → resize, bilinear); one
+            not exported is ignored.
 
     Returns:
         An :class:`Export`.
@@ -416,25 +437,21 @@ def write_capture(
         score = cap.scores[cap.class_index]
         explained = f"class {cap.class_index} {name} · {cap.score} {score:.4g}"
     title = title if title is not None else f"Grad-CAM explorer · {name}"
-    start = {"method": method_names[0], "layer": cap.default_layer, "pooling": "mean",
-             "channels": "weighted", "order": "relu_first"}  # fmt: skip
-    if "gradcam" in method_names:
-        start["method"] = "gradcam"
-    if start["layer"] not in layers:
-        start["layer"] = layers[0]
-    offered = {"method": method_names, "layer": layers, "pooling": core.POOLINGS,
-               "channels": core.CHANNELS, "order": core.ORDERS}  # fmt: skip
+    entries = {
+        "method": [(name, registry.get(name).label) for name in method_names],
+        "layer": [(path, _layer_label(cap, path)) for path in layers],
+    }
+    for name in MENUS[2:]:
+        entries[name] = list(recipe.option(name).choices)
+    start = {name: recipe.option(name).default for name in MENUS[2:]}
+    start["method"] = "gradcam" if "gradcam" in method_names else method_names[0]
+    start["layer"] = cap.default_layer if cap.default_layer in layers else layers[0]
     for option, value in (selected or {}).items():
-        if option in start and value in offered[option]:
+        if option in entries and value in dict(entries[option]):
             start[option] = value
-    labels = [(registry.get(name).label, name) for name in method_names]
-    controls = "".join([
-        _select("method", "Method", labels, start["method"]),
-        _select("layer", "Layer", [(_layer_label(cap, p), p) for p in layers], start["layer"]),
-        _select("pooling", "Pooling", POOLING_LABELS, start["pooling"]),
-        _select("channels", "Channels", CHANNEL_LABELS, start["channels"]),
-        _select("order", "Order", ORDER_LABELS, start["order"]),
-    ])  # fmt: skip
+    controls = "".join(
+        _select(name, recipe.option(name).label, entries[name], start[name]) for name in MENUS
+    )
     table = {
         "combos": combos,
         "pictures": pictures.uris,
@@ -442,11 +459,13 @@ def write_capture(
     }
     note = (
         f"A static export of gradcam_widget: {len(combos)} combinations of the recipe "
-        f"({len(method_names)} methods × {len(layers)} layers × 2 poolings × 2 channel choices "
-        f"× 2 orders), {len(pictures.uris)} distinct {format.upper()} pictures, all computed "
-        f"from one capture of the image for {explained}. Pooling and channels apply to "
-        "Grad-CAM only; the others compute their own channel weights. Colormap "
-        f"{colormap}, overlay opacity {float(opacity):.2f}. No server or network needed."
+        f"({len(method_names)} methods × {len(layers)} layers × {len(recipe.POOLINGS)} poolings "
+        f"× {len(recipe.CHANNELS)} channel choices × {len(recipe.ORDERS)} orders × "
+        f"{len(recipe.INTERPOLATIONS)} resizes), {len(pictures.uris)} distinct "
+        f"{format.upper()} pictures, all computed from one capture of the image for "
+        f"{explained}. Pooling and channels apply to Grad-CAM only; the others compute their "
+        f"own channel weights. Colormap {colormap}, overlay opacity {float(opacity):.2f}. "
+        "No server or network needed."
     )
     text = _page(cap, title, explained, controls, input_uri, table, note)
     encoded = text.encode("utf-8")

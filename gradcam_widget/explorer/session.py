@@ -12,6 +12,12 @@ what a session computes; a script or a gallery can drive one directly:
 >>> other = session.capture_for(3, "logit", ["block5_conv3"])  # a pass on a miss only
 >>> guided = session.guided_for(cap, "guided_backprop")        # one pass to the input, cached
 >>> session.set_randomized(2)   # later captures: a copy of the model, top 2 blocks re-initialised
+>>> step = session.view({"class_index": 3, "layer": "block5_conv3", "guided": "off"})
+>>> step.captured, step.result                # what ran for it: a pass? and the map
+
+What the explorer draws comes from :meth:`ExplorerSession.view`, which returns a :class:`Step`
+saying what it did (a model pass, a fill-in, a pass to the input): each explorer knows what
+ran for it, whatever other users of the same model do meanwhile.
 
 The input-gradient maps (:data:`GUIDED_MODES`) are cached on their capture (and counted in its
 bytes); Guided Grad-CAM is that map times the heatmap on screen, numpy only. The randomised
@@ -24,134 +30,89 @@ This module imports no widget library: numpy and the package's capture machinery
 
 from __future__ import annotations
 
-import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
+from gradcam_widget import options
 from gradcam_widget.cam import core, methods
 from gradcam_widget.captures import targets
 from gradcam_widget.captures.capturing import Capture, capture
 from gradcam_widget.checks import sanity
 from gradcam_widget.engine import engine_for, unwrap
 from gradcam_widget.engine.tapping import guided_replacements
+from gradcam_widget.explorer.arguments import (
+    GUIDED_MODES,
+    SMOOTHGRAD,
+    check_class_names,
+    explained,
+    resolve_model,
+    saliency_options,
+)
 from gradcam_widget.explorer.cache import ByteLRU
+from gradcam_widget.explorer.copies import CLONES, RANDOM_SEED, Randomized, randomized
+
+__all__ = [
+    "CLONES",
+    "FUSED",
+    "GUIDED_MODES",
+    "RANDOM_SEED",
+    "RESULT_BYTES",
+    "SMOOTHGRAD",
+    "CaptureKey",
+    "ExplorerSession",
+    "ResultKey",
+    "Step",
+    "check_class_names",
+    "explained",
+    "resolve_model",
+    "saliency_options",
+]
 
 FUSED = "fused"  # the layer entry for multi-layer fusion (Capture.fuse)
 RESULT_BYTES = 32 * 2**20  # maps kept per session (Score-CAM's forward passes are costly)
-DEFAULT_SETTINGS = {"method": "gradcam", "order": "relu_first"}  # layer: the capture's default
-GUIDED_MODES = ("off", "guided_backprop", "guided_gradcam", "smoothgrad")
-SMOOTHGRAD = {"smooth": 16, "sigma": 0.15, "seed": 0}  # the guided SmoothGrad of the explorer
-CLONES = 2  # randomised copies of the model kept per session
-RANDOM_SEED = 0  # the seed of the re-initialised weights
+DEFAULT_SETTINGS = {
+    name: options.TABLE[name].default for name in ("method", *options.map_keywords(), "score")
+}  # the recipe's defaults a map needs (layer: the capture's default)
 
 
-def resolve_model(model):
-    """``model`` itself, or the entry :func:`gradcam_widget.models.load` gives for a name.
+class CaptureKey(NamedTuple):
+    """The cache key of a capture of the session's image."""
 
-    Args:
-        model: a ``keras.Model``, a model entry, or the name of a shipped model.
+    generation: int  # the image's: + 1 per image
+    class_index: int | None  # None with a target (the target fixes it)
+    score: str
+    blocks: int  # randomised blocks of the model it comes from (0: the model itself)
 
-    Returns:
-        The model or entry to capture with.
 
-    Raises:
-        ValueError: for a name :func:`gradcam_widget.models.load` does not know.
+class ResultKey(NamedTuple):
+    """The cache key of a map: its capture's key and the settings that made it."""
+
+    capture: CaptureKey
+    layer: str
+    method: str
+    options: tuple  # (name, value) of the recipe's map options and the method's, sorted
+
+
+class Step(NamedTuple):
+    """What one :meth:`ExplorerSession.view` call did and gave.
+
+    Attributes:
+        capture: the capture of the view.
+        result: the map (``None`` when the call was asked for no maps).
+        guided: the input-gradient map of the guided mode (``None`` for ``"off"`` or no maps).
+        captured: whether a model pass made the capture for this call (a cache miss).
+        filled_in: whether a pass filled in the capture's other layers for this call.
+        guided_pass: whether a pass to the input ran for the guided map in this call.
     """
-    if isinstance(model, str):
-        from gradcam_widget.data import models
 
-        return models.load(model)
-    return model
-
-
-def check_class_names(names) -> tuple[str, ...] | None:
-    """The class names as a tuple of strings (``None`` stays ``None``).
-
-    Args:
-        names: a sequence of class names, one per class, or ``None``.
-
-    Returns:
-        The names as strings, or ``None``.
-
-    Raises:
-        ValueError: for a string, a mapping or anything that is not a sequence.
-    """
-    if names is None:
-        return None
-    if isinstance(names, (str, bytes, dict)) or not isinstance(names, Iterable):
-        raise ValueError(
-            f"class_names must be a sequence of class names, one per class; got {names!r}"
-        )
-    return tuple(str(name) for name in names)
-
-
-def _is_index(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def explained(target, class_index) -> tuple[targets.Target | None, int | None]:
-    """Split an explorer's ``target=`` and ``class_index=`` into what it explains.
-
-    ``target=None`` or an int keeps classes (an int, or a ``Class(k)`` for one class, is a
-    class index); anything else is explained as it is.
-
-    Args:
-        target: ``None``, a class index, or anything :func:`targets.as_target` takes.
-        class_index: the class to explain first, or ``None``.
-
-    Returns:
-        ``(target, class_index)``: the target (``None``: classes are explained) and the first
-        class index (``None``: the top class, or a target is explained).
-
-    Raises:
-        ValueError: for both arguments given, or a target :func:`targets.as_target` refuses.
-    """
-    if target is not None and class_index is not None:
-        raise ValueError("give class_index or target, not both")
-    if target is None or _is_index(target):
-        return None, class_index if target is None else int(target)
-    chosen = targets.as_target(target)
-    if isinstance(chosen, targets.Class) and chosen.per_image is None:
-        return None, chosen.class_index  # a class target is explained as a class
-    return chosen, None
-
-
-def saliency_options(mode: str) -> dict | None:
-    """The :meth:`~gradcam_widget.captures.Capture.saliency` options of a guided mode.
-
-    Args:
-        mode: one of :data:`GUIDED_MODES`.
-
-    Returns:
-        The keyword arguments (``None`` for ``"off"``): guided backpropagation, with
-        :data:`SMOOTHGRAD` for ``"smoothgrad"``.
-
-    Raises:
-        ValueError: naming the modes for another value.
-    """
-    core.check_option("guided", mode, GUIDED_MODES)
-    if mode == "off":
-        return None
-    options = {"kind": "guided", "smooth": 0, "sigma": SMOOTHGRAD["sigma"], "seed": 0}
-    return {**options, **SMOOTHGRAD} if mode == "smoothgrad" else options
-
-
-class _Randomized:
-    """One randomised copy of the session's model, as the session captures with it."""
-
-    def __init__(self, model, keras_model, names: tuple[str, ...]):
-        self.model = model  # what capture() takes: the copy, or an entry around it
-        self.keras_model = keras_model
-        self.names = names
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the copy's weights."""
-        return sum(
-            int(np.prod(variable.shape)) * np.dtype(str(variable.dtype)).itemsize
-            for variable in self.keras_model.weights
-        )
+    capture: Capture
+    result: core.CamResult | None
+    guided: np.ndarray | None
+    captured: bool
+    filled_in: bool
+    guided_pass: bool
 
 
 class ExplorerSession:
@@ -216,7 +177,7 @@ class ExplorerSession:
         self.results = ByteLRU(result_bytes)
         self.clones = ByteLRU(cache_bytes, max_items=CLONES, on_evict=self._drop_clone)
         self.randomized = 0  # blocks re-initialised in the model the next captures come from
-        self._copies: dict[int, _Randomized] = {}  # the copies in self.clones, unordered
+        self._copies: dict[int, Randomized] = {}  # the copies in self.clones, unordered
         self._retired_passes = 0  # passes of copies already dropped
         self._block_names: tuple[str, ...] | None = None
         self.image = None
@@ -225,7 +186,7 @@ class ExplorerSession:
 
     # --- captures ---------------------------------------------------------------------
 
-    def key_for(self, class_index: int | None, score: str, blocks: int | None = None) -> tuple:
+    def key_for(self, class_index: int | None, score: str, blocks: int | None = None) -> CaptureKey:
         """The cache key of a capture of the current image.
 
         Args:
@@ -235,20 +196,20 @@ class ExplorerSession:
                 :attr:`randomized`; ``0``: the model itself).
 
         Returns:
-            ``(image generation, class index or None, score, blocks)``.
+            A :class:`CaptureKey`: ``(image generation, class index or None, score, blocks)``.
         """
         blocks = self.randomized if blocks is None else blocks
-        return (self.generation, None if self.target is not None else class_index, score, blocks)
+        index = None if self.target is not None else class_index
+        return CaptureKey(self.generation, index, score, blocks)
 
-    def key(self, cap: Capture) -> tuple:
+    def key(self, cap: Capture) -> CaptureKey:
         """The cache key of ``cap`` (see :meth:`key_for`)."""
         return self.key_for(cap.class_index, cap.score, self.blocks_of(cap))
 
     def blocks_of(self, cap: Capture) -> int:
         """How many blocks were randomised in the model ``cap`` comes from: ``0`` for the
         model itself, ``-1`` for a copy already dropped (or a capture of another model)."""
-        source = getattr(cap, "_source", None)
-        keras_model = None if source is None else source.model
+        keras_model = cap.model
         if self.model is not None and keras_model is unwrap(self.model)[0]:
             return 0
         for blocks, copy in self._copies.items():
@@ -258,7 +219,7 @@ class ExplorerSession:
 
     def _forget(self, key: tuple, cap: Capture):
         """A capture left the cache: its maps go with it."""
-        self.results.discard(lambda result_key: result_key[0] == key)
+        self.results.discard(lambda result_key: result_key.capture == key)
 
     @staticmethod
     def layers_for(layer: str | None, shown: Capture | None) -> list[str | None]:
@@ -339,6 +300,10 @@ class ExplorerSession:
             ValueError: for a bad class index, score or layer.
             RuntimeError: before :meth:`set_image`, or when the session is closed.
         """
+        return self._capture_for(class_index, score, layers)[0]
+
+    def _capture_for(self, class_index, score, layers) -> tuple[Capture, bool]:
+        """:meth:`capture_for`, and whether a model pass made the capture."""
         self._check_open()
         if self.image is None:
             raise RuntimeError("no image yet: call set_image first")
@@ -346,17 +311,17 @@ class ExplorerSession:
             class_index = self._top_class()
         cached = self.captures.get(self.key_for(class_index, score))
         if cached is not None:
-            return cached
+            return cached, False
         layers = layers if isinstance(layers, str) else list(layers)
         cap = self._capture(self.image, class_index, score, layers, self.randomized)
         self.captures.put(self.key(cap), cap)
-        return cap
+        return cap, True
 
     def _top_class(self) -> int | None:
         """The top class of the current image for the model itself, read from any capture of
         it (of a randomised copy when none of the model is cached)."""
         keys = list(self.captures)
-        for key in [key for key in keys if key[3] == 0] + keys:
+        for key in [key for key in keys if key.blocks == 0] + keys:
             return int(np.argmax(self.captures.get(key).scores))
         return None
 
@@ -377,10 +342,11 @@ class ExplorerSession:
         Args:
             cap: a capture of the current image (from :meth:`set_image` or
                 :meth:`capture_for`).
-            settings: ``method``, ``layer`` (:data:`FUSED` for the fusion), ``order`` and the
-                shared options the method reads (``pooling``, ``channels``); missing ones take
-                :data:`DEFAULT_SETTINGS`, the capture's default layer and the method's
-                defaults. Other keys are ignored.
+            settings: ``method``, ``layer`` (:data:`FUSED` for the fusion), the options every
+                method takes (:func:`gradcam_widget.options.map_keywords`: ``order``,
+                ``interpolation``) and the shared options the method reads (``pooling``,
+                ``channels``); missing ones take :data:`DEFAULT_SETTINGS`, the capture's
+                default layer and the method's defaults. Other keys are ignored.
             on_miss: called with the method just before a map is computed (not on a hit).
 
         Returns:
@@ -393,18 +359,61 @@ class ExplorerSession:
         self._check_open()
         method = methods.get(settings.get("method", DEFAULT_SETTINGS["method"]))
         layer = settings.get("layer") or cap.default_layer
-        order = settings.get("order", DEFAULT_SETTINGS["order"])
-        shared = {name: settings.get(name, method.parameters[name]) for name in method.options}
-        key = (self.key(cap), layer, method.name, order, *(shared[name] for name in sorted(shared)))
+        keywords = options.map_keywords()
+        recipe = {name: settings.get(name, DEFAULT_SETTINGS[name]) for name in keywords}
+        recipe.update(
+            (name, settings.get(name, method.parameters[name])) for name in method.options
+        )
+        key = ResultKey(self.key(cap), layer, method.name, tuple(sorted(recipe.items())))
         cached = self.results.get(key)
         if cached is not None:
             return cached
         if on_miss is not None:
             on_miss(method)
-        options = {"order": order, "method": method.name, **shared}
-        result = cap.fuse(**options) if layer == FUSED else cap.cam(layer, **options)
+        chosen = {"method": method.name, **recipe}
+        result = cap.fuse(**chosen) if layer == FUSED else cap.cam(layer, **chosen)
         self.results.put(key, result)
         return result
+
+    def view(
+        self,
+        settings: Mapping,
+        layers=(None,),
+        *,
+        maps: bool = True,
+        on_miss: Callable[[methods.Method], None] | None = None,
+        on_guided: Callable[[str], None] | None = None,
+    ) -> Step:
+        """The capture, map and guided map of the current image for ``settings``, each
+        cached or computed once, and what ran to make them.
+
+        Args:
+            settings: ``class_index`` (``None``: the top class), ``score``, ``guided`` (one of
+                :data:`GUIDED_MODES`, default ``"off"``) and what :meth:`result_for` reads.
+            layers: what a new capture records (see :meth:`layers_for`).
+            maps: ``False``: the capture only (a restyle keeps the maps it has).
+            on_miss: called with the method just before a map is computed.
+            on_guided: called with the mode just before a pass to the input.
+
+        Returns:
+            A :class:`Step`: the capture, map and guided map, and which passes ran for them.
+
+        Raises:
+            ValueError: for a bad class index, score, layer, method, option or guided mode.
+            RuntimeError: before :meth:`set_image`, or when the session is closed.
+        """
+        score = settings.get("score", DEFAULT_SETTINGS["score"])
+        cap, captured = self._capture_for(settings.get("class_index"), score, layers)
+        if not maps:
+            return Step(cap, None, None, captured, False, False)
+        filled = len(cap.fill_ins)
+        result = self.result_for(cap, settings, on_miss)
+        mode = settings.get("guided", "off")
+        guided_pass = not self.guided_cached(cap, mode)
+        if guided_pass and on_guided is not None:
+            on_guided(mode)
+        guided = self.guided_for(cap, mode, result.heatmap)
+        return Step(cap, result, guided, captured, len(cap.fill_ins) > filled, guided_pass)
 
     # --- input-gradient maps ------------------------------------------------------------
 
@@ -428,10 +437,9 @@ class ExplorerSession:
         options = saliency_options(mode)
         if options is None:
             return True
-        smooth = options["smooth"]
-        key = (options["kind"], smooth, float(options["sigma"]) if smooth else 0.0,
-               int(options["seed"]) if smooth else 0)  # fmt: skip
-        return key in cap._saliencies
+        return cap.has_saliency(
+            options["kind"], options["smooth"], options["sigma"], options["seed"]
+        )
 
     def guided_for(self, cap: Capture, mode: str, heatmap: np.ndarray | None = None):
         """The input-gradient map of ``cap`` for a guided mode.
@@ -517,30 +525,25 @@ class ExplorerSession:
         self.randomized = blocks
         return names[:blocks]
 
-    def _clone(self, blocks: int) -> _Randomized:
+    def randomized_copy(self, blocks: int) -> Randomized | None:
+        """The randomised copy with ``blocks`` blocks re-initialised, if the session holds it
+        (``None`` otherwise); its ``keras_model`` is the copy."""
+        return self._copies.get(blocks)
+
+    def _clone(self, blocks: int) -> Randomized:
         """The copy with ``blocks`` randomised: cached, or made now."""
         clone = self.clones.get(blocks)
         if clone is None:
-            keras_model, preprocess, class_names, multi_label = unwrap(self.model)
-            copy, names = sanity.randomized_copy(keras_model, blocks, RANDOM_SEED)
-            model = copy
-            if keras_model is not self.model:  # an entry: the copy with its preprocess
-                model = types.SimpleNamespace(
-                    model=copy,
-                    preprocess=preprocess,
-                    class_names=class_names,
-                    multi_label=multi_label,
-                )
-            clone = _Randomized(model, copy, names)
+            clone = randomized(self.model, blocks)
             self._copies[blocks] = clone
             self.clones.put(blocks, clone)
         return clone
 
-    def _drop_clone(self, blocks: int, clone: _Randomized) -> None:
+    def _drop_clone(self, blocks: int, clone: Randomized) -> None:
         """A copy leaves: its captures and their maps go with it, its passes are kept count
         of."""
-        self.captures.discard(lambda key: key[3] == blocks)
-        self.results.discard(lambda key: key[0][3] == blocks)
+        self.captures.discard(lambda key: key.blocks == blocks)
+        self.results.discard(lambda key: key.capture.blocks == blocks)
         self._retired_passes += engine_for(clone.keras_model).passes
         self._copies.pop(blocks, None)
 

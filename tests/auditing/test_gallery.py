@@ -268,18 +268,18 @@ def test_paging_bounds_and_the_last_page(gallery):
     assert shown_indices(gallery) == cell_indices(gallery) == order[2 * PAGE_SIZE :]
     assert sum(cell.box.layout.display == "none" for cell in gallery.cells) == PAGE_SIZE - last
     assert summary_numbers(gallery) == (2 * PAGE_SIZE + 1, COUNT, COUNT, COUNT)
-    assert gallery._next.disabled and not gallery._previous.disabled
+    assert gallery.next_button.disabled and not gallery.previous_button.disabled
     for bad in (0, 4, 1.5, True):
         with pytest.raises(ValueError, match=r"page must be an int in 1\.\.3"):
             gallery.page = bad
     assert gallery.page == 3
-    gallery._previous.click()
+    gallery.previous_button.click()
     assert gallery.page == 2 and cell_indices(gallery) == order[PAGE_SIZE : 2 * PAGE_SIZE]
-    gallery._next.click()
-    gallery._next.click()  # disabled in the browser; from code, nothing happens
+    gallery.next_button.click()
+    gallery.next_button.click()  # disabled in the browser; from code, nothing happens
     assert gallery.page == 3
     gallery.sort_by = "entropy"  # any other change goes back to the first page
-    assert gallery.page == 1 and gallery._previous.disabled
+    assert gallery.page == 1 and gallery.previous_button.disabled
 
 
 def test_an_empty_selection_has_one_empty_page(gallery):
@@ -404,8 +404,8 @@ def test_open_shows_that_image_in_the_explorer(results, monkeypatch):
     index = shown_indices(gallery)[3]
     explorer = gallery.open(index)
     assert isinstance(explorer, CamExplorer) and gallery.explorer is explorer
-    assert explorer in gallery._explorer_pane.children
-    assert "gw-gallery-explorer" in gallery._explorer_pane._dom_classes
+    assert explorer in gallery.explorer_pane.children
+    assert "gw-gallery-explorer" in gallery.explorer_pane.get_state()["_dom_classes"]
     row = results.table.set_index("index").loc[index]
     size = results.manifest["input_size"]
     expected = images.shown_image(images.fit(results.image(index), *size))
@@ -413,7 +413,7 @@ def test_open_shows_that_image_in_the_explorer(results, monkeypatch):
     assert explorer.class_index == int(row["explained_class"])
     assert explorer.layer == results.manifest["layer"]
     assert f"opened #{index} {row['id']}" in gallery.status.value
-    assert row["id"] in gallery._explorer_title.value
+    assert row["id"] in gallery.explorer_title.value
 
     position = 7  # a click on a cell's open button: the same explorer, that cell's image
     clicked = cell_indices(gallery)[position]
@@ -441,7 +441,7 @@ def test_open_explains_the_rows_explained_class(mixed, shapes):
         assert (row["explained_class"] != row["true_class"]) == (index in WRONG)
         explorer = gallery.open(index)
         assert explorer.class_index == int(row["explained_class"])
-        assert f"explained {row['explained_label']}" in gallery._explorer_title.value
+        assert f"explained {row['explained_label']}" in gallery.explorer_title.value
     gallery.close()
 
 

@@ -138,7 +138,7 @@ def test_model_spec_round_trip_keeps_the_entry(ray_local):
     renamed = type(entry)(**{**entry.__dict__, "name": "my_shapes"})
     spec = distributed.model_spec(renamed, None)
     assert set(spec) == {"keras", "suffix", "shell"} and spec["shell"].model is None
-    loaded = distributed._load_spec(spec)
+    loaded = distributed.load_spec(spec)
     assert loaded.class_names == entry.class_names
     assert loaded.multi_label == entry.multi_label and loaded.name == "my_shapes"
     assert auditing.model_identity(loaded)["hash"] == auditing.model_identity(entry)["hash"]

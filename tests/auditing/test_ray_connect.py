@@ -15,6 +15,7 @@ import pytest
 
 import gradcam_widget as gw
 from gradcam_widget.auditing import ray as distributed
+from gradcam_widget.auditing import ray_connect
 
 SCENES = "scenes:0-4"
 
@@ -152,7 +153,7 @@ def test_a_timeout_that_is_no_finite_span_is_refused(timeout):
     ],
 )
 def test_addresses_are_read_as_ray_reads_them(address, expected):
-    assert distributed._host_port(address) == expected
+    assert ray_connect.host_port(address) == expected
 
 
 def test_a_bad_port_or_timeout_is_one_clear_error(monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,9 +17,11 @@ import pytest
 from PIL import Image
 
 import gradcam_widget as gw
+from gradcam_widget import options as recipe
 from gradcam_widget.__main__ import main
 from gradcam_widget.auditing import run as auditing
 from gradcam_widget.auditing import sources, store
+from gradcam_widget.cam import core
 from gradcam_widget.checks import metrics
 from gradcam_widget.data import scenes as data
 
@@ -110,25 +111,6 @@ def test_thumbnails_are_small_jpeg_overlays(scene_audit):
         interpolation=cv2.INTER_AREA,
     )  # fmt: skip
     assert np.abs(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB).astype(int) - expected).mean() < 6
-
-
-def test_map_statistics_of_known_maps():
-    flat = np.zeros((8, 8), np.float32)
-    stats = auditing.map_statistics(flat, np.full((2, 2), -1.0))
-    assert stats["raw_max"] == -1.0 and np.isnan(stats["entropy"]) and np.isnan(stats["peak_y"])
-    even = np.ones((8, 8), np.float32)
-    even[0, 0] = 1.0 + 1e-6  # not flat: a peak at (0, 0)
-    stats = auditing.map_statistics(even, np.ones((2, 2)))
-    assert stats["entropy"] == pytest.approx(1.0, abs=1e-6)
-    assert stats["centre_share"] == pytest.approx(0.25, abs=1e-6)
-    spot = np.zeros((8, 8), np.float32)
-    spot[3, 4] = 1.0
-    stats = auditing.map_statistics(spot, np.ones((2, 2)))
-    assert stats["entropy"] == 0.0 and stats["centre_share"] == 1.0
-    assert (stats["peak_y"], stats["peak_x"]) == (3.5 / 8, 4.5 / 8)
-    mask = np.zeros((4, 4), bool)
-    mask[1:3, 2:4] = True  # resized to the 8 x 8 map: rows 2..5, cols 4..7
-    assert auditing.mask_statistics(spot, mask) == {"pointing_hit": True, "object_share": 1.0}
 
 
 # --- sources --------------------------------------------------------------------------------
@@ -225,6 +207,7 @@ def test_another_job_in_the_same_folder_is_refused(scene_audit, tmp_path):
     for change, expected in (
         ({"layer": "block4_conv3"}, "options.layer"),
         ({"pooling": "max"}, "options.cam_options.pooling"),
+        ({"interpolation": "nearest"}, "options.cam_options.interpolation"),
         ({"targets": 2}, "options.targets"),
         ({"shard_size": 8}, "options.shard_size"),
     ):
@@ -256,11 +239,36 @@ def test_bad_arguments_fail_before_any_work(tmp_path):
         ({"layer": "block9_conv9"}, "unknown layer 'block9_conv9'"),
         ({"targets": 7}, "class_index must be in 0..4"),
         ({"pooling": "median"}, "pooling"),
+        ({"interpolation": "area"}, "interpolation"),
     ):
         source = options.pop("source", SCENES)
         with pytest.raises(ValueError, match=message):
             quiet_audit("shapes", source, out, **options)
         assert not out.exists()  # a job refused on its first shard leaves no folder behind
+
+
+def test_interpolation_makes_the_maps_and_is_part_of_the_job(scene_audit, tmp_path):
+    assert scene_audit.options["cam_options"]["interpolation"] == "bilinear"
+    stored = quiet_audit("shapes", SCENES, scene_audit.folder, shard_size=16,
+                         interpolation=recipe.TABLE["interpolation"].default)  # fmt: skip
+    assert stored.computed_shards == 0  # the default, said: the same job
+    for interpolation in recipe.INTERPOLATIONS:
+        if interpolation == "bilinear":
+            continue
+        out = tmp_path / interpolation
+        results = quiet_audit("shapes", "scenes:1000000-1000004", out, shard_size=4,
+                              interpolation=interpolation)  # fmt: skip
+        assert results.options["cam_options"]["interpolation"] == interpolation
+        manifest = json.loads((out / store.MANIFEST).read_text())
+        assert manifest["job"]["options"]["cam_options"]["interpolation"] == interpolation
+        for index in range(4):
+            np.testing.assert_allclose(results.raw(index), scene_audit.raw(index))  # same map
+            size = tuple(results.manifest["input_size"])
+            made = core.to_heatmap(results.raw(index), size, "relu_first", interpolation)
+            np.testing.assert_allclose(results.heatmap(index), made)
+            assert results.thumbnail(index) != scene_audit.thumbnail(index)  # drawn from it
+        with pytest.raises(auditing.AuditError, match=r"cam_options\.interpolation"):
+            quiet_audit("shapes", "scenes:1000000-1000004", out, shard_size=4)
 
 
 def test_a_finished_audit_is_not_redone_and_says_so(scene_audit, capfd):
@@ -335,36 +343,47 @@ def run_audit_process(out: Path, scenes: str) -> subprocess.Popen:
                             env=environment, cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
 
 
+def partial_files(out: Path) -> int:
+    """Files being written in ``out/.partial/`` now (0 before the folder exists)."""
+    try:
+        return sum(1 for _ in (out / ".partial").iterdir())
+    except OSError:
+        return 0
+
+
+KILL_POINTS = (
+    ("its folder just made", lambda out, before: out.exists()),
+    ("its manifest written", lambda out, before: (out / store.MANIFEST).exists()),
+    ("a shard committed", lambda out, before: len(store.done_shards(out)) > before),
+    ("a shard's file being written", lambda out, before: partial_files(out) > 0),
+    ("a shard committed", lambda out, before: len(store.done_shards(out)) > before),
+)
+"""Where each run is killed: as soon as the test sees the run get there (polled every few
+milliseconds), never after a guessed time, so a slow machine and a fast one kill at the same
+points of the run."""
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_at_points_of_progress_then_resume_equals_an_uninterrupted_run(tmp_path):
     scenes = "scenes:1000000-1000096"  # 12 shards of 8
-    started = time.monotonic()
     reference = quiet_audit("shapes", scenes, tmp_path / "reference", shard_size=8, batch_size=8)
-    # a later kill falls within the shard after a commit: wait at most one shard's time (on a
-    # quiet machine a shard takes a fraction of a second; a fixed wait let the run finish)
-    shard_seconds = (time.monotonic() - started) / 12
     out = tmp_path / "killed"
-    rng = random.Random(20261128)
-    kills = 0
-    while kills < 5:
+    kills = []
+    for where, reached in KILL_POINTS:
         before = len(store.done_shards(out))
         process = run_audit_process(out, scenes)
-        # the first run dies early (its folder just made: before or while its manifest and
-        # first shard are written); each later one once it has committed a shard
-        deadline = time.time() + 120
-        while process.poll() is None and (
-            not out.exists() if kills == 0 else len(store.done_shards(out)) <= before
-        ):
-            assert time.time() < deadline, "the audit made no progress"
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 2.0 if kills == 0 else min(shard_seconds, 0.6)))
+        deadline = time.monotonic() + 600  # generous: only a run that makes no progress fails
+        while process.poll() is None and not reached(out, before):
+            assert time.monotonic() < deadline, f"the audit never got to {where}"
+            time.sleep(0.002)
         if process.poll() is not None:
-            break  # it finished before the kill: nothing left to interrupt
+            break  # it finished before it was seen there: nothing left to interrupt
         process.send_signal(signal.SIGKILL)
         process.wait()
-        kills += 1
-    assert kills >= 3, "the audit was too fast to be killed; use more scenes"
+        kills.append(where)
+    assert len(kills) >= 3, f"the audit finished before most kill points (killed: {kills})"
     done_before = store.done_shards(out)
+    assert len(done_before) < 12
     resumed = quiet_audit("shapes", scenes, out, shard_size=8, batch_size=8)
     assert resumed.computed_shards == 12 - len(done_before)
     assert resumed.table["index"].tolist() == list(range(96))  # none lost, none twice

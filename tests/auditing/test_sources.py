@@ -79,14 +79,6 @@ def test_folders_match_classes_by_case_and_the_rest_is_named_and_counted(tmp_pat
     gallery.close()
 
 
-def test_a_folder_matching_two_classes_by_case_only_is_ambiguous():
-    names = ("Star", "star", "circle")
-    matched, unmatched = sources._match_folders(["Star", "STAR", "Circle", "cross"], names)
-    assert matched == {"Circle": "circle"}  # "Star" is exact; "STAR" could be either
-    assert set(unmatched) == {"STAR", "cross"}
-    assert "'Star' and 'star'" in unmatched["STAR"] and "ambiguous" in unmatched["STAR"]
-
-
 def test_a_folder_source_warns_once_naming_each_unmatched_folder(tmp_path):
     for name in ("STAR", "Circle", "cross"):
         (tmp_path / name).mkdir()
@@ -99,8 +91,8 @@ def test_a_folder_source_warns_once_naming_each_unmatched_folder(tmp_path):
     assert "\n" not in message and "2 of 3 images have no true class" in message
     assert "'STAR' (1 image: it matches 'Star' and 'star' but for case: ambiguous)" in message
     assert "'cross' (1 image: no class of that name)" in message
-    assert source._label(0) == {"true_class": 2, "true_label": "circle"}  # Circle/x.png
-    assert source._label(1) == {"true_label": "STAR"}
+    assert source.label_of(0) == {"true_class": 2, "true_label": "circle"}  # Circle/x.png
+    assert source.label_of(1) == {"true_label": "STAR"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sources.Folder(tmp_path, labels="folders").set_class_names(None)  # names from folders
@@ -121,7 +113,7 @@ def test_the_gallery_refuses_a_file_changed_since_the_audit(tmp_path, shapes):
     try:
         os.chmod(folder / "b.png", 0o600)  # its status changed, not its picture
         explorer = gallery.open(index["b.png"])
-        assert "b.png" in gallery._explorer_title.value
+        assert "b.png" in gallery.explorer_title.value
         shown = explorer.capture.image.copy()
 
         save_scene(folder / "a.png", 1_000_050)  # another picture under the audited name
@@ -130,7 +122,7 @@ def test_the_gallery_refuses_a_file_changed_since_the_audit(tmp_path, shapes):
         status = html.unescape(gallery.status.value)
         assert "a.png" in status and "changed since the audit" in status
         assert "not of the file as it is now" in status
-        assert "b.png" in gallery._explorer_title.value  # the old picture's row is not shown
+        assert "b.png" in gallery.explorer_title.value  # the old picture's row is not shown
         assert (gallery.explorer.capture.image == shown).all()  # nor the new picture explained
 
         (folder / "c.png").unlink()
@@ -225,7 +217,8 @@ def test_the_cli_prints_names_escaped_so_none_forges_a_line(tmp_path):
 
 
 def test_the_cli_names_escape_only_when_they_must():
-    from gradcam_widget.__main__ import _printable, _shown
+    from gradcam_widget._text import printable as _printable
+    from gradcam_widget._text import shown as _shown
 
     assert _shown(Path("/tmp/my photo.png")) == "/tmp/my photo.png"
     assert _shown("a\nb.png") == "'a\\nb.png'"
@@ -279,5 +272,5 @@ def test_file_names_that_are_not_text_are_audited_and_named_printably(tmp_path, 
     save_scene(Path(os.fsdecode(os.path.join(os.fsencode(classes), b"st\xe4r", b"a.png"))),
                1_000_000)  # fmt: skip
     source = sources.Folder(classes, labels="folders")
-    assert source._label(0) == {"true_label": "st\\xe4r"}
+    assert source.label_of(0) == {"true_label": "st\\xe4r"}
     assert source.fingerprint() == sources.Folder(classes, labels="folders").fingerprint()

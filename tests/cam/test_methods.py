@@ -261,20 +261,59 @@ def test_precision_blocks_restore_the_option_and_refuse_mixing(monkeypatch):
             "auto_mixed_precision_onednn_bfloat16", False
         )
 
-    with pytest.raises(KeyError), capture_module._precision("bfloat16"):
+    with pytest.raises(KeyError), capture_module.precision_scope("bfloat16"):
         assert option() is True
         raise KeyError("boom")
     assert option() is False
     with (
         pytest.raises(RuntimeError, match="float32 pass cannot run inside a bfloat16"),
-        capture_module._precision("bfloat16"),
-        capture_module._precision("float32"),
+        capture_module.precision_scope("bfloat16"),
+        capture_module.precision_scope("float32"),
     ):
         pass
     assert option() is False
-    with capture_module._precision("bfloat16"), capture_module._precision("bfloat16"):
+    with capture_module.precision_scope("bfloat16"), capture_module.precision_scope("bfloat16"):
         assert option() is True  # nesting the same precision is fine
     assert option() is False
     monkeypatch.setattr(capture_module, "bfloat16_supported", lambda: False)
     with pytest.raises(ValueError, match="AMX or AVX512-BF16"):
         capture_module.check_precision("bfloat16")
+
+
+def test_methods_declare_their_options_by_signature():
+    assert methods.get("gradcam").parameters == {"pooling": "mean", "channels": "weighted"}
+    assert methods.get("gradcam").options == {"pooling", "channels"}
+    assert methods.get("layercam").parameters == {} and methods.get("layercam").options == set()
+    assert set(methods.get("scorecam").parameters) == {"max_channels", "batch_size", "precision"}
+    assert all(methods.get(name).label for name in methods.names())
+
+
+def test_a_result_records_only_the_options_its_method_used():
+    entry = gw.models.load("shapes")
+    cap = gw.capture(entry, gw.data.sample("two_shapes"))
+    assert (cap.cam(pooling="max").pooling, cap.cam(pooling="max").options) == ("max", {})
+    layercam = cap.cam(method="layercam", pooling="max")
+    assert (layercam.pooling, layercam.channels, layercam.options) == (None, None, {})
+    scorecam = cap.cam(method="scorecam", max_channels=4)
+    assert scorecam.options == {"max_channels": 4, "batch_size": 32, "precision": "float32"}
+    assert scorecam.pooling is None
+
+
+def test_an_option_a_method_does_not_declare_is_refused_by_name():
+    cap = gw.capture(gw.models.load("shapes"), gw.data.sample("two_shapes"))
+    with pytest.raises(ValueError, match=r"'layercam' does not take 'max_channels'.*no options"):
+        cap.cam(method="layercam", max_channels=3)
+    with pytest.raises(ValueError, match="'scorecam' does not take 'sharpness'; it takes max_ch"):
+        cap.cam(method="scorecam", sharpness=3)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        cap.cam(method="layercam", pooling="median")  # a bad shared value is still refused
+
+
+def test_a_registered_method_without_a_default_is_refused():
+    with pytest.raises(TypeError, match="needs a default"):
+
+        @methods.register("broken")
+        def broken(capture, layer, strength):
+            return np.zeros((1, 1)), np.zeros(1)
+
+    assert "broken" not in methods.names()

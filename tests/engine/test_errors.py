@@ -395,12 +395,12 @@ def test_resource_errors_inside_the_model_propagate_as_they_are(make):
 
 
 def test_this_packages_own_errors_are_not_said_as_the_models(make_cnn, monkeypatch):
-    from gradcam_widget.engine import tf as engine_tf
+    from gradcam_widget.engine import base
 
     def broken(*args, **kwargs):
         raise TypeError("a bug of the package")
 
-    monkeypatch.setattr(engine_tf, "scored_outputs", broken)
+    monkeypatch.setattr(base, "scored_outputs", broken)
     with pytest.raises(TypeError, match="a bug of the package") as error:
         gw.capture(make_cnn(), image(32))
     assert not isinstance(error.value, ValueError), repr(error.value)

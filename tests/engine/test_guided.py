@@ -170,8 +170,19 @@ def test_guided_passes_leave_the_model_as_it_was():
 
 
 def test_another_thread_sees_plain_gradients_during_guided_passes():
+    """While a guided pass is being traced (its ReLUs replaced), another thread computes plain
+    gradients through the same model: each trace waits inside the model's call, guided
+    replacements installed, until the other thread has computed a whole gradient that
+    started after the trace reached that point -- so the overlap is proven, not hoped for."""
+    from gradcam_widget.engine import engine_for
+
     model, _ = _plain()
     image = tf.constant(_image(5)[None])
+    c1, c2 = model.get_layer("c1"), model.get_layer("c2")
+    plain_relu, c2_call = c1.activation, c2.call
+    tracer = threading.get_ident()
+    turn = threading.Condition()
+    counts = {"waiting": 0, "proved": 0, "guided_traces": 0}
 
     def plain_gradient():  # through the model itself, as another caller would
         with tf.GradientTape() as tape:
@@ -179,27 +190,52 @@ def test_another_thread_sees_plain_gradients_during_guided_passes():
             score = model(image)[0, 2]
         return tape.gradient(score, image).numpy()
 
+    def pausing_call(*args, **kwargs):
+        # in the tracing thread, inside a guided trace (c1's ReLU replaced): wait for a
+        # gradient of the other thread computed entirely while this trace is paused here
+        if (
+            threading.get_ident() == tracer
+            and not tf.executing_eagerly()
+            and c1.activation is not plain_relu
+        ):
+            with turn:
+                counts["guided_traces"] += 1
+                counts["waiting"] += 1
+                generation = counts["waiting"]
+                turn.notify_all()
+                assert turn.wait_for(lambda: counts["proved"] >= generation, timeout=60)
+        return c2_call(*args, **kwargs)
+
     expected = plain_gradient()
+    c2.call = pausing_call  # the layer's own call, wrapped on the instance as tapped does
     mismatches, stop = [], threading.Event()
 
     def hammer():
         while not stop.is_set():
+            with turn:
+                generation = counts["waiting"]
+                paused = generation > counts["proved"]  # a trace waits at c2 right now
             if not np.allclose(plain_gradient(), expected, rtol=1e-4, atol=1e-12):
                 mismatches.append(1)
+            if paused:
+                with turn:
+                    counts["proved"] = max(counts["proved"], generation)
+                    turn.notify_all()
 
     worker = threading.Thread(target=hammer)
     worker.start()
     try:
-        from gradcam_widget.engine import engine_for
-
         cap = gw.capture(model, _image(10))
         for seed in range(10):
-            engine_for(model)._functions.clear()  # trace the guided pass again: the window
+            engine_for(model).set_token_grid(None, None, None)  # drop the traces: trace again
             cap._saliencies.clear()
             cap.saliency("guided", smooth=seed % 2)
     finally:
         stop.set()
         worker.join()
+        del c2.call
+    assert counts["guided_traces"] >= 10  # every pass traced, guided, and paused
+    assert counts["proved"] == counts["waiting"]  # each pause saw a whole plain gradient
     assert not mismatches
 
 

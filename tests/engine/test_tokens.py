@@ -119,7 +119,7 @@ def test_a_token_layer_that_fits_no_grid_is_no_candidate():
 
 
 def test_the_capture_and_the_widget_name_the_tokens():
-    from gradcam_widget.explorer.widget import _layer_options
+    from gradcam_widget.explorer.readout import layer_options as _layer_options
 
     cap = gw.capture(tiny_vit(prefix=1), image(), layers="all")
     assert cap.tokens("b1_out") == (1, 4, 4) and cap.tokens("patches") is None

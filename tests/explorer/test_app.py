@@ -11,27 +11,25 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from cli_run import run
 
-from gradcam_widget.__main__ import (
+import gradcam_widget.__main__ as cli
+from gradcam_widget.__main__ import build_parser, main
+from gradcam_widget.data import models
+from gradcam_widget.explorer import app as app_module
+from gradcam_widget.explorer import widget as widget_module
+from gradcam_widget.explorer.app import (
     APP_MODEL_VARIABLE,
     APP_NOTEBOOK,
     APP_WEBSOCKET_BYTES,
-    _parser,
     app_command,
     app_model,
     app_models,
     app_url,
     app_view,
-    main,
+    load_app_model,
+    one_line,
 )
-from gradcam_widget.data import models
-from gradcam_widget.explorer import widget as widget_module
-
-
-def run(capfd, *argv):
-    status = main(list(argv))
-    captured = capfd.readouterr()
-    return status, captured.out, captured.err.splitlines()
 
 
 def option(command: list[str], name: str) -> str:
@@ -42,10 +40,10 @@ def option(command: list[str], name: str) -> str:
 
 
 def test_arguments_and_defaults():
-    args = _parser().parse_args(["app"])
+    args = build_parser().parse_args(["app"])
     assert (args.model, args.port, args.ip, args.base_url) == ("shapes", 8866, "localhost", "/")
     assert not args.no_browser and args.voila == []
-    args = _parser().parse_args(
+    args = build_parser().parse_args(
         ["app", "--model", "shapes_vit", "--port", "9000", "--no-browser", "--",
          "--Voila.token=abc"]
     )  # fmt: skip
@@ -112,6 +110,7 @@ def test_the_app_notebook_is_shipped_and_valid():
     for source in code:
         ast.parse(source)
     assert any(APP_MODEL_VARIABLE in source and "app_view" in source for source in code)
+    assert any("from gradcam_widget.explorer.app import" in source for source in code)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
 
 
@@ -186,8 +185,6 @@ def test_the_app_page_switches_model_and_keeps_the_image():
 def test_the_app_without_voila_says_how_to_get_it(monkeypatch, capsys):
     import importlib.util
 
-    from gradcam_widget.__main__ import main
-
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "voila" else real(name, *a)
@@ -195,3 +192,28 @@ def test_the_app_without_voila_says_how_to_get_it(monkeypatch, capsys):
     assert main(["app", "--model", "shapes", "--no-browser"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: the app needs Voila: pip install 'gradcam_widget[app]'"], err
+
+
+def test_the_old_names_still_import_from_main():
+    """Notebooks and scripts written before the app moved to ``explorer.app`` still work."""
+    for name in ("APP_MODEL_VARIABLE", "APP_NOTEBOOK", "APP_PORT", "APP_WEBSOCKET_BYTES",
+                 "app_command", "app_model", "app_models", "app_url", "app_view"):  # fmt: skip
+        assert getattr(cli, name) is getattr(app_module, name), name
+
+
+def test_a_model_file_is_loaded_and_a_bad_one_refused(tmp_path):
+    entry = models.load("shapes")
+    path = tmp_path / "copy.keras"
+    entry.model.save(path)
+    loaded = load_app_model(str(path))
+    assert loaded.name == entry.model.name and len(loaded.layers) == len(entry.model.layers)
+    assert load_app_model("shapes") is entry
+    with pytest.raises(ValueError, match="does not exist"):
+        load_app_model(str(tmp_path / "missing.keras"))
+
+
+def test_one_line_errors():
+    assert one_line(ValueError("bad\n  value")) == "bad value"
+    assert one_line(FileNotFoundError("no file")) == "no file"
+    assert one_line(RuntimeError("first\nsecond")) == "RuntimeError: first second"
+    assert one_line(KeyError()) == "KeyError"

@@ -275,7 +275,7 @@ def test_a_randomised_copy_explains_the_same_class_and_leaves_the_model_untouche
     copy = session.capture_for(first.class_index, "logit", ["conv2"])
     assert session.model_passes == passes + 1  # a pass of the copy, counted
     assert session.blocks_of(copy) == 1 and session.key(copy)[3] == 1
-    assert copy._source.model is not model and copy.class_index == first.class_index
+    assert copy.model is not model and copy.class_index == first.class_index
     assert not np.array_equal(copy.scores, first.scores)
     # the activations below the head are the model's: only the head was re-initialised
     np.testing.assert_allclose(copy.activations("conv2"), first.activations("conv2"), atol=1e-6)
@@ -323,7 +323,7 @@ def test_a_randomised_copy_of_an_entry_keeps_its_preprocess_and_is_freed(make_cn
     before = len(calls)
     copy = session.capture_for(first.class_index, "logit")
     assert len(calls) == before + 1  # the copy's input went through the entry's preprocess
-    assert copy._source.inputs.max() <= 1.0
+    assert copy.model_input.max() <= 1.0
     assert session.cached_bytes == (
         session.captures.nbytes + session.results.nbytes + session.clones.nbytes
     )
@@ -360,3 +360,36 @@ def test_a_model_that_cannot_be_copied_is_refused_never_randomised_in_place(imag
     assert session.randomized == 0 and len(session.clones) == 0
     for kept, now in zip(weights, net.get_weights(), strict=True):
         assert kept.tobytes() == now.tobytes()
+
+
+def test_view_says_what_ran_for_this_call_whatever_others_do(model, image):
+    session = ExplorerSession(model)
+    other = ExplorerSession(model)  # another user of the same model
+    session.set_image(image, layers=[None])
+    other.set_image(image, layers=[None])
+    step = session.view({"guided": "off"})
+    assert not step.captured and step.result is not None and step.guided is None
+    other.capture_for(0, "probability")  # a pass of the other session's: not this one's
+    again = session.view({"guided": "off"})
+    assert not again.captured and again.result is step.result  # the cache of maps
+    guided = session.view({"guided": "guided_backprop"})
+    assert guided.guided_pass and guided.guided is not None and not guided.captured
+    assert not session.view({"guided": "guided_backprop"}).guided_pass
+    fresh = session.view({"class_index": 0, "score": "probability"}, maps=False)
+    assert fresh.captured and fresh.result is None
+    assert session.key(fresh.capture).score == "probability"
+    session.close()
+    other.close()
+
+
+def test_interpolation_is_part_of_a_maps_settings_and_key(model, image):
+    session = ExplorerSession(model)
+    cap = session.set_image(image)
+    bilinear = session.result_for(cap, {"layer": "conv2"})
+    nearest = session.result_for(cap, {"layer": "conv2", "interpolation": "nearest"})
+    assert (bilinear.interpolation, nearest.interpolation) == ("bilinear", "nearest")
+    assert not np.array_equal(bilinear.heatmap, nearest.heatmap)
+    keys = list(session.results)
+    assert {dict(key.options)["interpolation"] for key in keys} == {"bilinear", "nearest"}
+    assert all(key.capture == session.key(cap) for key in keys)
+    session.close()

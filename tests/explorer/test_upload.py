@@ -15,6 +15,7 @@ from PIL import Image
 
 import gradcam_widget as gw
 from gradcam_widget.engine import engine_for
+from gradcam_widget.explorer import upload as upload_module
 from gradcam_widget.explorer import widget
 from gradcam_widget.explorer.widget import PANELS
 
@@ -68,7 +69,7 @@ def view(ex) -> dict:
     menu and the image's name."""
     return {
         "panels": {title: ex.panel_png(title) for title in PANELS},
-        "titles": {title: ex._titles[title].value for title in PANELS},
+        "titles": {title: ex.titles[title].value for title in PANELS},
         "readout": ex.readout.value,
         "settings": settings(ex),
         "menu": (ex.samples.value, tuple(ex.samples.options)),
@@ -153,9 +154,9 @@ def test_a_bad_upload_is_refused_in_the_status_line_and_the_view_stays(
     ex = explorer
     ex.pooling = "max"
     if limit is not None:
-        monkeypatch.setattr(widget, "MAX_UPLOAD_BYTES", limit)
+        monkeypatch.setattr(upload_module, "MAX_UPLOAD_BYTES", limit)
     if pixels == "upload":  # the upload's own limit, far below Pillow's
-        monkeypatch.setattr(widget, "MAX_UPLOAD_PIXELS", 50_000)
+        monkeypatch.setattr(upload_module, "MAX_UPLOAD_PIXELS", 50_000)
     elif pixels is not None:  # 300 x 200 = 60,000 pixels: over it, under twice it (a warning)
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels)
     before, passes = view(ex), ex.model_passes
@@ -231,10 +232,8 @@ def test_a_sample_that_fails_to_load_puts_the_menu_back(explorer, monkeypatch):
     upload(ex, "mine.png", encoded(photo(seed=42)))
     before, passes = view(ex), ex.model_passes
 
-    def missing(name):
-        raise ImportError("no scikit-image here")
-
-    monkeypatch.setattr(gw.data, "_skimage_photo", missing)
+    monkeypatch.setitem(sys.modules, "skimage", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
     ex.samples.value = "coffee"
     assert "needs scikit-image" in ex.status.value and "previous view is kept" in ex.status.value
     assert view(ex) == before and ex.model_passes == passes
@@ -245,14 +244,14 @@ def test_the_previous_images_captures_are_freed(explorer):
     ex = explorer
     for class_index in range(5):  # several captures of the first image
         ex.class_index = class_index
-    assert len(ex._session.captures) == 5
-    old = [weakref.ref(ex._session.captures.get(key)) for key in list(ex._session.captures)]
+    assert len(ex.session.captures) == 5
+    old = [weakref.ref(ex.session.captures.get(key)) for key in list(ex.session.captures)]
     for seed in range(3):
         upload(ex, f"photo{seed}.png", encoded(photo(seed=50 + seed)))
     gc.collect()
     assert all(ref() is None for ref in old)  # none of the first image's captures is held
-    assert len(ex._session.captures) == 1 and len(ex._session.results) == 1
-    assert ex.cached_bytes == ex.capture.nbytes + ex._session.results.nbytes
+    assert len(ex.session.captures) == 1 and len(ex.session.results) == 1
+    assert ex.cached_bytes == ex.capture.nbytes + ex.session.results.nbytes
 
 
 def test_the_file_name_is_escaped_in_the_readout_and_status(explorer):
@@ -265,9 +264,9 @@ def test_a_large_upload_is_kept_shrunk_and_the_readout_says_its_size(explorer, m
     """The decoded upload is kept at most UPLOAD_KEPT_SIDE on its longer side (a tab does not
     hold a huge photo); the readout still names the size as uploaded."""
     ex = explorer
-    monkeypatch.setattr(widget, "UPLOAD_KEPT_SIDE", 100)
+    monkeypatch.setattr(upload_module, "UPLOAD_KEPT_SIDE", 100)
     upload(ex, "tall.png", encoded(photo(300, 200)))
-    assert ex.error is None and max(ex._session.image.size) == 100
+    assert ex.error is None and max(ex.session.image.size) == 100
     assert "300×200" in ex.readout.value
 
 

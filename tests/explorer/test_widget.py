@@ -63,10 +63,10 @@ def test_first_view_shows_four_panels_readout_and_status(explorer):
     assert "raw (16, 16)" in readout and "heatmap (32, 32)" in readout
     assert "top channel #" in readout and "model pass" in readout and "just now" in readout
     assert "ready" in explorer.status.value and explorer.error is None
-    class_labels = [label for label, _ in explorer._controls["class"].options]
+    class_labels = [label for label, _ in explorer.controls["class"].options]
     assert class_labels[0].startswith("#1 ") and len(class_labels) == 5
     assert any(name in label for label in class_labels for name in CLASS_NAMES)
-    layer_labels = dict((v, k) for k, v in explorer._controls["layer"].options)
+    layer_labels = dict((v, k) for k, v in explorer.controls["layer"].options)
     assert layer_labels["conv2"] == "conv2 · 16×16×12"
 
 
@@ -123,7 +123,7 @@ def test_raw_panel_is_drawn_as_cells_following_the_layer_grid(explorer):
         explorer.layer = layer
         cell = render.cell_size((grid, grid))
         assert png_shape(explorer.panel_png("raw map"))[:2] == (grid * cell, grid * cell)
-        assert f"raw map {grid}×{grid}" in explorer._titles["raw map"].value
+        assert f"raw map {grid}×{grid}" in explorer.titles["raw map"].value
     panel = cv2.imdecode(np.frombuffer(explorer.panel_png("raw map"), np.uint8), 1)
     cell = render.cell_size((8, 8))
     block = panel[:cell, :cell]
@@ -137,8 +137,8 @@ def test_class_and_score_changes_run_at_most_one_pass_and_are_cached(model, imag
     passes = ex.model_passes
     ex.class_index = other[0]
     assert ex.model_passes == passes + 1 and ex.result.class_index == other[0]
-    assert ex._controls["class"].value == other[0]
-    assert set(ex.capture._gradients) == {"conv2"}  # the class pass stopped at the shown layer
+    assert ex.controls["class"].value == other[0]
+    assert set(ex.capture.held_layers) == {"conv2"}  # the class pass stopped at the shown layer
     ex.layer, ex.pooling = "conv1", "max"  # first use of another layer: one pass fills all
     assert ex.model_passes == passes + 2
     ex.layer = "pool1"
@@ -153,17 +153,17 @@ def test_class_and_score_changes_run_at_most_one_pass_and_are_cached(model, imag
     # cache is bounded: 3 captures; (first, prob) and (other0, logit) fall out in LRU order
     ex.class_index = other[1]
     ex.class_index = other[2]
-    assert ex.model_passes == passes + 6 and len(ex._session.captures) == 3
+    assert ex.model_passes == passes + 6 and len(ex.session.captures) == 3
     ex.class_index = other[0]  # evicted -> one pass again
     assert ex.model_passes == passes + 7
 
 
 def test_class_dropdown_and_index_box_stay_in_sync(explorer):
     lowest = int(np.argmin(explorer.capture.scores))
-    explorer._controls["class_index"].value = lowest  # as the browser would
-    assert explorer._controls["class"].value == lowest and explorer.result.class_index == lowest
-    top = explorer._controls["class"].options[0][1]
-    explorer._controls["class"].value = top
+    explorer.controls["class_index"].value = lowest  # as the browser would
+    assert explorer.controls["class"].value == lowest and explorer.result.class_index == lowest
+    top = explorer.controls["class"].options[0][1]
+    explorer.controls["class"].value = top
     assert explorer.class_index == top and explorer.result.class_index == top
 
 
@@ -192,7 +192,7 @@ def test_bad_settings_raise_and_land_in_the_status_line(explorer, name, value, m
 
 
 def test_a_failing_model_call_keeps_the_view_and_every_control(explorer, monkeypatch):
-    engine = engine_for(explorer._session.model)
+    engine = engine_for(explorer.session.model)
     before, result, old_class = snapshot(explorer), explorer.result, explorer.class_index
     target = next(i for i in range(len(CLASS_NAMES)) if i != old_class)
 
@@ -200,12 +200,12 @@ def test_a_failing_model_call_keeps_the_view_and_every_control(explorer, monkeyp
         raise RuntimeError("out of memory (simulated)")
 
     monkeypatch.setattr(engine, "run", broken)
-    explorer._controls["class_index"].value = target  # the browser path: must not raise
+    explorer.controls["class_index"].value = target  # the browser path: must not raise
     assert "out of memory (simulated)" in explorer.status.value
     assert "previous view is kept" in explorer.status.value
     assert explorer.result is result and snapshot(explorer) == before
     assert explorer.class_index == old_class  # the control is back on what is shown
-    assert explorer._controls["class"].value == old_class
+    assert explorer.controls["class"].value == old_class
     with pytest.raises(RuntimeError, match="simulated"):
         explorer.score = "probability"
     assert explorer.score == "logit"
@@ -243,7 +243,7 @@ def test_constructor_rejects_bad_input_clearly(model, image):
 
 def test_method_dropdown_disables_what_a_method_ignores(explorer):
     passes = explorer.model_passes
-    controls = explorer._controls
+    controls = explorer.controls
     explorer.method = "layercam"
     assert explorer.result.method == "layercam"
     assert controls["pooling"].disabled and controls["channels"].disabled
@@ -260,7 +260,7 @@ def test_method_dropdown_disables_what_a_method_ignores(explorer):
 
 
 def test_fused_layer_entry(explorer):
-    values = [value for _, value in explorer._controls["layer"].options]
+    values = [value for _, value in explorer.controls["layer"].options]
     assert values[-1] == "fused"
     explorer.method = "layercam"
     explorer.layer = "fused"
@@ -270,7 +270,7 @@ def test_fused_layer_entry(explorer):
 
 
 def test_scorecam_runs_forward_passes_once_per_setting(explorer):
-    engine = engine_for(explorer._session.model)
+    engine = engine_for(explorer.session.model)
     passes, scored = explorer.model_passes, engine.forward_images
     explorer.method = "scorecam"
     assert engine.forward_images > scored and explorer.model_passes == passes
@@ -328,13 +328,13 @@ def test_caches_are_bounded_in_bytes_and_results_leave_with_their_capture(model,
         ex.class_index = class_index
         ex.pooling = "max"
         ex.pooling = "mean"
-        held = ex._session.captures.nbytes
+        held = ex.session.captures.nbytes
         assert held <= max(budget, ex.capture.nbytes)
-        assert ex.cached_bytes == held + ex._session.results.nbytes
-    kept = set(ex._session.captures)
+        assert ex.cached_bytes == held + ex.session.results.nbytes
+    kept = set(ex.session.captures)
     assert 1 < len(kept) < len(CLASS_NAMES)  # class captures hold one layer: several fit
-    assert {key[0] for key in ex._session.results} <= kept  # no result outlives its capture
-    assert set(ex.capture._gradients) == {ex.layer}
+    assert {key[0] for key in ex.session.results} <= kept  # no result outlives its capture
+    assert set(ex.capture.held_layers) == {ex.layer}
 
 
 @pytest.mark.parametrize(
@@ -370,9 +370,9 @@ def test_layer_labels_follow_the_grid_of_a_new_image_size():
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
     rng = np.random.default_rng(1)
     ex = gw.CamExplorer(model, rng.integers(0, 256, (40, 24, 3)).astype(np.uint8))
-    assert "c2 · 20×12×6" in dict(ex._controls["layer"].options)
+    assert "c2 · 20×12×6" in dict(ex.controls["layer"].options)
     ex.set_image(rng.integers(0, 256, (64, 80, 3)).astype(np.uint8))
-    labels = dict(ex._controls["layer"].options)
+    labels = dict(ex.controls["layer"].options)
     assert "c2 · 32×40×6" in labels and "c2 · 20×12×6" not in labels
     assert ex.result.raw.shape == (32, 40) and ex.result.heatmap.shape == (64, 80)
 
@@ -410,7 +410,7 @@ def test_a_refused_explorer_leaves_no_widget_and_no_capture(model, image):
     ex = gw.CamExplorer(model, image)
     ref = weakref.ref(model)
     ex.close()
-    assert ex._session.model is None and ref() is model  # the closed explorer no longer holds it
+    assert ex.session.model is None and ref() is model  # the closed explorer no longer holds it
     with pytest.raises(RuntimeError, match="closed"):
         ex.save_png("x.png")
 
@@ -493,7 +493,7 @@ def test_the_layer_argument_is_the_only_layer_the_first_view_holds(model, image)
 def test_a_regression_target_hides_the_class_controls_and_disables_score(image):
     net = regression_cnn()
     ex = gw.CamExplorer(net, image, target=gw.targets.Regression())
-    controls = ex._controls
+    controls = ex.controls
     assert controls["class"].layout.display == "none"
     assert controls["class_index"].layout.display == "none"
     assert ex.class_index is None and ex.target.label == "value"
@@ -524,8 +524,8 @@ def test_an_output_target_explains_one_head_of_a_two_output_model(image):
     ex = gw.CamExplorer(net, image, target=gw.targets.Output("cls", 1))
     assert ex.class_index == 1 and ex.result.class_index == 1
     assert "target <b>cls[1]</b> · logit " in ex.readout.value
-    assert ex._controls["class"].layout.display == "none"
-    assert not ex._controls["score"].disabled  # a class of one output has a probability
+    assert ex.controls["class"].layout.display == "none"
+    assert not ex.controls["score"].disabled  # a class of one output has a probability
     passes = ex.model_passes
     ex.score = "probability"
     assert ex.model_passes == passes + 1 and "cls[1]</b> · probability" in ex.readout.value
@@ -545,6 +545,7 @@ def good_and_bad_values(explorer) -> dict:
         "pooling": ("max", "avg", "'mean', 'max'"),
         "channels": ("top", "all", "'weighted', 'top'"),
         "order": ("resize_first", "relu", "'relu_first', 'resize_first'"),
+        "interpolation": ("nearest", "lanczos", "'bilinear', 'nearest', 'bicubic'"),
         "score": ("probability", "softmax", "'logit', 'probability'"),
         "class_index": (lowest, 99, "0..4"),
         "colormap": ("viridis", "rainbowz", "'jet'"),
@@ -564,7 +565,7 @@ def test_every_setting_of_the_table_round_trips_and_refuses_a_bad_value(explorer
         assert getattr(gw.CamExplorer, name).setting is setting  # made from the table
         assert getattr(explorer, name) != good
         setattr(explorer, name, good)
-        assert getattr(explorer, name) == good == explorer._controls[setting.control].value
+        assert getattr(explorer, name) == good == explorer.controls[setting.control].value
         assert explorer.error is None and "ready" in explorer.status.value
         with pytest.raises(ValueError) as error:
             setattr(explorer, name, bad)
@@ -578,10 +579,10 @@ def test_every_setting_of_the_table_round_trips_and_refuses_a_bad_value(explorer
 def test_panels_are_keyed_by_title_and_method_labels_come_from_the_methods(explorer):
     from gradcam_widget.cam import methods
 
-    assert set(explorer._panels) == {*render.PANEL_TITLES, "guided"}
+    assert set(explorer.panels) == {*render.PANEL_TITLES, "guided"}
     with pytest.raises(ValueError, match="'input', 'raw map', 'heatmap', 'overlay'"):
         explorer.panel_png("colorbar")
-    offered = dict((name, label) for label, name in explorer._controls["method"].options)
+    offered = dict((name, label) for label, name in explorer.controls["method"].options)
     assert offered == {name: methods.get(name).label for name in methods.names()}
     explorer.method = "hirescam"
     assert "HiResCAM · weights" in explorer.readout.value
@@ -596,10 +597,10 @@ def guided_png(gradients) -> bytes:
 
 def test_the_guided_panel_costs_one_pass_when_switched_on_and_none_after(model, image):
     ex = gw.CamExplorer(model, image, class_names=CLASS_NAMES)
-    guided_box, panel = ex._boxes["guided"], ex._panels["guided"]
+    guided_box, panel = ex.boxes["guided"], ex.panels["guided"]
     assert (
-        "gw-panel-guided" in panel._dom_classes
-        and "gw-guided" in ex._controls["guided"]._dom_classes
+        "gw-panel-guided" in panel.get_state()["_dom_classes"]
+        and "gw-guided" in ex.controls["guided"].get_state()["_dom_classes"]
     )
     assert ex.guided == "off" and panel.layout.display == guided_box.layout.display == "none"
     assert bytes(ex.panel_png("guided")) == b""
@@ -610,7 +611,7 @@ def test_the_guided_panel_costs_one_pass_when_switched_on_and_none_after(model, 
     assert panel.layout.display is None and guided_box.layout.display is None
     cap = ex.capture
     assert ex.panel_png("guided") == guided_png(cap.saliency("guided"))
-    assert "Guided Backprop 32×32" in ex._titles["guided"].value
+    assert "Guided Backprop 32×32" in ex.titles["guided"].value
     assert "input gradients (32, 32, 3)" in ex.readout.value and "(just now)" in ex.readout.value
     shown = ex.panel_png("guided")
     for name, value in (
@@ -629,7 +630,7 @@ def test_the_guided_panel_costs_one_pass_when_switched_on_and_none_after(model, 
         setattr(ex, name, value)
         expected = cap.saliency("guided") * ex.result.heatmap[..., None]
         assert ex.panel_png("guided") == guided_png(expected)  # follows the heatmap
-    assert "× heatmap of conv2" in ex._titles["guided"].value
+    assert "× heatmap of conv2" in ex.titles["guided"].value
     assert ex.model_passes == passes + 1  # Guided Grad-CAM: numpy over the cached map
     ex.guided = "off"
     assert panel.layout.display == "none" and bytes(ex.panel_png("guided")) == b""
@@ -652,13 +653,13 @@ def test_the_guided_saliency_is_counted_in_the_byte_budget(model, image):
     ex = gw.CamExplorer(model, image, cache_bytes=2 * one + one // 4, cache_size=100)
     first = ex.class_index
     ex.class_index = (first + 1) % len(CLASS_NAMES)
-    assert len(ex._session.captures) == 2  # two one-layer captures fit
+    assert len(ex.session.captures) == 2  # two one-layer captures fit
     held = ex.cached_bytes
     ex.guided = "guided_backprop"
-    (gradients,) = ex.capture._saliencies.values()  # computed by the explorer, on its capture
+    gradients = ex.guided_map  # computed by the explorer, cached on its capture
     assert ex.capture.nbytes == one + gradients.nbytes
-    assert list(ex._session.captures) == [ex._session.key(ex.capture)]  # the older one left
-    assert ex.cached_bytes == ex.capture.nbytes + ex._session.results.nbytes < held + one
+    assert list(ex.session.captures) == [ex.session.key(ex.capture)]  # the older one left
+    assert ex.cached_bytes == ex.capture.nbytes + ex.session.results.nbytes < held + one
 
 
 def test_guided_on_a_gelu_network_is_refused_and_the_explorer_keeps_working(image):
@@ -673,13 +674,13 @@ def test_guided_on_a_gelu_network_is_refused_and_the_explorer_keeps_working(imag
     with pytest.raises(ValueError, match="defined for ReLU networks; layer c1 uses 'gelu'"):
         ex.guided = "guided_backprop"
     assert "defined for ReLU networks" in ex.status.value
-    assert ex.guided == "off" and ex._panels["guided"].layout.display == "none"
-    ex._controls["guided"].value = "smoothgrad"  # the browser path: never raises
+    assert ex.guided == "off" and ex.panels["guided"].layout.display == "none"
+    ex.controls["guided"].value = "smoothgrad"  # the browser path: never raises
     status = html.unescape(ex.status.value)
     assert "guided backpropagation is defined for ReLU networks; layer c1 uses 'gelu'" in status
     assert "<br>" not in ex.status.value  # one line
-    assert ex.guided == "off" and ex._controls["guided"].value == "off"
-    assert ex._panels["guided"].layout.display == "none"
+    assert ex.guided == "off" and ex.controls["guided"].value == "off"
+    assert ex.panels["guided"].layout.display == "none"
     assert snapshot(ex) == before and ex.model_passes == passes
     ex.pooling = "max"  # the rest keeps working
     assert ex.result.pooling == "max" and "ready" in ex.status.value and ex.error is None
@@ -691,15 +692,18 @@ def test_the_randomise_slider_shows_the_view_of_a_copy_and_restores_the_model(ma
     batch = image[None].astype(np.float32)
     outputs = net(batch).numpy()
     ex = gw.CamExplorer(net, image)
-    slider = ex._controls["randomize"]
-    assert "gw-randomize" in slider._dom_classes and (slider.min, slider.max) == (0, 3)
+    slider = ex.controls["randomize"]
+    assert "gw-randomize" in slider.get_state()["_dom_classes"] and (slider.min, slider.max) == (
+        0,
+        3,
+    )
     ex.layer, ex.pooling = "conv1", "max"
     ex.guided = "guided_backprop"
     before, result, guided = snapshot(ex), ex.result, ex.panel_png("guided")
     shown_class, cap = ex.class_index, ex.capture
     ex.randomize = 1
     assert ex.error is None and ex.capture is not cap
-    assert ex.capture._source.model is not net  # a copy, never the model
+    assert ex.session.blocks_of(ex.capture) == 1  # a copy, never the model
     assert ex.capture.class_index == shown_class and ex.result.layer == "conv1"
     assert (ex.result.pooling, ex.class_index, ex.layer) == ("max", shown_class, "conv1")
     assert "randomised</b>: the top 1 block (head)" in ex.readout.value
@@ -714,8 +718,8 @@ def test_the_randomise_slider_shows_the_view_of_a_copy_and_restores_the_model(ma
     assert ex.error is None and "randomised" not in ex.readout.value
     assert snapshot(ex) == before and ex.panel_png("guided") == guided  # exactly
     np.testing.assert_array_equal(ex.result.raw, result.raw)
-    assert len(ex._session.clones) == 0
-    assert all(key[3] == 0 for key in ex._session.captures)
+    assert len(ex.session.clones) == 0
+    assert all(key.blocks == 0 for key in ex.session.captures)
     for kept, now in zip(weights, net.get_weights(), strict=True):
         assert kept.tobytes() == now.tobytes()  # bitwise
     assert net(batch).numpy().tobytes() == outputs.tobytes()
@@ -729,13 +733,13 @@ def test_randomised_copies_are_freed_at_zero_and_on_close(make_cnn, image):
     ex = gw.CamExplorer(net, image)
     ex.randomize = 2
     ex.guided = "guided_gradcam"
-    copy = weakref.ref(ex._session._copies[2].keras_model)
+    copy = weakref.ref(ex.session.randomized_copy(2).keras_model)
     ex.randomize = 0
     gc.collect()
     assert copy() is None
     ex.randomize = 1
-    copy = weakref.ref(ex._session._copies[1].keras_model)
-    assert ex.cached_bytes > ex._session.captures.nbytes + ex._session.results.nbytes
+    copy = weakref.ref(ex.session.randomized_copy(1).keras_model)
+    assert ex.cached_bytes > ex.session.captures.nbytes + ex.session.results.nbytes
     ex.close()
     gc.collect()
     assert copy() is None and ex.cached_bytes == 0
@@ -748,3 +752,46 @@ def test_randomize_refuses_a_count_outside_the_blocks(explorer):
             explorer.randomize = bad
         assert explorer.randomize == 0 and snapshot(explorer) == before
     assert "head, conv2, conv1" in html.unescape(explorer.status.value)
+
+
+def test_every_choice_of_the_options_table_is_a_control_with_its_labels(explorer):
+    from gradcam_widget import options
+
+    for row in options.on(options.WIDGET):
+        control = explorer.controls[row.name]
+        assert control.description == row.label
+        if row.choices:
+            assert [(value, label) for label, value in control.options] == list(row.choices)
+            assert getattr(explorer, row.name) == control.value
+
+
+def test_interpolation_is_a_control_and_changes_the_heatmap_only(explorer):
+    before, result = snapshot(explorer), explorer.result
+    assert explorer.interpolation == "bilinear"
+    explorer.interpolation = "nearest"
+    assert explorer.error is None and explorer.result.interpolation == "nearest"
+    np.testing.assert_array_equal(explorer.result.raw, result.raw)  # the same layer map
+    assert not np.array_equal(explorer.result.heatmap, result.heatmap)
+    assert changed_panels(before, snapshot(explorer)) == {"heatmap", "overlay"}
+    expected = explorer.capture.cam(explorer.layer, interpolation="nearest")
+    np.testing.assert_array_equal(explorer.result.heatmap, expected.heatmap)
+    explorer.controls["interpolation"].value = "bicubic"  # as the browser would
+    assert explorer.result.interpolation == "bicubic" and explorer.error is None
+    assert "gw-interpolation" in explorer.controls["interpolation"].get_state()["_dom_classes"]
+
+
+def test_the_last_step_says_what_ran_for_this_explorer_only(model, image):
+    ex = gw.CamExplorer(model, image)
+    other = gw.CamExplorer(model, image)  # the same model: passes of its own
+    assert ex.last_step.captured and "just now" in ex.readout.value
+    ex.pooling = "max"
+    assert not ex.last_step.captured and "once, cached" in ex.readout.value
+    other.class_index = (other.class_index + 1) % len(CLASS_NAMES)  # a pass, not ex's
+    ex.opacity = 0.3
+    assert not ex.last_step.captured and "once, cached" in ex.readout.value
+    ex.class_index = (ex.class_index + 1) % len(CLASS_NAMES)
+    assert ex.last_step.captured and not ex.last_step.guided_pass
+    ex.guided = "guided_backprop"
+    assert ex.last_step.guided_pass and not ex.last_step.captured
+    ex.close()
+    other.close()
