@@ -22,6 +22,7 @@ from gradcam_widget.captures.notes import gradient_notes, score_warnings
 from gradcam_widget.captures.record import SALIENCY_CACHE as SALIENCY_CACHE
 from gradcam_widget.captures.record import SALIENCY_KINDS as SALIENCY_KINDS
 from gradcam_widget.captures.record import Capture, capture_of
+from gradcam_widget.captures.signatures import joined_parameters
 from gradcam_widget.engine import engine_for, inputs, layers, model_errors
 
 __all__ = ["Capture", "capture", "class_scores", "grad_cam", "guided_grad_cam", "saliency"]
@@ -174,22 +175,14 @@ def class_scores(
     return values
 
 
+@joined_parameters(capture, 5, Capture.cam, tail=("target",))
 def grad_cam(
-    model,
-    image,
-    class_index: int | None = None,
-    score: str = "logit",
-    preprocess: Callable | None = None,
-    layer: str | None = None,
-    pooling: str = "mean",
-    channels: str = "weighted",
-    order: str = "relu_first",
-    interpolation: str = "bilinear",
-    method: str = "gradcam",
-    target=None,
-    **method_options,
+    model, image, class_index, score, preprocess, layer, target, **cam_options
 ) -> core.CamResult:
     """``capture(...).cam(...)`` in one call, backpropagating only as deep as ``layer``.
+
+    Its parameters are :func:`capture`'s first five, :meth:`Capture.cam`'s, then ``target``
+    (declared there once each).
 
     Args and Raises: as :func:`capture` and :meth:`Capture.cam`.
 
@@ -198,15 +191,7 @@ def grad_cam(
         conv-like layer).
     """
     cap = capture(model, image, class_index, score, preprocess, layers=[layer], target=target)
-    return cap.cam(
-        layer,
-        pooling=pooling,
-        channels=channels,
-        order=order,
-        interpolation=interpolation,
-        method=method,
-        **method_options,
-    )
+    return cap.cam(layer, **cam_options)
 
 
 def saliency(
@@ -232,18 +217,13 @@ def saliency(
     return cap.saliency(kind, smooth=smooth, sigma=sigma, seed=seed)
 
 
+@joined_parameters(capture, 5, Capture.guided_grad_cam, tail=("target",))
 def guided_grad_cam(
-    model,
-    image,
-    class_index: int | None = None,
-    score: str = "logit",
-    preprocess: Callable | None = None,
-    layer: str | None = None,
-    target=None,
-    **cam_options,
+    model, image, class_index, score, preprocess, layer, target, **cam_options
 ) -> np.ndarray:
     """Guided Grad-CAM of one image: :meth:`Capture.guided_grad_cam` in one call (two passes:
-    one to ``layer``, one guided pass to the input).
+    one to ``layer``, one guided pass to the input). Parameters: :func:`capture`'s first five,
+    :meth:`Capture.guided_grad_cam`'s, then ``target``.
 
     Returns:
         ``(H, W, C)`` float32, signed.

@@ -2,7 +2,9 @@
 
 ``explain`` and ``iter_explain`` take the same arguments, and so do ``deletion`` and
 ``insertion`` (but for one default): the list is written once, on the first function, and
-the second takes it with :func:`same_parameters`.
+the second takes it with :func:`same_parameters`. A one-call wrapper that runs one function
+then a method of its result (``grad_cam`` is ``capture(...).cam(...)``) takes both lists with
+:func:`joined_parameters`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import functools
 import inspect
 from collections.abc import Callable
 
-__all__ = ["same_parameters"]
+__all__ = ["joined_parameters", "same_parameters"]
 
 
 def same_parameters(source: Callable, **defaults) -> Callable[[Callable], Callable]:
@@ -57,6 +59,63 @@ def same_parameters(source: Callable, **defaults) -> Callable[[Callable], Callab
                 raise TypeError(f"{function.__name__}(): {error}") from None
             call.apply_defaults()
             return function(*call.args, **call.kwargs)
+
+        bound.__signature__ = signature
+        return bound
+
+    return decorate
+
+
+def joined_parameters(
+    first: Callable, count: int, then: Callable, tail: tuple[str, ...] = ()
+) -> Callable[[Callable], Callable]:
+    """Give the decorated one-call wrapper the parameters of ``first`` and then of ``then``.
+
+    The signature is ``first``'s first ``count`` parameters, ``then``'s (without ``self``;
+    its ``**options`` last), and ``first``'s parameters named in ``tail``, before the
+    ``**options``. A call is bound to it (a wrong argument raises a ``TypeError`` naming the
+    wrapper, before it runs); the wrapper gets every parameter by keyword, defaults filled in,
+    what ``**options`` took among them.
+
+    Args:
+        first: the function that runs first (``capture``).
+        count: how many of its leading parameters the wrapper takes in place.
+        then: the method called on its result (``Capture.cam``).
+        tail: parameters of ``first`` taken after ``then``'s, by name.
+
+    Returns:
+        The decorator.
+
+    Raises:
+        ValueError: for a ``tail`` name that is not a parameter of ``first``.
+    """
+    lead = list(inspect.signature(first).parameters.values())
+    named = {parameter.name: parameter for parameter in lead}
+    unknown = sorted(set(tail) - set(named))
+    if unknown:
+        raise ValueError(f"{first.__name__} has no parameter {', '.join(unknown)}")
+    follow = list(inspect.signature(then).parameters.values())
+    follow = [parameter for parameter in follow if parameter.name != "self"]
+    rest = [p for p in follow if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    var = [p for p in follow if p.kind is inspect.Parameter.VAR_KEYWORD]
+    parameters = [*lead[:count], *rest, *(named[name] for name in tail), *var]
+
+    def decorate(function: Callable) -> Callable:
+        signature = inspect.Signature(
+            parameters, return_annotation=inspect.signature(function).return_annotation
+        )
+
+        @functools.wraps(function)
+        def bound(*args, **kwargs):
+            try:
+                call = signature.bind(*args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{function.__name__}(): {error}") from None
+            call.apply_defaults()
+            given = dict(call.arguments)
+            for parameter in var:
+                given.update(given.pop(parameter.name, {}))
+            return function(**given)
 
         bound.__signature__ = signature
         return bound

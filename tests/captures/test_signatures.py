@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gradcam_widget as gw
-from gradcam_widget.captures.signatures import same_parameters
+from gradcam_widget.captures.signatures import joined_parameters, same_parameters
 
 
 def first(model, image, steps: int = 20, baseline="mean", **options) -> str:
@@ -61,3 +61,27 @@ def test_a_warning_of_explain_points_at_its_caller(lambda_softmax_model):
     with pytest.warns(UserWarning, match="could not be bypassed") as caught:
         gw.explain(lambda_softmax_model, images)
     assert {warning.filename for warning in caught} == {__file__}
+
+
+def test_grad_cam_takes_captures_and_cams_parameters_declared_once():
+    from gradcam_widget.captures.capturing import Capture, capture
+
+    names = list(inspect.signature(gw.grad_cam).parameters)
+    lead = list(inspect.signature(capture).parameters)[:5]
+    cam = [name for name in inspect.signature(Capture.cam).parameters if name != "self"]
+    assert names == [*lead, *cam[:-1], "target", cam[-1]]
+    assert inspect.signature(gw.grad_cam).parameters["pooling"].default == "mean"
+
+
+def test_grad_cam_binds_positions_and_keywords_as_the_two_calls_do():
+    entry = gw.models.load("shapes")
+    image = gw.data.sample("two_shapes")
+    by_position = gw.grad_cam(entry, image, None, "logit", None, None, "max")
+    by_keyword = gw.capture(entry, image).cam(pooling="max", interpolation="nearest")
+    assert by_position.pooling == "max" and by_position.interpolation == "bilinear"
+    keyword = gw.grad_cam(entry, image, pooling="max", interpolation="nearest")
+    np.testing.assert_allclose(keyword.heatmap, by_keyword.heatmap, atol=1e-6)
+    with pytest.raises(TypeError, match=r"grad_cam\(\): multiple values for argument 'class_"):
+        gw.grad_cam(entry, image, None, class_index=2)
+    with pytest.raises(ValueError, match="capture has no parameter tail"):
+        joined_parameters(gw.capture, 5, gw.Capture.cam, tail=("tail",))
