@@ -7,11 +7,13 @@
 >>> ex = gw.explain(model, images, targets=[3, 1, 7])   # one compiled pass per batch
 >>> ex.heatmaps.shape                                    # (3, 224, 224)
 
-The folders, lowest first (a module imports only from its own folder or a lower one):
-``cam`` (numpy only) and ``data``; ``engine`` (the only code that runs a model);
+The folders, lowest first (a module imports only from its own layer or a lower one):
+``options.py`` (the recipe's choices); ``cam`` (numpy only) and ``data`` (scenes, images,
+drawing; its ``models`` sits with ``captures``); ``engine`` (the only code that runs a model);
 ``captures`` (what one pass recorded, explain, targets); ``checks``; ``explorer`` (the widget,
-its session, the static export); ``auditing`` (audits, their store, the gallery). See
-docs/architecture.md. The widgets are imported lazily so the core needs no Jupyter.
+its session, the static export); ``auditing`` (audits, their store, the gallery);
+``commands`` (the CLI). See docs/architecture.md. The widgets are imported lazily so the
+core needs no Jupyter.
 """
 
 from gradcam_widget import _aliases

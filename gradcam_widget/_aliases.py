@@ -2,7 +2,9 @@
 
 ``import gradcam_widget.core`` or ``from gradcam_widget import render`` still work: each old
 name is the very module object under its new name (``gradcam_widget.cam.core``), so a setting
-or a patch made through either name is seen through both.
+or a patch made through either name is seen through both. (A name a folder re-exports, such as
+``gradcam_widget.engine.bfloat16_supported``, is a second reference: patch it where it is
+defined, ``gradcam_widget.engine.precision``.)
 """
 
 from __future__ import annotations
@@ -77,11 +79,16 @@ def moved(name: str):
 def offering(module: str):
     """A folder's ``__getattr__`` that offers what the old module of the folder's name did.
 
-    Lazy, so importing one module of the folder never imports the others."""
+    Lazy, so importing one module of the folder never imports the others: a name that is a
+    module of the folder (``from gradcam_widget.auditing import sources``) is that module,
+    imported alone; any other name is looked up in ``module``."""
+    folder = "gradcam_widget." + module.rpartition(".")[0]
 
     def __getattr__(name):
         if name.startswith("__"):
             raise AttributeError(name)
+        if importlib.util.find_spec(f"{folder}.{name}") is not None:
+            return importlib.import_module(f"{folder}.{name}")
         return getattr(importlib.import_module(f"gradcam_widget.{module}"), name)
 
     return __getattr__

@@ -184,6 +184,18 @@ def map_keywords() -> tuple[str, ...]:
     )
 
 
+def method_keywords() -> tuple[str, ...]:
+    """The ``"map"`` options only some methods read, each declaring it by its signature
+    (``pooling``, ``channels``; see ``cam.methods``)."""
+    return tuple(row.name for row in TABLE.values() if row.stage == MAP and row.methods)
+
+
+def cam_keywords() -> tuple[str, ...]:
+    """Every keyword of ``Capture.cam`` after the layer and before the method: the options a
+    method may read, then those every method takes, in table order."""
+    return tuple(name for name in TABLE if name in method_keywords() + map_keywords())
+
+
 def at_stage(stage: str) -> tuple[str, ...]:
     """The names of the options whose change redoes ``stage`` (one of :data:`STAGES`)."""
     return tuple(name for name, row in TABLE.items() if row.stage == stage)

@@ -68,3 +68,60 @@ def test_the_numpy_core_and_the_drawing_read_the_table():
     with pytest.raises(KeyError, match="no option 'smoothness'; the options are method"):
         options.option("smoothness")
     assert options.TABLE["pooling"].label_of("mean") == "mean (GAP)"
+
+
+def test_a_new_row_becomes_a_flag_of_each_command_that_makes_maps(monkeypatch):
+    row = options.Option("smoothing", "Smoothing", "a new choice", "none",
+                         (("none", "none"), ("box", "box 3x3")))  # fmt: skip
+    monkeypatch.setattr(options, "TABLE", {**options.TABLE, row.name: row})
+    assert options.map_keywords()[-1] == "smoothing"
+    for command in ("demo", "export", "audit"):
+        assert "--smoothing" in _flags(command), command
+    args = build_parser().parse_args(["demo", "--smoothing", "box"])
+    assert (args.smoothing, args.interpolation) == ("box", "bilinear")
+    with pytest.raises(ValueError, match="--smoothing: invalid choice: 'gauss'"):
+        build_parser().parse_args(["audit", "folder", "--smoothing", "gauss"])
+
+
+SAME_DEFAULTS_EXCEPT = {
+    ("fuse", "method"): "fusion is LayerCAM's idea: its per-layer method defaults to layercam",
+    ("class_scores", "score"): "it reports the model's class probabilities, as a classifier's",
+    ("deletion", "score"): "the deletion/insertion curves of the literature are probabilities",
+    ("insertion", "score"): "the deletion/insertion curves of the literature are probabilities",
+    ("colorize_signed", "colormap"): "a signed map takes a diverging colormap, white at zero",
+    ("raw_panel", "colormap"): "the raw map is signed: a diverging colormap, white at zero",
+    ("CamResult", "layer"): "a result's field, not a choice",
+}
+"""Parameters named as an option whose default differs from the table's, each with why."""
+
+
+def _public_callables():
+    from gradcam_widget.auditing import run
+    from gradcam_widget.captures import explanations
+    from gradcam_widget.checks import metrics, sanity
+
+    found = [gw.capture, gw.grad_cam, gw.guided_grad_cam, gw.class_scores, gw.saliency]
+    found += [gw.Capture.cam, gw.Capture.fuse, explanations.iter_explain, gw.explain, run.audit]
+    for module in (core, render, metrics, sanity):
+        found += [f for name, f in vars(module).items() if callable(f) and name[0] != "_"
+                  and getattr(f, "__module__", "") == module.__name__]  # fmt: skip
+    return found
+
+
+def test_every_public_default_of_an_option_is_the_tables():
+    import inspect
+
+    wrong = []
+    for function in _public_callables():
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            continue
+        for name, parameter in parameters.items():
+            if name not in options.TABLE or parameter.default is inspect.Parameter.empty:
+                continue
+            if (function.__name__, name) in SAME_DEFAULTS_EXCEPT or parameter.default is None:
+                continue  # None: "the method's own" or "the model's"
+            if parameter.default != options.TABLE[name].default:
+                wrong.append(f"{function.__qualname__}({name}={parameter.default!r})")
+    assert not wrong, wrong

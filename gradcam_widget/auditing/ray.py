@@ -270,7 +270,7 @@ def model_spec(model, load: str | None) -> dict:
 def load_spec(spec: dict):
     """The model :func:`model_spec` describes, loaded (on an actor)."""
     from gradcam_widget.data import models
-    from gradcam_widget.engine._keras import keras
+    from gradcam_widget.engine import keras
 
     if "name" in spec:
         return models.load(spec["name"])

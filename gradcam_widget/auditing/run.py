@@ -57,7 +57,7 @@ TARGETS = ("predicted", "true")
 """Named targets: each image's top class, or its true class (the source must know it)."""
 
 
-SHARED_OPTIONS = ("order", "interpolation")
+SHARED_OPTIONS = recipe.map_keywords()
 """Options of :data:`gradcam_widget.options.TABLE` that every method takes (how the raw map
 becomes a heatmap): recorded in the job with the method's own, defaults filled in."""
 
@@ -70,7 +70,7 @@ def _with_stored_head(model, identity: dict, manifest: dict | None):
     """``model``, or, when it is a bare ``keras.Model`` (a ``.keras`` file carries no class
     names) with the weights of the audit in ``manifest``, that model with the stored
     audit's head, so that resuming gives the rows the audit began with."""
-    from gradcam_widget.engine._keras import keras
+    from gradcam_widget.engine import keras
 
     if manifest is None or not isinstance(model, keras.Model):
         return model

@@ -13,7 +13,7 @@ Nothing here imports TensorFlow: these functions take the activations ``A`` and 
 
 :func:`compute_cam` chains them and returns a :class:`CamResult`; :func:`heatmap_peak` is
 the one place that says where a map points (the result's :attr:`CamResult.peak`, the
-pointing game of :mod:`gradcam_widget.data` and :mod:`gradcam_widget.metrics`).
+pointing game of :mod:`gradcam_widget.data.scenes` and :mod:`gradcam_widget.checks.metrics`).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gradcam_widget import options
 from gradcam_widget.cam import core
 
 _EPS = np.float32(1e-7)
@@ -87,7 +88,8 @@ class Method:
 
 
 REGISTRY: dict[str, Method] = {}
-SHARED_OPTIONS = {"pooling": core.POOLINGS, "channels": core.CHANNELS}
+SHARED_OPTIONS = {name: options.option(name).values for name in options.method_keywords()}
+"""The options of the table a method reads only if it declares them (pooling, channels)."""
 
 
 def register(name: str, label: str = "", uses_gradients=True, runs_model=False, summary=""):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gradcam_widget import options as recipe
 from gradcam_widget.cam import core, methods
 from gradcam_widget.captures.gate import check_request, checked_pass
 from gradcam_widget.captures.notes import gradient_notes, score_warnings
@@ -250,7 +251,7 @@ def iter_explain(
 
 def _method_options(options: dict) -> dict:
     """The options a method binds (``order`` and ``interpolation`` are every method's)."""
-    return {key: value for key, value in options.items() if key not in ("order", "interpolation")}
+    return {key: value for key, value in options.items() if key not in recipe.map_keywords()}
 
 
 @same_parameters(iter_explain)

@@ -46,24 +46,33 @@ def same_parameters(source: Callable, **defaults) -> Callable[[Callable], Callab
     ]
 
     def decorate(function: Callable) -> Callable:
-        signature = shared.replace(
-            parameters=parameters,
-            return_annotation=inspect.signature(function).return_annotation,
-        )
-
-        @functools.wraps(function)
-        def bound(*args, **kwargs):
-            try:
-                call = signature.bind(*args, **kwargs)
-            except TypeError as error:
-                raise TypeError(f"{function.__name__}(): {error}") from None
-            call.apply_defaults()
-            return function(*call.args, **call.kwargs)
-
-        bound.__signature__ = signature
-        return bound
+        return _bound_to(function, parameters, lambda call: (call.args, call.kwargs))
 
     return decorate
+
+
+def _bound_to(function: Callable, parameters: list, arrange: Callable) -> Callable:
+    """``function`` with the signature of ``parameters`` (and its own return annotation): a
+    call is bound to it, defaults filled in, and ``arrange(bound_arguments)`` gives the
+    ``(args, kwargs)`` ``function`` is called with (directly: a warning's ``stacklevel``
+    counts one frame for the wrapper); a wrong argument raises a ``TypeError`` naming
+    ``function`` before anything runs."""
+    signature = inspect.Signature(
+        parameters, return_annotation=inspect.signature(function).return_annotation
+    )
+
+    @functools.wraps(function)
+    def bound(*args, **kwargs):
+        try:
+            call = signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{function.__name__}(): {error}") from None
+        call.apply_defaults()
+        args, kwargs = arrange(call)
+        return function(*args, **kwargs)
+
+    bound.__signature__ = signature
+    return bound
 
 
 def joined_parameters(
@@ -100,24 +109,13 @@ def joined_parameters(
     var = [p for p in follow if p.kind is inspect.Parameter.VAR_KEYWORD]
     parameters = [*lead[:count], *rest, *(named[name] for name in tail), *var]
 
+    def by_keyword(call):
+        given = dict(call.arguments)
+        for parameter in var:
+            given.update(given.pop(parameter.name, {}))
+        return (), given
+
     def decorate(function: Callable) -> Callable:
-        signature = inspect.Signature(
-            parameters, return_annotation=inspect.signature(function).return_annotation
-        )
-
-        @functools.wraps(function)
-        def bound(*args, **kwargs):
-            try:
-                call = signature.bind(*args, **kwargs)
-            except TypeError as error:
-                raise TypeError(f"{function.__name__}(): {error}") from None
-            call.apply_defaults()
-            given = dict(call.arguments)
-            for parameter in var:
-                given.update(given.pop(parameter.name, {}))
-            return function(**given)
-
-        bound.__signature__ = signature
-        return bound
+        return _bound_to(function, parameters, by_keyword)
 
     return decorate

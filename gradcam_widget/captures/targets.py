@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gradcam_widget.engine._keras import keras
+from gradcam_widget.engine import keras
 from gradcam_widget.engine.inputs import ModelCheckError, check_class_index
 
 ops = keras.ops

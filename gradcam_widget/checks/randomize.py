@@ -26,8 +26,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from gradcam_widget.cam import core
-from gradcam_widget.engine import ModelRef, unwrap
-from gradcam_widget.engine._keras import keras
+from gradcam_widget.engine import ModelRef, keras, unwrap
 from gradcam_widget.engine.tapping import leaf_layers
 
 __all__ = ["Randomizer", "block_key", "blocks", "randomized", "randomized_copy"]

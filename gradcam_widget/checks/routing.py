@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gradcam_widget import options
 from gradcam_widget.cam import core, methods
 
 __all__ = ["GRADIENT_METHODS", "SMOOTHGRAD_COPIES", "maps", "method_list", "method_names",
@@ -26,8 +27,9 @@ GRADIENT_METHODS: tuple[str, ...] = ("guided", "vanilla", "smoothgrad", "guided_
 SMOOTHGRAD_COPIES = 16
 """Default number of noisy copies for ``"smoothgrad"`` (option ``smooth``)."""
 
-CAM_SHARED = ("pooling", "channels", "order", "interpolation")
-"""The options every CAM method takes (besides its own)."""
+CAM_SHARED = options.cam_keywords()
+"""The keywords of ``Capture.cam`` the table declares (pooling, channels: read by the methods
+that declare them; order, interpolation: by every method)."""
 
 
 def method_names() -> tuple[str, ...]:

@@ -82,21 +82,36 @@ def add_look_flags(command: argparse.ArgumentParser) -> None:
 
 
 def add_cam_flags(command: argparse.ArgumentParser, default=...) -> None:
-    """``--pooling``, ``--channels``, ``--order`` and ``--interpolation``: how the map is made.
+    """A flag per keyword of ``Capture.cam`` in the table (:func:`options.cam_keywords`:
+    ``--pooling``, ``--channels``, ``--order``, ``--interpolation``): how the map is made.
 
     Args:
         command: the command's parser.
         default: ``...`` for each option's own default, or one value for all of them
             (:data:`METHOD_DEFAULT`: the method's choice, as ``audit`` takes them).
     """
-    for name in ("pooling", "channels", "order", "interpolation"):
+    for name in options.cam_keywords():
+        if not options.option(name).offered_on(options.CLI):
+            continue
         if default is ...:
             add_option(command, name)
         else:
             add_option(command, name, default=default)
 
 
-def chosen(args: argparse.Namespace, names=("pooling", "channels", "order", "interpolation")):
-    """The options of ``names`` given on the command line, by name (those left at
-    :data:`METHOD_DEFAULT` omitted)."""
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+def chosen(args: argparse.Namespace, names=None) -> dict:
+    """The options of ``names`` (default :func:`options.cam_keywords`) given on the command
+    line, by name (those left at :data:`METHOD_DEFAULT` or not a flag omitted)."""
+    names = options.cam_keywords() if names is None else names
+    return {name: value for name in names if (value := getattr(args, name, None)) is not None}
+
+
+def add_first_choice_flags(command: argparse.ArgumentParser, what: str) -> None:
+    """For a page that holds every value of the options every method takes
+    (:func:`options.map_keywords`): a flag per option choosing the value shown first."""
+    for name in options.map_keywords():
+        row = options.option(name)
+        if row.offered_on(options.CLI):
+            add_option(command, name, default=METHOD_DEFAULT,
+                       help=f"{what}'s first {row.label} choice (every one is in the page; "
+                       f"default {row.default})")  # fmt: skip

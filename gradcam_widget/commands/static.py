@@ -19,7 +19,7 @@ def export(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if not out.parent.is_dir():
         raise ValueError(f"cannot write {out}: the folder {out.parent} does not exist")
-    selected = {"interpolation": args.interpolation} if args.interpolation else None
+    selected = flags.chosen(args, options.map_keywords()) or None
     written = static.export_html(
         out,
         args.model,
@@ -67,9 +67,7 @@ def add_parsers(commands) -> None:
     )
     parser.add_argument("--methods", default=None, help="comma-separated method names "
                         "(default all)")  # fmt: skip
-    flags.add_option(parser, "interpolation", default=None,
-                     help="the Resize menu's first choice (every one is in the page; default "
-                     f"{options.TABLE['interpolation'].default})")  # fmt: skip
+    flags.add_first_choice_flags(parser, "the page")
     parser.add_argument("--format", default="jpeg", help="jpeg (default) | png")
     parser.add_argument("--quality", type=int, default=85, help="JPEG quality 1..100")
     flags.add_look_flags(parser)

@@ -29,8 +29,7 @@ import numpy as np
 
 from gradcam_widget.captures.gate import check_request
 from gradcam_widget.data import scenes as data
-from gradcam_widget.engine import inputs, model_errors
-from gradcam_widget.engine._keras import keras
+from gradcam_widget.engine import inputs, keras, model_errors
 
 MODEL_NAMES: tuple[str, ...] = (
     "shapes",

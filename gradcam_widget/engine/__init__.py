@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import weakref
 
-from gradcam_widget.engine._keras import check_backend
+from gradcam_widget.engine._keras import BACKEND, check_backend, keras
 from gradcam_widget.engine.base import MAX_TRACES, Engine, ops, scored_outputs, trim_oldest
 from gradcam_widget.engine.errors import (
     ModelCallError,
@@ -28,6 +28,7 @@ from gradcam_widget.engine.errors import (
     too_small,
 )
 from gradcam_widget.engine.grids import as_grid, feature_maps
+from gradcam_widget.engine.inputs import ModelCheckError
 from gradcam_widget.engine.model import (
     ModelRef,
     model_input_size,
@@ -83,6 +84,9 @@ def engine_for(model) -> Engine:
 
 
 __all__ = [
+    "BACKEND",
+    "ModelCheckError",
+    "keras",
     "as_grid",
     "bfloat16_supported",
     "check_precision",

@@ -2,10 +2,12 @@
 
 Keras 3 runs on TensorFlow, JAX or PyTorch, picked when ``keras`` is first imported (the
 ``KERAS_BACKEND`` environment variable, else ``~/.keras/keras.json``, else TensorFlow). This
-module is where the package imports Keras: on TensorFlow it goes through :mod:`gradcam_widget._tf`
-(which silences TensorFlow's start-up log), on JAX it imports Keras alone -- TensorFlow is then
+module is where the package imports Keras: on TensorFlow it goes through
+:mod:`gradcam_widget.engine._tf` (which silences TensorFlow's start-up log), on JAX it imports
+Keras alone -- TensorFlow is then
 not imported by this package (Keras's own ``clone_model`` imports it when it is installed).
-:data:`BACKEND` says which backend this process runs.
+:data:`BACKEND` says which backend this process runs. Other folders take ``keras`` and
+``BACKEND`` from :mod:`gradcam_widget.engine`.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def load_app_model(model: str):
     checked = app_model(model)
     if checked in models.MODEL_NAMES:
         return models.load(checked)
-    from gradcam_widget.engine._keras import keras
+    from gradcam_widget.engine import keras
 
     return keras.models.load_model(checked, compile=False)
 

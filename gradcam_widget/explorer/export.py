@@ -65,15 +65,10 @@ DEFAULT_QUALITY = 85
 MAX_BYTES = 8_000_000
 """The largest export written by default: 8 MB (``max_bytes=None`` lifts it)."""
 
-MENUS = ("method", "layer", "pooling", "channels", "order", "interpolation")
+MENUS = tuple(row.name for row in recipe.on(recipe.EXPORT))
 """The menus of the page, in the order of a combination's key (``"a|b|c|d|e|f"``): the
-options of :data:`gradcam_widget.options.TABLE` offered on the export (a test checks that they
-are the same), values and labels from there."""
-
-OPTIONS = tuple(name for name in MENUS if name != "interpolation")
-"""The menus an explorer's view chooses first (``selected`` of :func:`write_capture`, as
-:meth:`gradcam_widget.CamExplorer.export_html` passes them): :data:`MENUS` but the
-interpolation, which the explorer does not offer (the page opens on its default)."""
+options of :data:`gradcam_widget.options.TABLE` offered on the export, values and labels from
+there (method, layer, pooling, channels, order, interpolation)."""
 
 
 class Export(NamedTuple):
@@ -94,17 +89,18 @@ class Export(NamedTuple):
     seconds: float
 
 
-def combination_key(
-    method: str,
-    layer: str,
-    pooling: str,
-    channels: str,
-    order: str,
-    interpolation: str = recipe.TABLE["interpolation"].default,
-) -> str:
+def combination_key(*values: str, **choices: str) -> str:
     """The key of one combination in the page's table: the values of :data:`MENUS` joined
-    by ``|``."""
-    return "|".join((method, layer, pooling, channels, order, interpolation))
+    by ``|``, given in that order or by name (an option every method takes may be left out:
+    its default).
+
+    Raises:
+        KeyError: for a menu given no value that has no default.
+    """
+    chosen = {**dict(zip(MENUS[: len(values)], values, strict=True)), **choices}
+    for name in recipe.map_keywords():
+        chosen.setdefault(name, recipe.option(name).default)
+    return "|".join(str(chosen[name]) for name in MENUS)
 
 
 def check_format(format: str, quality: int) -> tuple[str, int]:
@@ -222,17 +218,22 @@ class _Pictures:
 
 
 def _maps(cap: Capture, method: registry.Method, layer: str, shared: dict) -> dict:
-    """``{(order, interpolation): (raw, heatmap)}`` of one method, layer and its shared
-    options; a single layer's map is computed once (the order and the interpolation are only
-    the tail, :func:`core.to_heatmap`)."""
-    tails = itertools.product(recipe.ORDERS, recipe.INTERPOLATIONS)
-    if layer == FUSED:  # each fused layer's raw map once, fused per order and interpolation
+    """``{tail: (raw, heatmap)}`` of one method, layer and its method options, ``tail`` the
+    values of the options every method takes (:func:`gradcam_widget.options.map_keywords`:
+    order, interpolation), in that order. A layer's raw map is computed once: those options
+    are only the tail (:func:`core.to_heatmap`, :func:`core.fuse_maps`)."""
+    names = recipe.map_keywords()
+    tails = list(itertools.product(*(recipe.option(name).values for name in names)))
+    if layer == FUSED:  # each fused layer's raw map once, fused per tail
         raws = [cap.cam(path, method=method.name, **shared).raw for path in cap.fusion_layers()]
-        return {tail: core.fuse_maps(raws, cap.input_size, "max", *tail) for tail in tails}
+        return {
+            tail: core.fuse_maps(raws, cap.input_size, "max", **dict(zip(names, tail, strict=True)))
+            for tail in tails
+        }
     raw = cap.cam(layer, method=method.name, **shared).raw
     return {
-        (order, interpolation): (raw, core.to_heatmap(raw, cap.input_size, order, interpolation))
-        for order, interpolation in tails
+        tail: (raw, core.to_heatmap(raw, cap.input_size, **dict(zip(names, tail, strict=True))))
+        for tail in tails
     }
 
 
@@ -267,17 +268,18 @@ def _table(cap, layers, method_names, pictures: _Pictures, colormap: str, opacit
         for layer in layers:
             # a method that ignores pooling or channels computes one map for all their values
             variants = {}
-            for pooling, channels in itertools.product(recipe.POOLINGS, recipe.CHANNELS):
-                given = {"pooling": pooling, "channels": channels}
+            own = recipe.method_keywords()  # pooling, channels: read by some methods only
+            for values in itertools.product(*(recipe.option(name).values for name in own)):
+                given = dict(zip(own, values, strict=True))
                 shared = {option: given[option] for option in sorted(method.options)}
                 frozen = tuple(shared.items())
                 if frozen not in variants:
                     variants[frozen] = _maps(cap, method, layer, shared)
-                for (order, interpolation), (raw, heatmap) in variants[frozen].items():
-                    choices = {**given, "order": order, "interpolation": interpolation}
+                for tail, (raw, heatmap) in variants[frozen].items():
+                    choices = {**given, **dict(zip(recipe.map_keywords(), tail, strict=True))}
                     raw_index = pictures.add(render.raw_panel(raw)[0])
                     over = render.overlay(cap.image, heatmap, colormap, opacity)
-                    key = combination_key(name, layer, pooling, channels, order, interpolation)
+                    key = combination_key(method=name, layer=layer, **choices)
                     caption = _caption(cap, method, layer, choices, raw)
                     combos[key] = [raw_index, pictures.add(over), caption]
     return combos

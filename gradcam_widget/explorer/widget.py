@@ -8,7 +8,8 @@ VS Code and Voila. Four ``ipywidgets.Image`` panels, keyed by
 :data:`gradcam_widget.render.PANEL_TITLES`, are updated in place with PNG bytes, and a fifth,
 ``"guided"`` (:data:`PANELS`), shows an input-gradient map when the Guided control is on.
 
-Cache discipline (the session's): pooling, channels, order, colormap and opacity only re-read
+Cache discipline (the session's): pooling, channels, order, interpolation, colormap and
+opacity only re-read
 the cached tensors of the current :class:`~gradcam_widget.captures.Capture`; class and score
 select a capture from an LRU cache and run one model pass only on a miss. Every pass the
 explorer runs (the first view, a new image, a class or score change) records only the
@@ -515,13 +516,14 @@ class CamExplorer(Controlled, widgets.VBox):
         opens from ``file://`` with no kernel, server or network
         (:func:`gradcam_widget.export.write_capture`).
 
-        The image and, for the class (or target) on screen, every combination of method ×
-        layer × pooling × channels × order, precomputed from the capture on screen (one more
-        pass when it holds only the layer on screen) with this explorer's colormap and
-        opacity; the page opens on the current settings. Default layers: the default layer,
-        the fusion layers, ``"fused"`` and the layer on screen; JPEG pictures. The file grows
-        with the distinct pictures (at most 3 per layer for each method, 12 for Grad-CAM,
-        each ~5–20 KB as JPEG); the shapes model's default export is about 1 MB, and a file over
+        The image and, for the class (or target) on screen, every combination of the page's
+        menus (:data:`gradcam_widget.export.MENUS`: method × layer × pooling × channels ×
+        order × interpolation), precomputed from the capture on screen (one more pass when it
+        holds only the layer on screen) with this explorer's colormap and opacity; the page
+        opens on the current settings. Default layers: the default layer, the fusion layers,
+        ``"fused"`` and the layer on screen; JPEG pictures. The file grows with the distinct
+        pictures (at most 7 per layer for each method, 28 for Grad-CAM, each ~5–20 KB as
+        JPEG); the shapes model's default export is about 2.5 MB, and a file over
         ``max_bytes`` (default 8 MB) is refused.
 
         Args:
@@ -577,5 +579,3 @@ class CamExplorer(Controlled, widgets.VBox):
 
 
 add_settings(CamExplorer, SETTINGS)
-
-# the old private name, still imported by tests/engine/test_tokens.py

@@ -351,14 +351,14 @@ def test_a_bad_value_from_code_raises_and_says_so(gallery):
 
 
 def test_thumbnails_are_the_stored_files_never_recomputed(gallery, results, monkeypatch):
-    from gradcam_widget.auditing import run as auditing
+    from gradcam_widget.auditing import measures
     from gradcam_widget.cam import core
     from gradcam_widget.data import render
 
     def refuse(*args, **kwargs):
         raise AssertionError("a thumbnail was recomputed")
 
-    for module, name in [(auditing, "thumbnail"), (render, "overlay"), (core, "to_heatmap")]:
+    for module, name in [(measures, "thumbnail"), (render, "overlay"), (core, "to_heatmap")]:
         monkeypatch.setattr(module, name, refuse)
     seen = set()
     for page in range(1, gallery.page_count + 1):

@@ -343,20 +343,27 @@ def run_audit_process(out: Path, scenes: str) -> subprocess.Popen:
                             env=environment, cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
 
 
-def partial_files(out: Path) -> int:
-    """Files being written in ``out/.partial/`` now (0 before the folder exists)."""
+def partial_files(out: Path) -> set[str]:
+    """The names of the files being written in ``out/.partial/`` now (none before the folder
+    exists)."""
     try:
-        return sum(1 for _ in (out / ".partial").iterdir())
+        return {entry.name for entry in (out / ".partial").iterdir()}
     except OSError:
-        return 0
+        return set()
+
+
+def _progress(out: Path) -> tuple[int, set[str]]:
+    """What a run had done before it started: committed shards, files left in ``.partial``."""
+    return len(store.done_shards(out)), partial_files(out)
 
 
 KILL_POINTS = (
     ("its folder just made", lambda out, before: out.exists()),
     ("its manifest written", lambda out, before: (out / store.MANIFEST).exists()),
-    ("a shard committed", lambda out, before: len(store.done_shards(out)) > before),
-    ("a shard's file being written", lambda out, before: partial_files(out) > 0),
-    ("a shard committed", lambda out, before: len(store.done_shards(out)) > before),
+    ("a shard committed", lambda out, before: len(store.done_shards(out)) > before[0]),
+    # a file this run began (a killed run's leftovers in .partial do not count)
+    ("a shard's file being written", lambda out, before: bool(partial_files(out) - before[1])),
+    ("a shard committed", lambda out, before: len(store.done_shards(out)) > before[0]),
 )
 """Where each run is killed: as soon as the test sees the run get there (polled every few
 milliseconds), never after a guessed time, so a slow machine and a fast one kill at the same
@@ -370,7 +377,7 @@ def test_sigkill_at_points_of_progress_then_resume_equals_an_uninterrupted_run(t
     out = tmp_path / "killed"
     kills = []
     for where, reached in KILL_POINTS:
-        before = len(store.done_shards(out))
+        before = _progress(out)
         process = run_audit_process(out, scenes)
         deadline = time.monotonic() + 600  # generous: only a run that makes no progress fails
         while process.poll() is None and not reached(out, before):

@@ -216,18 +216,6 @@ def test_the_cli_prints_names_escaped_so_none_forges_a_line(tmp_path):
     assert [line for line in lines if line.startswith("skipped")] == [lines[1]]
 
 
-def test_the_cli_names_escape_only_when_they_must():
-    from gradcam_widget._text import printable as _printable
-    from gradcam_widget._text import shown as _shown
-
-    assert _shown(Path("/tmp/my photo.png")) == "/tmp/my photo.png"
-    assert _shown("a\nb.png") == "'a\\nb.png'"
-    assert _shown("\x1b[31mred.png") == "'\\x1b[31mred.png'"
-    assert _shown("'quoted'.png") == "\"'quoted'.png\""  # a leading quote: always a repr
-    assert _shown(" space.png") == "' space.png'"
-    assert _printable("bad\rline\x07") == "bad\\rline\\x07"
-
-
 # --- 5. names that are not text ---------------------------------------------------------------
 
 

@@ -254,7 +254,7 @@ def test_float32_passes_in_other_threads_stay_exact_during_bfloat16(model, shape
 
 def test_precision_blocks_restore_the_option_and_refuse_mixing(monkeypatch):
 
-    from gradcam_widget import engine as capture_module
+    from gradcam_widget.engine import precision as capture_module
 
     def option():
         return tf.config.optimizer.get_experimental_options().get(

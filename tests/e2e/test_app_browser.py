@@ -18,8 +18,7 @@ import pytest
 from e2e_page import ExplorerPage, open_voila
 from PIL import Image
 
-from gradcam_widget.data import scenes as data
-from gradcam_widget.explorer import widget
+from gradcam_widget import data, widget
 
 pytestmark = pytest.mark.e2e
 

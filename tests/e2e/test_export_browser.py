@@ -31,7 +31,7 @@ SHOWN = 224  # the pictures' size on the page, CSS pixels (device scale factor 1
 @pytest.fixture(scope="module")
 def lesson(tmp_path_factory):
     """The default export of the quickstart scene, written into a temporary folder."""
-    from gradcam_widget.explorer import export
+    from gradcam_widget import export
 
     path = tmp_path_factory.mktemp("static") / "lesson.html"
     export.export_html(path, "shapes", "two_shapes")

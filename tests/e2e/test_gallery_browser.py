@@ -106,8 +106,7 @@ def notebook(lab_root) -> Path:
 def scene_pixels(index: int) -> np.ndarray:
     """Scene ``index`` of the audit as the explorer shows it: ``(H, W, 3)`` uint8 at the
     model's input size."""
-    from gradcam_widget.auditing import sources
-    from gradcam_widget.data import images
+    from gradcam_widget import images, sources
 
     image = sources.Scenes.parse(SCENES).scene(index).image
     return images.shown_image(images.fit(image, 224, 224))

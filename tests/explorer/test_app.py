@@ -28,7 +28,6 @@ from gradcam_widget.explorer.app import (
     app_url,
     app_view,
     load_app_model,
-    one_line,
 )
 
 
@@ -210,10 +209,3 @@ def test_a_model_file_is_loaded_and_a_bad_one_refused(tmp_path):
     assert load_app_model("shapes") is entry
     with pytest.raises(ValueError, match="does not exist"):
         load_app_model(str(tmp_path / "missing.keras"))
-
-
-def test_one_line_errors():
-    assert one_line(ValueError("bad\n  value")) == "bad value"
-    assert one_line(FileNotFoundError("no file")) == "no file"
-    assert one_line(RuntimeError("first\nsecond")) == "RuntimeError: first second"
-    assert one_line(KeyError()) == "KeyError"
