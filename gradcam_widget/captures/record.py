@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gradcam_widget import options as recipe
 from gradcam_widget.cam import core, methods
 from gradcam_widget.captures import targets
 from gradcam_widget.captures.gate import Request
@@ -390,7 +391,7 @@ class Capture:
             order=order,
             interpolation=interpolation,
             score=self.score,
-            options={k: v for k, v in used.items() if k not in ("pooling", "channels")},
+            options={k: v for k, v in used.items() if k not in recipe.method_keywords()},
         ).freeze()
 
     def fusion_layers(self, count: int = 3) -> tuple[str, ...]:

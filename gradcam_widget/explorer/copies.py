@@ -4,9 +4,6 @@ made from a copy of the weights, never the model itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import numpy as np
 
 from gradcam_widget.checks import sanity
@@ -16,21 +13,12 @@ CLONES = 2  # randomised copies of the model kept per session
 RANDOM_SEED = 0  # the seed of the re-initialised weights
 
 
-class CopyEntry(NamedTuple):
-    """A model entry around a randomised copy: what ``capture`` takes, with the entry's
-    preprocess and class names."""
-
-    model: object
-    preprocess: Callable | None
-    class_names: tuple[str, ...] | None
-    multi_label: bool
-
-
 class Randomized:
     """One randomised copy of the session's model, as the session captures with it.
 
     Attributes:
-        model: what ``capture`` takes: the copy, or a :class:`CopyEntry` around it.
+        model: what ``capture`` takes: the copy, or a :class:`~gradcam_widget.engine.ModelRef`
+            around it (the entry's preprocess and class names).
         keras_model: the copy.
         names: the blocks re-initialised, top first.
     """
@@ -57,9 +45,7 @@ def randomized(model, blocks: int) -> Randomized:
     Raises:
         ValueError: for a model that cannot be copied.
     """
-    keras_model, preprocess, class_names, multi_label = unwrap(model)
-    copy, names = sanity.randomized_copy(keras_model, blocks, RANDOM_SEED)
-    entry = copy
-    if keras_model is not model:  # an entry: the copy with its preprocess
-        entry = CopyEntry(copy, preprocess, class_names, multi_label)
+    given = unwrap(model)
+    copy, names = sanity.randomized_copy(given.model, blocks, RANDOM_SEED)
+    entry = copy if given.model is model else given._replace(model=copy)  # an entry: its parts
     return Randomized(entry, copy, names)

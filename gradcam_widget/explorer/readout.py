@@ -12,6 +12,7 @@ import html
 import ipywidgets as widgets
 import numpy as np
 
+from gradcam_widget import options as recipe
 from gradcam_widget.cam import core, methods
 from gradcam_widget.captures.capturing import Capture
 from gradcam_widget.data import render
@@ -66,7 +67,7 @@ def disabled_reasons(method: methods.Method, target) -> dict[str, str | None]:
     reasons: dict[str, str | None] = {
         name: None if name in method.options else
         f"{method.label} computes its own channel weights: {name} does not apply"
-        for name in ("pooling", "channels")
+        for name in recipe.method_keywords()
     }  # fmt: skip
     class_agnostic = not method.uses_gradients and not method.runs_model
     for name in (*CLASS_CONTROLS, "score"):

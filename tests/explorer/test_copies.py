@@ -6,6 +6,7 @@ import numpy as np
 
 from gradcam_widget.checks import sanity
 from gradcam_widget.data import models
+from gradcam_widget.engine import ModelRef
 from gradcam_widget.explorer import copies
 
 
@@ -14,7 +15,7 @@ def test_a_copy_of_an_entry_keeps_its_preprocess_and_leaves_the_model_alone():
     before = [weight.copy() for weight in entry.model.get_weights()]
     copy = copies.randomized(entry, 1)
     assert copy.keras_model is not entry.model
-    assert isinstance(copy.model, copies.CopyEntry) and copy.model.model is copy.keras_model
+    assert isinstance(copy.model, ModelRef) and copy.model.model is copy.keras_model
     assert copy.model.preprocess is entry.preprocess
     assert copy.names == tuple(sanity.blocks(entry.model))[:1]
     assert copy.nbytes == sum(weight.nbytes for weight in copy.keras_model.get_weights())
