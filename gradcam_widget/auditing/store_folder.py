@@ -91,8 +91,8 @@ def own_temporary(path) -> bool:
 
 def foreign_entries(folder) -> list[str]:
     """What in a folder without a manifest the package did not write (sorted names relative
-    to it): anything but the store's empty folders, ``.lock`` and half-written manifests in
-    ``.partial/`` (all a run killed before its manifest leaves)."""
+    to it): anything but the store's empty folders, ``.lock`` and half-written manifests and
+    lock files in ``.partial/`` (all a run killed before its manifest leaves)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -105,7 +105,8 @@ def foreign_entries(folder) -> list[str]:
         elif name == ".partial" and entry.is_dir(follow_symlinks=False):
             for inner in sorted(os.listdir(entry.path)):
                 if not (
-                    inner.startswith(f"{MANIFEST}.") and own_temporary(Path(entry.path, inner))
+                    inner.startswith((f"{MANIFEST}.", f"{LOCK}."))
+                    and own_temporary(Path(entry.path, inner))
                 ):
                     foreign.append(f".partial/{inner}")
         elif name in OWN_FOLDERS and entry.is_dir(follow_symlinks=False):

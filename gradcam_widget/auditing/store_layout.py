@@ -29,7 +29,9 @@ SHARD_FILES = {
     COMMITS: RECORD_NAME,
 }
 """The names of shard files in each of the store's folders."""
-_FINAL_NAMES = r"(manifest\.json|part-\d{5,}\.parquet|\d{5,}\.npy|\d{5,}\.jpg\.bin|\d{5,}\.json)"
+_FINAL_NAMES = (
+    r"(manifest\.json|\.lock|part-\d{5,}\.parquet|\d{5,}\.npy|\d{5,}\.jpg\.bin|\d{5,}\.json)"
+)
 PARTIAL_MARK = ".gw-partial-"
 """What a file being written in ``.partial/`` has between its final name and its pid."""
 TEMPORARY = re.compile(rf"^{_FINAL_NAMES}\.gw-partial-\d+-[0-9a-f]{{8}}$")

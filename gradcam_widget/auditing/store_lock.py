@@ -8,13 +8,20 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import socket
 import stat
 import time
 from pathlib import Path
 
 from gradcam_widget.auditing.store_io import kind_of
-from gradcam_widget.auditing.store_layout import LOCK, LOCK_LIMIT, LOCK_MARK, AuditStoreError
+from gradcam_widget.auditing.store_layout import (
+    LOCK,
+    LOCK_LIMIT,
+    LOCK_MARK,
+    PARTIAL_MARK,
+    AuditStoreError,
+)
 
 # --- the lock -------------------------------------------------------------------------------
 
@@ -142,6 +149,26 @@ def check_unlocked(folder) -> None:
         raise _busy(Path(folder), holder)
 
 
+def _link_new_lock(folder: Path, path: Path, content: str) -> None:
+    """Make ``.lock`` with ``content`` already in it: written in ``.partial/`` and linked to
+    its name, so that a run killed at any moment never leaves an empty ``.lock`` (which would
+    be no proof the package wrote it). Another run linking first wins; its lock is taken."""
+    partial = folder / ".partial"
+    made = not partial.exists()
+    partial.mkdir(exist_ok=True)
+    temporary = partial / f"{LOCK}{PARTIAL_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(temporary, "x", encoding="utf-8") as handle:
+            handle.write(content)
+        with contextlib.suppress(FileExistsError, FileNotFoundError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):  # another run's file in it: left
+                partial.rmdir()
+
+
 @contextlib.contextmanager
 def lock(folder):
     """Hold ``folder/.lock`` exclusively for a run, with this process's pid, host and start
@@ -161,11 +188,16 @@ def lock(folder):
         created.append(probe)
         probe = probe.parent
     path = folder / LOCK
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    content = json.dumps({"lock": LOCK_MARK, "pid": os.getpid(),
+                          "host": socket.gethostname(), "since": since}) + "\n"  # fmt: skip
     fcntl = _flock()
     handle = None
     try:
         while handle is None:
             folder.mkdir(parents=True, exist_ok=True)
+            if not os.path.lexists(path):
+                _link_new_lock(folder, path, content)
             opened = _open_lock(path, create=True)  # held for the whole run
             if fcntl is None:  # pragma: no cover - Windows
                 handle = opened
@@ -183,11 +215,11 @@ def lock(folder):
             else:
                 opened.close()
         handle.seek(0)
-        handle.truncate()
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        handle.write(json.dumps({"lock": LOCK_MARK, "pid": os.getpid(),
-                                 "host": socket.gethostname(), "since": since}) + "\n")  # fmt: skip
-        handle.flush()
+        if handle.read(LOCK_LIMIT) != content:  # a lock a killed run left: this run's now
+            handle.seek(0)
+            handle.truncate()
+            handle.write(content)
+            handle.flush()
         yield
     finally:
         if handle is not None:
