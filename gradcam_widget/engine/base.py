@@ -1,9 +1,8 @@
 """The compiled pass: the contract every backend's engine fulfils, and what they share.
 
 An :class:`Engine` belongs to one model; :func:`gradcam_widget.engine.engine_for` gives the one
-for Keras's backend in this process: :class:`gradcam_widget.engine.tf.TfEngine`
-(``tf.function`` and a ``GradientTape``), :class:`gradcam_widget.engine.jax.JaxEngine`
-(``jax.jit`` of ``jax.value_and_grad``) or :class:`gradcam_widget.engine.torch.TorchEngine`
+for Keras's backend: ``engine.tf.TfEngine`` (``tf.function``, a ``GradientTape``),
+``engine.jax.JaxEngine`` (``jax.jit`` of ``jax.value_and_grad``) or ``engine.torch.TorchEngine``
 (eager, ``torch.autograd.grad``). This module holds what they share and imports no backend.
 
 A pass takes a batch ``(N, H, W, C)`` and one integer per image (a class index, ``-1`` for the
@@ -36,10 +35,8 @@ a :class:`~gradcam_widget.engine.result.PassResult` (what it found):
 - ``_make_pass(request) -> CompiledPass``: the forward + backward pass, compiled.
 - ``_call_pass(compiled, inputs, feed) -> PassResult``: run it; numpy arrays.
 - ``_make_forward(request) -> CompiledPass``: a forward-only pass giving the target's values.
-- ``_call_forward(compiled, chunk, feed) -> (values, width)``: run it; ``width``: the number
-  of scores the target reads.
-- ``_make_outputs(signature) -> CompiledPass``: a forward-only pass giving a one-output model's
-  raw outputs.
+- ``_call_forward(compiled, chunk, feed) -> ForwardValues``: run it (values, scores' width).
+- ``_make_outputs(signature) -> CompiledPass``: a one-output model's raw outputs, compiled.
 - ``_call_outputs(compiled, chunk) -> np.ndarray``: run it.
 - ``_find_reaching(signature) -> frozenset``: the token layers whose patch tokens reach the
   outputs (:meth:`Engine.reaching_tokens`).
@@ -74,7 +71,13 @@ from gradcam_widget.engine.errors import (
 from gradcam_widget.engine.inputs import ModelCheckError
 from gradcam_widget.engine.model import model_input_size, model_outputs
 from gradcam_widget.engine.precision import precision_scope
-from gradcam_widget.engine.result import CompiledPass, Objective, PassRequest, PassResult
+from gradcam_widget.engine.result import (
+    CompiledPass,
+    ForwardValues,
+    Objective,
+    PassRequest,
+    PassResult,
+)
 from gradcam_widget.engine.tapping import (
     guided_replacements,
     leaf_layers,
@@ -384,12 +387,12 @@ class Engine(abc.ABC):
         """
 
     @abc.abstractmethod
-    def _call_forward(self, compiled: CompiledPass, chunk: np.ndarray, feed: np.ndarray):
-        """Run a compiled forward-only pass over ``chunk`` ``(n, H, W, C)``.
+    def _call_forward(self, compiled: CompiledPass, chunk, feed) -> ForwardValues:
+        """Run ``compiled`` (from :meth:`_make_forward`) over ``chunk`` ``(n, H, W, C)``
+        (fitted, preprocessed), ``feed`` the class index read per image.
 
         Returns:
-            ``(values, width)``: ``(n,)`` numpy values, and the number of scores the target
-            reads (class indices are checked against it).
+            :class:`~gradcam_widget.engine.result.ForwardValues`: values, scores' width.
         """
 
     @abc.abstractmethod

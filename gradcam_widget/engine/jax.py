@@ -26,7 +26,7 @@ from gradcam_widget.engine.errors import model_code
 from gradcam_widget.engine.grids import LayerFacts, as_grid
 from gradcam_widget.engine.inputs import ModelCheckError
 from gradcam_widget.engine.model import only_output, output_parts
-from gradcam_widget.engine.result import CompiledPass, PassRequest, PassResult
+from gradcam_widget.engine.result import CompiledPass, ForwardValues, PassRequest, PassResult
 from gradcam_widget.engine.stateless import StatelessEngine, perturbation
 from gradcam_widget.engine.tapping import tapped
 
@@ -217,7 +217,7 @@ class JaxEngine(StatelessEngine):
         values, width = compiled.function(
             _padded(chunk, size), trainable, non_trainable, _padded(np.asarray(feed), size)
         )
-        return np.asarray(values)[: len(chunk)], int(width)
+        return ForwardValues(np.asarray(values)[: len(chunk)], int(width))
 
     def _make_outputs(self, signature: tuple) -> CompiledPass:
         engine_ref = weakref.ref(self)

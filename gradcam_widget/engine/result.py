@@ -7,6 +7,7 @@ inside a trace -- tensors, carried through ``tf.nest`` -- and out of it: numpy a
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -201,3 +202,15 @@ class Objective:
     values: object
     class_indices: object
     scores: object
+
+
+class ForwardValues(NamedTuple):
+    """What a forward-only pass of a target gives (:meth:`Engine._call_forward`).
+
+    Attributes:
+        values: ``(n,)`` numpy values of the target, one per image.
+        width: the number of scores the target reads (class indices are checked against it).
+    """
+
+    values: np.ndarray
+    width: int

@@ -21,7 +21,7 @@ from gradcam_widget.engine.base import Engine
 from gradcam_widget.engine.errors import model_code
 from gradcam_widget.engine.grids import as_grid, feature_maps
 from gradcam_widget.engine.model import only_output, output_parts
-from gradcam_widget.engine.result import CompiledPass, PassRequest, PassResult
+from gradcam_widget.engine.result import CompiledPass, ForwardValues, PassRequest, PassResult
 from gradcam_widget.engine.scopes import scope_name, scope_names
 from gradcam_widget.engine.tapping import squashed_output, tapped
 
@@ -130,7 +130,7 @@ class TfEngine(Engine):
 
     def _call_forward(self, compiled: CompiledPass, chunk: np.ndarray, feed: np.ndarray):
         values, width = compiled.function(tf.constant(chunk), tf.constant(feed))
-        return values.numpy(), int(width)
+        return ForwardValues(values.numpy(), int(width))
 
     def _make_outputs(self, signature: tuple) -> CompiledPass:
         engine_ref = weakref.ref(self)  # weakly, as in _make_pass

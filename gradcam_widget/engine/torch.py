@@ -24,7 +24,7 @@ from gradcam_widget.engine._keras import keras
 from gradcam_widget.engine.errors import model_code
 from gradcam_widget.engine.grids import LayerFacts, as_grid
 from gradcam_widget.engine.model import only_output, output_parts
-from gradcam_widget.engine.result import CompiledPass, PassRequest, PassResult
+from gradcam_widget.engine.result import CompiledPass, ForwardValues, PassRequest, PassResult
 from gradcam_widget.engine.stateless import StatelessEngine, perturbation
 from gradcam_widget.engine.tapping import squashed_output, tapped
 
@@ -144,7 +144,7 @@ class TorchEngine(StatelessEngine):
                 leaves=(),
                 squashed=compiled.layer_facts.squashed,
             )
-        return _numpy(found.values), int(found.scores.shape[-1])
+        return ForwardValues(_numpy(found.values), int(found.scores.shape[-1]))
 
     def _make_outputs(self, signature: tuple) -> CompiledPass:
         return CompiledPass(None)
