@@ -6,8 +6,8 @@ file of your own (PNG, JPEG, ...) or a sample name. ``saliency`` does what the s
 Grad-CAM overlay, Guided Backpropagation and Guided Grad-CAM in one figure (``--separate``:
 also as three PNGs). ``fetch`` downloads pretrained weights. ``audit`` explains a whole data
 set into a results folder (resumable; see :func:`gradcam_widget.audit`). ``export`` writes the
-static explorer. ``app`` serves the explorer as a web page with Voila (:data:`APP_NOTEBOOK`;
-one kernel per browser tab).
+static explorer. ``app`` serves the explorer to a class as a web page
+(:mod:`gradcam_widget.classroom`: one process, a session per browser tab).
 
 This module is the dispatch only: each command's arguments and body live in
 :mod:`gradcam_widget.commands` (the recipe's flags made from :mod:`gradcam_widget.options`),
@@ -26,11 +26,7 @@ import warnings
 from gradcam_widget._text import one_line, printable
 from gradcam_widget.commands import audit, pictures, serve, static
 from gradcam_widget.explorer.app import (
-    APP_MODEL_VARIABLE,
-    APP_NOTEBOOK,
     APP_PORT,
-    APP_WEBSOCKET_BYTES,
-    app_command,
     app_model,
     app_models,
     app_url,
@@ -38,13 +34,9 @@ from gradcam_widget.explorer.app import (
 )
 
 __all__ = [  # the app's names, importable from here as before they moved
-    "APP_MODEL_VARIABLE",
-    "APP_NOTEBOOK",
     "APP_PORT",
-    "APP_WEBSOCKET_BYTES",
     "EXIT_ERROR",
     "UsageError",
-    "app_command",
     "app_model",
     "app_models",
     "app_url",

@@ -205,10 +205,10 @@ def _check_index(name: str, value, count: int | None = None) -> int:
 
 class Class(Target):
     """The score of class ``k`` of a one-output classifier (``None``: each image's top class;
-    a sequence: one class per image).
+    a sequence: one class per image, ``None`` in it for that image's top class).
 
     Args:
-        k: an int, ``None``, or a sequence of ints (one per image).
+        k: an int, ``None``, or a sequence of ints or ``None`` (one per image).
     """
 
     def __init__(self, k: int | Sequence[int] | None = None):
@@ -228,14 +228,19 @@ class Class(Target):
                 )
             if len(k) == 0:
                 raise TargetError("targets is an empty sequence: give one class index per image")
-            self.k = np.array([_check_index("class index", value) for value in k], np.int32)
+            self.k = np.array(
+                [-1 if value is None else _check_index("class index", value) for value in k],
+                np.int32,
+            )  # -1: that image's top class (as feed() gives for None)
             self.label = "a class per image"
             self.per_image = len(self.k)
 
     trace_key = ("class",)  # every class target shares one compiled pass
 
     def subset(self, start, stop):
-        return Class(self.k[start:stop]) if isinstance(self.k, np.ndarray) else self
+        if not isinstance(self.k, np.ndarray):
+            return self
+        return Class([None if value < 0 else int(value) for value in self.k[start:stop]])
 
     def feed(self, count: int) -> np.ndarray:
         if isinstance(self.k, np.ndarray):
@@ -266,8 +271,8 @@ class Class(Target):
                     f"the model's output has shape {shape}; a class index explains an (N, "
                     f"classes) output: pass target={_fitting(outputs)}"
                 )
-            if self.k is not None and isinstance(shape[-1], int):
-                _check_index("class_index", int(np.max(self.k)), shape[-1])
+            if self.k is not None and isinstance(shape[-1], int) and np.max(self.k) >= 0:
+                _check_index("class_index", int(np.max(self.k)), shape[-1])  # -1: a top class
         elif outputs is not None:
             raise TargetError(
                 f"the model has {len(outputs)} outputs ({_describe(outputs)}); a class index "

@@ -1,43 +1,29 @@
-"""The explorer as a web page: what ``gradcam-widget app`` serves with Voila.
+"""The explorer as a web page: what each tab of ``gradcam-widget app`` shows.
 
-:func:`app_view` is the page the bundled notebook (:data:`APP_NOTEBOOK`) shows: a Model menu
-(:func:`app_models`) above a :class:`~gradcam_widget.widget.CamExplorer`. :func:`serve` runs
-Voila on that notebook (:func:`app_command`), one kernel per browser tab, telling it the first
-model through :data:`APP_MODEL_VARIABLE`.
+:func:`app_view` is the page: a Model menu (:func:`app_models`) above a
+:class:`~gradcam_widget.widget.CamExplorer`. The server that puts one per browser tab, all in
+one process sharing the loaded models, is :mod:`gradcam_widget.classroom`.
 """
 
 from __future__ import annotations
 
-import ast
 import html
 import os
-import sys
 from pathlib import Path
 
-from gradcam_widget._text import one_line, shown
-
-APP_NOTEBOOK = Path(__file__).resolve().parent.parent / "app" / "explorer_app.ipynb"
-"""The notebook ``app`` serves with Voila (shipped as package data; its code is not shown)."""
-
-APP_MODEL_VARIABLE = "GW_APP_MODEL"
-"""Environment variable through which ``app`` tells the app notebook its first model."""
+from gradcam_widget._text import one_line
 
 APP_PORT = 8866
-"""Default port of ``app`` (Voila's own default)."""
-
-APP_WEBSOCKET_BYTES = 32 * 2**20
-"""Tornado's ``websocket_max_message_size`` for ``app``: above
-:data:`gradcam_widget.widget.MAX_UPLOAD_BYTES` (20 MiB) plus the message's own overhead, so an
-upload up to that limit reaches the kernel (Tornado's default drops messages over 10 MiB)."""
+"""Default port of ``app``."""
 
 MODEL_FILES = (".keras", ".h5")
 """The suffixes of the model files the app opens."""
 
 
 def app_model(model: str) -> str:
-    """The ``--model`` of ``app`` checked, as the app notebook gets it: a name of
+    """The ``--model`` of ``app`` checked, as the app's page gets it: a name of
     :data:`gradcam_widget.models.MODEL_NAMES` whose weights are here, or the absolute path of a
-    ``.keras`` / ``.h5`` file (the app's kernels run in another folder).
+    ``.keras`` / ``.h5`` file.
 
     Raises:
         ValueError: for an unknown name, a missing file, or ImageNet weights not cached.
@@ -98,104 +84,26 @@ def app_url(ip: str, port: int, base_url: str = "/") -> str:
     host = socket.gethostname() if ip in ("0.0.0.0", "::", "") else ip
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}{_base_url(base_url)}"
+    return f"http://{host}:{port}{base_path(base_url)}"
 
 
-def _base_url(base_url: str) -> str:
+def base_path(base_url: str) -> str:
     """``base_url`` with one slash at each end (``/`` for none)."""
     inner = base_url.strip("/")
     return f"/{inner}/" if inner else "/"
 
 
-def app_command(
-    port: int = APP_PORT,
-    ip: str = "localhost",
-    base_url: str = "/",
-    open_browser: bool = False,
-    extra=(),
-    notebook: Path = APP_NOTEBOOK,
-) -> list[str]:
-    """The Voila command line ``app`` runs (this Python's ``-m voila``).
-
-    Code cells hidden (``--strip_sources=True``), every tab its own kernel (Voila's way), no
-    port retries (the printed URL is the one served), and Tornado's websocket limit raised to
-    :data:`APP_WEBSOCKET_BYTES` so uploads up to
-    :data:`gradcam_widget.widget.MAX_UPLOAD_BYTES` arrive (as a dict literal: traitlets reads
-    ``key=value`` as a string). ``extra`` Voila options come last (they win); a
-    ``--Voila.tornado_settings={...}`` among them is merged into that one (Voila takes one).
-
-    Raises:
-        ValueError: for a ``tornado_settings`` in ``extra`` that is not a dict literal.
-    """
-    settings = {"websocket_max_message_size": APP_WEBSOCKET_BYTES}
-    rest = []
-    for part in extra:
-        name, _, value = part.partition("=")
-        if name in ("--Voila.tornado_settings", "--tornado_settings"):
-            try:
-                given = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                given = None
-            if not isinstance(given, dict):
-                raise ValueError(f"{name} must be a Python dict literal; got {value!r}")
-            settings.update(given)
-        else:
-            rest.append(part)
-    command = [
-        sys.executable, "-m", "voila",
-        str(notebook),
-        f"--Voila.ip={ip}",
-        f"--Voila.port={port}",
-        "--Voila.port_retries=0",
-        f"--Voila.base_url={_base_url(base_url)}",
-        "--strip_sources=True",
-        f"--Voila.tornado_settings={settings!r}",
-    ]  # fmt: skip
-    if not open_browser:
-        command.append("--no-browser")
-    return [*command, *rest]
-
-
-def serve(
-    model: str = "shapes",
-    port: int = APP_PORT,
-    ip: str = "localhost",
-    base_url: str = "/",
-    open_browser: bool = False,
-    extra=(),
-) -> int:
-    """Serve the app with Voila until it stops (what ``gradcam-widget app`` does): print the
-    URL, then run :func:`app_command` with the first model in :data:`APP_MODEL_VARIABLE`.
-
-    Returns:
-        Voila's exit status.
-
-    Raises:
-        ValueError: for a bad model (:func:`app_model`), Voila not installed, or bad ``extra``.
-        FileNotFoundError: when the app notebook is missing from the installation.
-    """
-    import importlib.util
-    import subprocess
-
-    model = app_model(model)
-    if importlib.util.find_spec("voila") is None:
-        raise ValueError("the app needs Voila: pip install 'gradcam_widget[app]'")
-    if not APP_NOTEBOOK.is_file():
-        raise FileNotFoundError(f"the app notebook {APP_NOTEBOOK} is missing from the installation")
-    command = app_command(port, ip, base_url, open_browser, extra)
-    environment = dict(os.environ, **{APP_MODEL_VARIABLE: model})
-    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(f"gradcam-widget app ({shown(model)}): {app_url(ip, port, base_url)}", flush=True)
-    return subprocess.run(command, env=environment, stdin=subprocess.DEVNULL).returncode
-
-
-def app_view(initial: str = "shapes"):
+def app_view(initial: str = "shapes", make_explorer=None):
     """The app's page: a Model menu (:func:`app_models`) above a
     :class:`~gradcam_widget.widget.CamExplorer`; choosing another model replaces the explorer
-    (the image on screen is kept). What the app notebook displays.
+    (the image on screen is kept; the one replaced is closed). ``view.close_all()`` closes the
+    page and its explorer.
 
     Args:
         initial: a model name or ``.keras`` path (as :func:`app_model` returns it).
+        make_explorer: ``value -> CamExplorer`` for a value of the menu (default: a new
+            explorer of :func:`load_app_model`'s model); the classroom server passes one that
+            shares its loaded models and their pass queues.
 
     Returns:
         An ``ipywidgets.VBox`` whose ``explorer`` attribute is the explorer on screen.
@@ -204,16 +112,22 @@ def app_view(initial: str = "shapes"):
 
     from gradcam_widget.explorer.widget import CamExplorer
 
+    def make(model: str):
+        if make_explorer is not None:
+            return make_explorer(model)
+        return CamExplorer(load_app_model(model))
+
     menu = widgets.Dropdown(description="Model", options=app_models(initial), value=initial)
     menu.add_class("gw-app-model")
     note = widgets.HTML()
     note.add_class("gw-app-note")
-    view = widgets.VBox([widgets.HBox([menu, note])])
+    row = widgets.HBox([menu, note])
+    view = widgets.VBox([row])
     view.add_class("gw-app")
 
     def show(model: str, previous=None):
         note.value = f"loading <b>{model}</b> ..."
-        explorer = CamExplorer(load_app_model(model))
+        explorer = make(model)
         if previous is not None and previous.image_name != explorer.image_name:
             explorer.set_image(previous.capture.image, name=previous.image_name)
         if previous is not None:
@@ -231,6 +145,14 @@ def app_view(initial: str = "shapes"):
         finally:
             menu.disabled = False
 
+    def close_all():
+        explorer = getattr(view, "explorer", None)
+        if explorer is not None:
+            explorer.close()
+        for widget in (note, menu, row, view):
+            widget.close()
+
     show(initial)
     menu.observe(on_model, names="value")
+    view.close_all = close_all
     return view

@@ -23,9 +23,8 @@ The input-gradient maps (:data:`GUIDED_MODES`) are cached on their capture (and 
 bytes); Guided Grad-CAM is that map times the heatmap on screen, numpy only. The randomised
 copies of the model (Adebayo et al.'s model-randomisation check) are made from a copy of the
 weights, never the model itself, and kept per number of blocks, at most :data:`CLONES` of
-them within the byte budget; their captures are cached beside the model's, keyed by it.
-
-This module imports no widget library: numpy and the package's capture machinery only.
+them within the byte budget; their captures are cached beside the model's, keyed by it. This
+module imports no widget library: numpy and the package's capture machinery only.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from gradcam_widget import options
 from gradcam_widget.cam import core, methods
 from gradcam_widget.captures import targets
 from gradcam_widget.captures.capturing import Capture, capture
+from gradcam_widget.captures.passes import PassQueue
 from gradcam_widget.checks import sanity
 from gradcam_widget.engine import engine_for, unwrap
 from gradcam_widget.engine.tapping import guided_replacements
@@ -136,6 +136,8 @@ class ExplorerSession:
             least recently used go first, the most recent always stays. The randomised copies
             of the model have a budget of their own of this size (and :data:`CLONES` at most).
         result_bytes: bytes of maps kept (default :data:`RESULT_BYTES`).
+        passes: a :class:`~gradcam_widget.captures.passes.PassQueue` shared with other
+            sessions, for the model's own captures (``None``: each capture its own pass).
 
     Raises:
         ValueError: for a bad cache bound, class names, target or model name, or class names
@@ -155,6 +157,7 @@ class ExplorerSession:
         cache_size: int = CACHE_SIZE,
         cache_bytes: int = CACHE_BYTES,
         result_bytes: int = RESULT_BYTES,
+        passes: PassQueue | None = None,
     ):
         cache_size = core.check_int("cache_size", cache_size)
         cache_bytes = core.check_int("cache_bytes", cache_bytes, minimum=0)
@@ -170,6 +173,7 @@ class ExplorerSession:
         if names is None and target is None:
             names = check_class_names(getattr(model, "class_names", None))
         self.model = model
+        self.passes = passes
         self.preprocess = preprocess
         self.target: targets.Target | None = target
         self.class_names = names
@@ -239,7 +243,8 @@ class ExplorerSession:
         return [None]
 
     def _capture(self, image, class_index, score, layers, blocks: int = 0) -> Capture:
-        return capture(
+        run = self.passes.capture if self.passes is not None and blocks == 0 else capture
+        return run(
             self.model if blocks == 0 else self._clone(blocks).model,
             image,
             class_index=None if self.target is not None else class_index,

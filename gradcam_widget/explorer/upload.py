@@ -24,6 +24,7 @@ from gradcam_widget.captures.capturing import Capture
 from gradcam_widget.data import images
 from gradcam_widget.data import scenes as data
 from gradcam_widget.explorer.controls import dropdown
+from gradcam_widget.explorer.upload_button import UploadButton
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 """The largest image file the Image control takes: 20 MiB (also for bytes given to
@@ -189,8 +190,9 @@ def image_line(source: ImageSource, cap: Capture) -> str:
     return f"image <b>{html.escape(source.name)}</b>{file} · {given}{fitted}{height}×{width}"
 
 
-def make_image_row() -> tuple[widgets.Dropdown, widgets.FileUpload]:
-    """The Image control: the sample menu and the upload button (one file)."""
+def make_image_row() -> tuple[widgets.Dropdown, UploadButton]:
+    """The Image control: the sample menu and the upload button (one file, at most
+    :data:`MAX_UPLOAD_BYTES`, refused in the browser above it)."""
     menu = dropdown(
         "Image",
         [("—", NO_SAMPLE), *((name, name) for name in sample_menu())],
@@ -198,9 +200,9 @@ def make_image_row() -> tuple[widgets.Dropdown, widgets.FileUpload]:
         "a bundled sample: one model pass, every other setting kept",
     )
     menu.add_class("gw-image")
-    upload = widgets.FileUpload(
+    upload = UploadButton(
         accept=UPLOAD_ACCEPT,
-        multiple=False,
+        max_bytes=MAX_UPLOAD_BYTES,
         description="Upload image",
         tooltip=f"your own image: png, jpg, webp or bmp, at most {size_text(MAX_UPLOAD_BYTES)}",
         layout=widgets.Layout(width="180px"),
@@ -219,20 +221,25 @@ class ImageRow:
             for an upload.
         closed: whether the widget the row belongs to is closed (a failed choice then leaves
             the menu alone).
+        refuse: called with a ``ValueError`` for a file the browser refused for its size
+            (the explorer's status line says it).
 
     Attributes:
         samples: the sample menu (a Dropdown).
-        upload: the upload button (a FileUpload, emptied after each file).
+        upload: the upload button (an :class:`~.upload_button.UploadButton`, emptied after
+            each file).
     """
 
-    def __init__(self, show: Callable, closed: Callable[[], bool]):
+    def __init__(self, show: Callable, closed: Callable[[], bool], refuse: Callable = None):
         self._show = show
         self._closed = closed
+        self._refuse = refuse
         self._quiet_depth = 0
         self._source: ImageSource | None = None
         self.samples, self.upload = make_image_row()
         self.samples.observe(self._on_sample, names="value")
         self.upload.observe(self._on_upload, names="value")
+        self.upload.observe(self._on_refused, names="refused")
 
     @contextlib.contextmanager
     def _quiet(self):
@@ -269,6 +276,18 @@ class ImageRow:
             if not self._closed():
                 with self._quiet():
                     self.samples.value = change["old"]
+
+    def _on_refused(self, change):
+        """A file over the limit, stopped in the browser: said, nothing sent or changed."""
+        refused = change["new"] or {}
+        if self._refuse is None or not refused or self._closed():
+            return
+        name = str(refused.get("name") or "the file")
+        size = int(refused.get("size") or 0)
+        self._refuse(ValueError(
+            f"{name} is {size_text(size)}: the largest image file taken is "
+            f"{size_text(MAX_UPLOAD_BYTES)} (refused in the browser, nothing sent)"
+        ))  # fmt: skip
 
     def _on_upload(self, change):
         """A file uploaded: its bytes shown, named by the file name; the upload button is

@@ -31,11 +31,11 @@ ipywidget. The panels and readout are written by :mod:`~gradcam_widget.explorer.
 Image row by :mod:`~gradcam_widget.explorer.upload`.
 
 The Image row replaces the image: a menu of the bundled samples (:func:`sample_menu`) and an
-upload button (``ipywidgets.FileUpload``: png, jpg, webp or bmp, one file of at most
-:data:`MAX_UPLOAD_BYTES`). Both go through :meth:`CamExplorer.set_image`, which scripts call
-too: one model pass, every other setting kept, the old image's captures and maps dropped. A
-file that is empty, too large or no image is refused before any model pass, in the status line;
-the view on screen stays.
+upload button (:class:`~gradcam_widget.explorer.upload_button.UploadButton`: png, jpg, webp or
+bmp, one file of at most :data:`MAX_UPLOAD_BYTES`, a larger one refused in the browser).
+Both go through :meth:`CamExplorer.set_image`, which scripts call too: one model pass, every
+other setting kept, the old image's captures and maps dropped. A file that is empty, too large
+or no image is refused before any model pass, in the status line; the view on screen stays.
 """
 
 from __future__ import annotations
@@ -125,6 +125,10 @@ class CamExplorer(Controlled, widgets.VBox):
             then hidden, the readout names the target, and Score is disabled for a target
             that has no probability (a regression). Needed for a model with several outputs
             or a non-classifier output.
+        result_bytes: bytes of maps kept (default
+            :data:`~gradcam_widget.session.RESULT_BYTES`).
+        passes: a :class:`~gradcam_widget.captures.passes.PassQueue` shared by explorers of
+            the same model (the classroom app's tabs): captures waiting together share a pass.
 
     Raises:
         ValueError: for a bad model, image, class index, target, layer or argument, or a
@@ -143,10 +147,10 @@ class CamExplorer(Controlled, widgets.VBox):
     ``panels`` and ``titles`` each panel's picture and title, by :data:`PANELS`.
 
     The Image row above the controls: ``samples``, a menu of :func:`sample_menu`, and
-    ``upload``, an ``ipywidgets.FileUpload`` (png, jpg, webp or bmp, at most
-    :data:`MAX_UPLOAD_BYTES`); either replaces the image as :meth:`set_image` does, and the
-    readout names it (``image_name``). A refused file says why in the status line; the view on
-    screen stays.
+    ``upload``, an :class:`~gradcam_widget.explorer.upload_button.UploadButton` (png, jpg,
+    webp or bmp, at most :data:`MAX_UPLOAD_BYTES`, a larger one refused in the browser);
+    either replaces the image as :meth:`set_image` does, and the readout names it
+    (``image_name``). A refused file says why in the status line; the view on screen stays.
     """
 
     CACHE_SIZE = ExplorerSession.CACHE_SIZE
@@ -165,6 +169,8 @@ class CamExplorer(Controlled, widgets.VBox):
         cache_size: int = CACHE_SIZE,
         cache_bytes: int = CACHE_BYTES,
         target=None,
+        passes=None,
+        result_bytes: int = RESULT_BYTES,
     ):
         # every argument is checked before any widget exists: a refusal leaves none behind
         chosen, class_index = explained(target, class_index)
@@ -175,6 +181,8 @@ class CamExplorer(Controlled, widgets.VBox):
             class_names=class_names,
             cache_size=cache_size,
             cache_bytes=cache_bytes,
+            result_bytes=result_bytes,
+            passes=passes,
         )
         self.init_controlled()
         super().__init__()
@@ -218,7 +226,7 @@ class CamExplorer(Controlled, widgets.VBox):
         if self.target is not None:  # a target is explained, not a class: no class to pick
             for name in CLASS_CONTROLS:
                 controls[name].layout.display = "none"
-        self.image_row = upload.ImageRow(self.set_image, lambda: self.closed)
+        self.image_row = upload.ImageRow(self.set_image, lambda: self.closed, self.fail)
         self.samples, self.upload = self.image_row.samples, self.image_row.upload
         self.titles, self.panels = readout.make_panels()
         self.readout = widgets.HTML()

@@ -8,8 +8,9 @@ from gradcam_widget.explorer import app as web
 
 
 def test_the_app_flags():
-    args = build_parser().parse_args(["app", "--port", "9001", "--", "--Voila.token=x"])
-    assert args.run is serve.app and args.port == 9001 and args.voila == ["--Voila.token=x"]
+    args = build_parser().parse_args(["app", "--port", "9001", "--allow-host", "pc1"])
+    assert args.run is serve.app and args.port == 9001 and args.allow_host == ["pc1"]
+    assert args.client_sessions == serve.CLIENT_SESSIONS
     assert build_parser().parse_args(["app"]).port == web.APP_PORT
 
 

@@ -1,15 +1,11 @@
-"""``gradcam-widget app``: its arguments, the app notebook it serves, the Voila command line it
-runs (built without starting Voila), and the page the notebook shows."""
+"""``gradcam-widget app``: its arguments, its model menu, and the page each tab shows
+(the server itself: tests/classroom)."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
-from fnmatch import fnmatch
-from pathlib import Path
 
-import nbformat
 import pytest
 from cli_run import run
 
@@ -17,12 +13,7 @@ import gradcam_widget.__main__ as cli
 from gradcam_widget.__main__ import build_parser, main
 from gradcam_widget.data import models
 from gradcam_widget.explorer import app as app_module
-from gradcam_widget.explorer import widget as widget_module
 from gradcam_widget.explorer.app import (
-    APP_MODEL_VARIABLE,
-    APP_NOTEBOOK,
-    APP_WEBSOCKET_BYTES,
-    app_command,
     app_model,
     app_models,
     app_url,
@@ -31,23 +22,18 @@ from gradcam_widget.explorer.app import (
 )
 
 
-def option(command: list[str], name: str) -> str:
-    """The value of ``--name=value`` in ``command`` (exactly one)."""
-    values = [part.split("=", 1)[1] for part in command if part.startswith(f"{name}=")]
-    assert len(values) == 1, (name, command)
-    return values[0]
-
-
 def test_arguments_and_defaults():
     args = build_parser().parse_args(["app"])
     assert (args.model, args.port, args.ip, args.base_url) == ("shapes", 8866, "localhost", "/")
-    assert not args.no_browser and args.voila == []
+    assert not args.no_browser and args.allow_host == [] and args.max_sessions is None
     args = build_parser().parse_args(
-        ["app", "--model", "shapes_vit", "--port", "9000", "--no-browser", "--",
-         "--Voila.token=abc"]
+        ["app", "--model", "shapes_vit", "--port", "9000", "--no-browser", "--allow-host",
+         "lab.example.org", "--allow-host", ".school.example", "--max-sessions", "30",
+         "--client-sessions", "2"]
     )  # fmt: skip
     assert (args.model, args.port, args.no_browser) == ("shapes_vit", 9000, True)
-    assert args.voila == ["--Voila.token=abc"]
+    assert args.allow_host == ["lab.example.org", ".school.example"]
+    assert (args.max_sessions, args.client_sessions) == (30, 2)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +42,9 @@ def test_arguments_and_defaults():
         (["--model", "nope"], "unknown model 'nope'"),
         (["--model", "missing.keras"], "does not exist"),
         (["--port", "eighty"], "invalid int value"),
+        (["--max-sessions", "0"], "must be an int >= 1"),
+        (["--client-sessions", "x"], "must be an int >= 1"),
+        (["--", "--Voila.token=abc"], "unrecognized arguments"),
     ],
 )
 def test_bad_arguments_are_one_error_line(capfd, argv, expected):
@@ -100,69 +89,6 @@ def test_model_argument_and_menu(tmp_path):
     assert app_models(str(saved))[0] == ("mine.keras", str(saved.resolve()))
 
 
-def test_the_app_notebook_is_shipped_and_valid():
-    assert APP_NOTEBOOK.is_file()
-    notebook = nbformat.read(APP_NOTEBOOK, as_version=4)
-    nbformat.validate(notebook)
-    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
-    assert code, "the app notebook has no code cell"
-    for source in code:
-        ast.parse(source)
-    assert any(APP_MODEL_VARIABLE in source and "app_view" in source for source in code)
-    assert any("from gradcam_widget.explorer.app import" in source for source in code)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
-
-
-def test_package_data_ships_the_app_notebook():
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    root = Path(__file__).resolve().parents[2]
-    config = tomllib.loads((root / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["gradcam_widget"]
-    relative = APP_NOTEBOOK.relative_to(root / "gradcam_widget").as_posix()
-    assert any(fnmatch(relative, pattern) for pattern in patterns), patterns
-
-
-def test_the_voila_command_line():
-    command = app_command(port=9123, ip="0.0.0.0", base_url="gradcam", extra=["--Voila.token=t"])
-    assert command[:4] == [sys.executable, "-m", "voila", str(APP_NOTEBOOK)]
-    assert option(command, "--Voila.port") == "9123"
-    assert option(command, "--Voila.ip") == "0.0.0.0"
-    assert option(command, "--Voila.port_retries") == "0"
-    assert option(command, "--Voila.base_url") == "/gradcam/"
-    assert option(command, "--strip_sources") == "True"
-    settings = ast.literal_eval(option(command, "--Voila.tornado_settings"))
-    assert settings == {"websocket_max_message_size": APP_WEBSOCKET_BYTES}
-    assert APP_WEBSOCKET_BYTES > widget_module.MAX_UPLOAD_BYTES
-    assert "--no-browser" in command
-    assert command[-1] == "--Voila.token=t"  # extra options come last: they win
-    assert "--no-browser" not in app_command(open_browser=True)
-
-
-def test_tornado_settings_given_after_double_dash_are_merged():
-    command = app_command(extra=["--Voila.tornado_settings={'xsrf_cookies': False}"])
-    settings = ast.literal_eval(option(command, "--Voila.tornado_settings"))
-    assert settings == {"websocket_max_message_size": APP_WEBSOCKET_BYTES, "xsrf_cookies": False}
-    lower = app_command(extra=["--tornado_settings={'websocket_max_message_size': 1}"])
-    assert ast.literal_eval(option(lower, "--Voila.tornado_settings")) == {
-        "websocket_max_message_size": 1
-    }
-    with pytest.raises(ValueError, match="dict literal"):
-        app_command(extra=["--Voila.tornado_settings=[1]"])
-
-
-@pytest.mark.filterwarnings("ignore:--tornado_settings=:DeprecationWarning")
-def test_the_voila_options_are_voilas():
-    """Voila reads the options as meant: the websocket limit as a number, not a string."""
-    pytest.importorskip("voila")
-    from voila.app import Voila
-
-    app = Voila()
-    app.parse_command_line(app_command(port=9124)[4:])
-    assert app.port == 9124 and app.port_retries == 0 and not app.open_browser
-    assert app.config.VoilaConfiguration.strip_sources is True
-    assert app.tornado_settings["websocket_max_message_size"] == APP_WEBSOCKET_BYTES
-
-
 def test_urls():
     assert app_url("localhost", 8866) == "http://localhost:8866/"
     assert app_url("127.0.0.1", 80, "/class/") == "http://127.0.0.1:80/class/"
@@ -178,25 +104,44 @@ def test_the_app_page_switches_model_and_keeps_the_image():
     assert view.children[1] is not explorer and view.children[1] is view.explorer
     assert view.explorer.image_name == "shape scene 1000001"
     assert view.children[0].children[1].value == ""  # no error note
-    view.explorer.close()
+    shown = view.explorer
+    view.close_all()
+    assert shown.closed and view.comm is None and view.children[0].comm is None
 
 
-def test_the_app_without_voila_says_how_to_get_it(monkeypatch, capsys):
+def test_the_app_page_takes_its_explorers_from_the_caller():
+    made = []
+
+    def make(value):
+        from gradcam_widget.explorer.widget import CamExplorer
+
+        made.append(CamExplorer(load_app_model(value), cache_bytes=2**20))
+        return made[-1]
+
+    view = app_view("shapes", make)
+    assert view.explorer is made[0]
+    view.children[0].children[0].value = "shapes_shortcut"
+    assert view.explorer is made[1] and made[0].closed
+    view.close_all()
+    assert made[1].closed
+
+
+@pytest.mark.parametrize("missing", ["solara", "solara_assets", "uvicorn"])
+def test_the_app_without_solara_says_how_to_get_it(monkeypatch, capsys, missing):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "voila" else real(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a)
     )
     assert main(["app", "--model", "shapes", "--no-browser"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: the app needs Voila: pip install 'gradcam_widget[app]'"], err
+    assert err == ["error: the app needs Solara: pip install 'gradcam_widget[app]'"], err
 
 
 def test_the_old_names_still_import_from_main():
     """Notebooks and scripts written before the app moved to ``explorer.app`` still work."""
-    for name in ("APP_MODEL_VARIABLE", "APP_NOTEBOOK", "APP_PORT", "APP_WEBSOCKET_BYTES",
-                 "app_command", "app_model", "app_models", "app_url", "app_view"):  # fmt: skip
+    for name in ("APP_PORT", "app_model", "app_models", "app_url", "app_view"):
         assert getattr(cli, name) is getattr(app_module, name), name
 
 
