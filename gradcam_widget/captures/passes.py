@@ -190,4 +190,3 @@ class PassQueue:
     def _count(self, captures: int) -> None:
         with self._lock:
             self.captures += captures
-

@@ -59,5 +59,5 @@ def _close(view) -> None:
 def Page():
     """One tab: the Model menu and its explorer, closed with the tab's kernel."""
     view = solara.use_memo(_open, [])
-    solara.use_effect(lambda: (lambda: _close(view)), [])
+    solara.use_effect(lambda: lambda: _close(view), [])
     solara.Column(children=[view])

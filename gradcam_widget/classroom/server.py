@@ -235,4 +235,3 @@ def _run(app, listener: socket.socket, base_url: str) -> str:
     with contextlib.redirect_stdout(sys.stderr):
         server.run(sockets=[listener])
     return server.stopped_by
-
