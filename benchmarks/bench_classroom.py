@@ -40,13 +40,43 @@ CACHED = (("pooling", ("max", "mean (GAP)")), ("colormap", ("viridis", "turbo", 
           ("colormap", ("magma", "jet", "gray")))  # fmt: skip
 SAMPLES = ("shape scene 1000000", "shape scene 1000001", "shape scene 1000002")
 READY_TIMEOUT_S = 600.0
-CHANGE_TIMEOUT_S = 60.0
+CHANGE_TIMEOUT_S = 300.0
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def browser_pid() -> list[int]:
+    """The top Chromium processes this benchmark started (their renderers are counted with
+    them by :func:`cpu_seconds`)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in child.name().lower() and "chrom" not in child.parent().name().lower():
+                found.append(child.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def tree_rss(pid: int) -> int:
@@ -180,7 +210,7 @@ async def tab_script(page, index: int, rounds: int, photo: Path, out: dict, star
         out["image"].append(await timed(page, select("image", sample)))
 
     async def upload():
-        async with page.expect_file_chooser() as chosen:
+        async with page.expect_file_chooser(timeout=CHANGE_TIMEOUT_S * 1000) as chosen:
             await page.locator(".gw-upload").first.click()
         await (await chosen.value).set_files(str(photo))
 
@@ -222,9 +252,13 @@ async def drive(url: str, tabs: int, rounds: int, photo: Path, sampler: Sampler,
         tasks = [asyncio.create_task(tab_script(page, index, rounds, photo, out, start))
                  for index, page in enumerate(pages)]  # fmt: skip
         clicking = time.perf_counter()
+        server_cpu = cpu_seconds(pid)
+        browser_cpu = sum(cpu_seconds(chrome) for chrome in browser_pid())
         start.set()
         await asyncio.gather(*tasks)
         result["script_s"] = time.perf_counter() - clicking
+        result["server_cpu_s"] = cpu_seconds(pid) - server_cpu
+        result["browser_cpu_s"] = sum(cpu_seconds(chrome) for chrome in browser_pid()) - browser_cpu
         result["peak_rss"] = sampler.peak
         result["latency"] = out
         for context in contexts:
@@ -277,11 +311,62 @@ def summary(result: dict) -> dict:
         "per_tab_mib": round((result["open_rss"] - result["idle_rss"]) / MB / result["tabs"], 1),
         "freed_s": None if result["freed_s"] is None else round(result["freed_s"], 1),
         "open_s": round(result["open_s"], 1),
+        "script_s": round(result["script_s"], 1),
+        "server_cpu_s": round(result["server_cpu_s"], 1),
+        "browser_cpu_s": round(result["browser_cpu_s"], 1),
     }
     for kind, values in latency.items():
         row[f"{kind}_p50_ms"] = round(1000 * percentile(values, 50))
         row[f"{kind}_p95_ms"] = round(1000 * percentile(values, 95))
         row[f"{kind}_n"] = len(values)
+    return row
+
+
+def server_only(tabs: int, rounds: int) -> dict:
+    """The same script without browsers: ``tabs`` explorers of the app's shared model (its
+    pass queue and per-tab caches), one thread each, every one changing at the same instant.
+    Latency is the server's share (the change handled, the panels drawn), on all the cores
+    with nothing else running: what a class whose browsers run on their own machines costs."""
+    from gradcam_widget.classroom.models import SharedModels
+
+    shared = SharedModels("shapes")
+    explorers = [shared.explorer("shapes") for _ in range(tabs)]
+    out = {"cached": [], "class": [], "image": []}
+    barrier = threading.Barrier(tabs)
+
+    def timed_call(kind, change, *args):
+        started = time.perf_counter()
+        change(*args)
+        out[kind].append(time.perf_counter() - started)
+
+    def script(index, explorer):
+        barrier.wait()
+        for round_ in range(rounds):
+            pooling = "max" if explorer.pooling == "mean" else "mean"
+            timed_call("cached", setattr, explorer, "pooling", pooling)
+            colormap = ("viridis", "turbo", "inferno")[round_ % 3]
+            timed_call("cached", setattr, explorer, "colormap", colormap)
+            others = [v for _, v in explorer.controls["class"].options if v != explorer.class_index]
+            choice = others[(index + round_) % len(others)]
+            timed_call("class", setattr, explorer, "class_index", choice)
+            sample = SAMPLES[(index + round_) % len(SAMPLES)]
+            timed_call("image", explorer.set_image, sample)
+
+    threads = [threading.Thread(target=script, args=pair) for pair in enumerate(explorers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    queue = shared.queue("shapes")
+    for explorer in explorers:
+        explorer.close()
+    row = {"tabs": tabs, "mode": "server only", "script_s": round(elapsed, 1),
+           "passes": queue.passes, "captures": queue.captures}  # fmt: skip
+    for kind, values in out.items():
+        row[f"{kind}_p50_ms"] = round(1000 * percentile(values, 50))
+        row[f"{kind}_p95_ms"] = round(1000 * percentile(values, 95))
     return row
 
 
@@ -292,7 +377,13 @@ def main(argv=None) -> int:
     parser.add_argument("--after-s", type=float, default=60.0,
                         help="seconds memory is followed after the tabs close")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--server-only", action="store_true",
+                        help="no browsers: the explorers in threads of this process")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.server_only:
+        for tabs in args.tabs:
+            print(json.dumps(server_only(tabs, args.rounds)), flush=True)
+        return 0
     rows = []
     for tabs in args.tabs:
         if not 1 <= tabs <= 60 or not 1 <= args.rounds <= 20:
@@ -304,7 +395,8 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(rows, indent=1))
     keys = ["tabs", "processes", "idle_mib", "open_mib", "peak_mib", "after_mib", "per_tab_mib",
             "freed_s", "cached_p50_ms", "cached_p95_ms", "class_p50_ms", "class_p95_ms",
-            "image_p50_ms", "image_p95_ms", "upload_p95_ms"]  # fmt: skip
+            "image_p50_ms", "image_p95_ms", "upload_p95_ms", "script_s", "server_cpu_s",
+            "browser_cpu_s"]  # fmt: skip
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for row in rows:

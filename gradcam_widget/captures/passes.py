@@ -99,7 +99,15 @@ class PassQueue:
         layers = layers if isinstance(layers, str) else tuple(layers)
         shown, batch, notes = inputs.prepare(image, request.engine.input_size, request.preprocess)
         ticket = _Ticket(
-            key=(id(request.model), id(request.preprocess), score, layers),
+            key=(
+                id(request.model),
+                id(request.preprocess),
+                request.multi_label,
+                request.class_names,
+                score,
+                layers,
+                batch.shape[1:],
+            ),  # fmt: skip
             model=model,
             class_index=class_index,
             score=score,
@@ -170,23 +178,35 @@ class PassQueue:
         reaching = engine.reaching_tokens(batch.shape) if result.tokens else None
         complete = result.layers == result.candidates
         for index, ticket in enumerate(tickets):
-            own = step.target.subset(index, index + 1)
+            own = targets.Class(ticket.class_index)  # labelled as gw.capture labels it
+            alone = _alone(result, index)  # this image's own arrays: no view of the batch
             notes = ticket.notes + score_warnings(
-                facts, own, step.score, engine.head, result.scores[index], engine.output_names
-            )
-            alone = replace(  # the pass as this image's alone, for its notes
-                result,
-                values=result.values[index : index + 1],
-                gradients={
-                    path: kept[index : index + 1] for path, kept in result.gradients.items()
-                },
+                facts, own, step.score, engine.head, alone.scores[0], engine.output_names
             )
             notes += gradient_notes(own, step.score, alone, default, reaching)
-            ticket.result = capture_of(step, result, index=index, shown=ticket.shown,
-                                       inputs=ticket.batch, default=default, notes=notes,
-                                       complete=complete)  # fmt: skip
+            ticket.result = capture_of(replace(step, target=step.target.subset(index, index + 1)),
+                                       alone, index=0, shown=ticket.shown, inputs=ticket.batch,
+                                       default=default, notes=notes, complete=complete)  # fmt: skip
         self._count(len(tickets))
 
     def _count(self, captures: int) -> None:
         with self._lock:
             self.captures += captures
+
+
+def _alone(result, index: int):
+    """The pass's result for image ``index`` alone, copied (a capture kept by one caller holds
+    its own arrays, not a view that keeps the whole batch alive)."""
+
+    def own(array):
+        return None if array is None else np.array(array[index : index + 1])
+
+    return replace(
+        result,
+        scores=own(result.scores),
+        values=own(result.values),
+        class_indices=own(result.class_indices),
+        activations={path: own(array) for path, array in result.activations.items()},
+        gradients={path: own(array) for path, array in result.gradients.items()},
+        input_gradients=own(result.input_gradients),
+    )

@@ -8,13 +8,15 @@ Before anything else sees a request:
   when sent, must name an allowed host too (another site's page cannot open a session);
 - a new session (a tab's kernel websocket) is admitted only under the bounds
   (:class:`Sessions`: all tabs, and tabs per client address); over them, the page is
-  :data:`FULL_PAGE` (``503``) and the websocket is closed with ``1013`` ("try again later").
+  :data:`FULL_PAGE` (``503``) and the websocket handshake is refused (``403``: a tab that got
+  its page just before the last seat went says it lost its connection).
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import re
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -40,10 +42,16 @@ FULL_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>The class
 <p>Try again when someone closes a tab: this page does not reload by itself.</p></body></html>"""
 
 
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?")
+"""A Host header: a name or address, or a bracketed IPv6 address, and an optional port."""
+
+
 def host_name(value: str) -> str:
     """The host part of a ``Host`` header (or a URL's netloc): no port, no brackets, lower
     case, no final dot; ``""`` for a malformed one."""
     value = value.strip().lower()
+    if not _HOST.fullmatch(value):
+        return ""
     try:
         host = urlsplit(f"//{value}").hostname or ""
     except ValueError:
@@ -91,8 +99,9 @@ class Sessions:
 
     A session counts from its websocket's admission (:meth:`admit`) until the connection ends
     (the release it returns), and as long as its kernel lives (``live``: a tab whose
-    connection was lost keeps its kernel until culled). A reconnection of a live kernel is
-    always admitted.
+    connection was lost keeps its kernel until culled). A reconnection of a live kernel with
+    no connection open is admitted over the total (its seat is its own); any other socket
+    counts against its client's bound.
 
     Args:
         limit: sessions in all.
@@ -107,6 +116,7 @@ class Sessions:
         self.per_client = per_client
         self.live = live
         self._open: dict[str, int] = {}  # client address -> its open session websockets
+        self._sockets: dict[str, int] = {}  # kernel id -> its open websockets
         self._lock = threading.Lock()
 
     def counts(self, client: str) -> tuple[int, int]:
@@ -141,10 +151,14 @@ class Sessions:
         """
         live = set(self.live())
         with self._lock:
-            why = None if kernel in live else self._why(*self._counts(client, live))
+            total, mine = self._counts(client, live)
+            if kernel in live and not self._sockets.get(kernel):  # its own seat, taken again
+                total = 0
+            why = self._why(total, mine)
             if why is not None:
                 return None, why
             self._open[client] = self._open.get(client, 0) + 1
+            self._sockets[kernel] = self._sockets.get(kernel, 0) + 1
         released = []
 
         def release():
@@ -152,11 +166,21 @@ class Sessions:
                 if released:
                     return
                 released.append(True)
-                self._open[client] -= 1
-                if not self._open[client]:
-                    del self._open[client]
+                for counts, key in ((self._open, client), (self._sockets, kernel)):
+                    counts[key] -= 1
+                    if not counts[key]:
+                        del counts[key]
 
         return release, None
+
+
+def _route_path(scope) -> str:
+    """The request's path as the app's routes see it: without the ``root_path`` (the
+    ``--base-url``) that the server puts in front."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _header(scope, name: bytes) -> str:
@@ -197,7 +221,7 @@ class Guard:
             if origin and not self.hosts.allows(urlsplit(origin).netloc):
                 self.on_refusal(f"refused {client}: websocket Origin {origin!r}")
                 return await self._refuse(kind, send, 403, "another site's page")
-            path = scope.get("path", "")
+            path = _route_path(scope)
             if path.startswith(KERNEL_PREFIX):
                 kernel = path[len(KERNEL_PREFIX) :].split("/", 1)[0]
                 release, why = await self._wait(lambda: self.sessions.admit(client, kernel))
@@ -208,7 +232,7 @@ class Guard:
                     return await self.app(scope, receive, send)
                 finally:
                     release()
-        elif scope.get("method") == "GET" and self._is_page(scope.get("path", "")):
+        elif scope.get("method") == "GET" and self._is_page(_route_path(scope)):
             _, why = await self._wait(lambda: (None, self.sessions.refusal(client)))
             if why is not None:
                 self.on_refusal(f"refused a page to {client}: {why}")

@@ -57,6 +57,22 @@ def default_sessions(total_bytes: int | None = None) -> int:
     return max(4, min(200, (total_bytes // 2 - RUNTIME_BYTES) // SESSION_BYTES))
 
 
+ARENAS = 2
+"""glibc malloc arenas the server uses (:func:`bound_arenas`): by default every thread that
+allocates gets one (up to 8 per core), and each session's thread leaves its arena's pages
+behind after its tab closes."""
+
+
+def bound_arenas(arenas: int = ARENAS) -> bool:
+    """Bound glibc's malloc arenas (``mallopt(M_ARENA_MAX)``) before the sessions' threads
+    start, so the memory of closed tabs returns to a few shared arenas that
+    :func:`give_back_memory` can trim. Whether it applied (``False`` off glibc)."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-8, arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
 def give_back_memory() -> None:
     """Collect what the closed tabs left and hand free heap pages back to the system
     (glibc's ``malloc_trim``; nothing elsewhere), so the server's resident memory falls."""

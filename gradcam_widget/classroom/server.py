@@ -18,11 +18,13 @@ import os
 import signal
 import socket
 import sys
+import threading
 import warnings
+from pathlib import Path
 
 from gradcam_widget._text import shown
 from gradcam_widget.classroom.guard import AllowedHosts, Guard, Sessions
-from gradcam_widget.classroom.models import SharedModels, default_sessions
+from gradcam_widget.classroom.models import SharedModels, bound_arenas, default_sessions
 from gradcam_widget.explorer.app import APP_PORT, app_url, base_path
 
 __all__ = [
@@ -60,8 +62,8 @@ SOLARA_SETTINGS = {
 }
 """Solara's settings for the app (its environment variables; they win over a ``.env`` file)."""
 
-LEFT_OUT = ("/resourcez", "/_solara/api/evict/{kernel_id}")
-"""Solara's routes the app does not serve (diagnostics, test-only)."""
+LEFT_OUT = ("/resourcez", "/_solara/api/evict/{kernel_id}", "/static/public")
+"""Solara's routes the app does not serve (diagnostics, test-only, the app's public folder)."""
 
 
 def configure_solara() -> None:
@@ -85,6 +87,7 @@ def build_app(hosts: AllowedHosts, sessions: Sessions, on_refusal=None):
     assets only (never fetching), behind a :class:`Guard`."""
     configure_solara()
     import solara.server.settings as settings
+    from solara.server import server as solara_server
     from solara.server import starlette as solara_app
     from starlette.applications import Starlette
     from starlette.routing import Mount
@@ -98,6 +101,9 @@ def build_app(hosts: AllowedHosts, sessions: Sessions, on_refusal=None):
         if isinstance(route, Mount) and path == "/_solara/cdn":
             directory = settings.assets.proxy_cache_dir
             route = Mount(path, app=StaticFiles(directory=directory, check_dir=False))
+        elif isinstance(route, Mount) and path == "/static/assets":  # Solara's own only: its
+            directory = Path(solara_server.solara_static).parent / "assets"  # default also
+            route = Mount(path, app=StaticFiles(directory=directory))  # serves the package's
         routes.append(route)
     app = Starlette(routes=routes, lifespan=solara_app.lifespan, middleware=solara_app.middleware)
     return Guard(app, hosts, sessions, on_refusal)
@@ -110,33 +116,46 @@ def live_sessions() -> set:
     return set(kernel_context.contexts)
 
 
-def bind(ip: str, port: int) -> socket.socket:
-    """A listening socket on ``ip``:``port``.
+def bind(ip: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``ip`` names (``localhost``: 127.0.0.1 and ::1
+    where the machine has IPv6), port ``port``.
 
     Raises:
-        ValueError: one line, when the port is in use or the address is not this machine's.
+        ValueError: one line, when the port is in use on any of them or the address is not
+            this machine's.
     """
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            ip or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        found = socket.getaddrinfo(ip or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)  # fmt: skip
     except socket.gaierror as error:
         raise ValueError(f"cannot listen on {ip!r}: {error.strerror}") from None
-    listener = socket.socket(family, kind, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-        listener.listen(128)
-    except OSError as error:
-        listener.close()
-        if error.errno == errno.EADDRINUSE:
-            raise ValueError(
-                f"port {port} on {ip} is in use (another server holds it): choose another "
-                "with --port"
-            ) from None
-        raise ValueError(f"cannot listen on {ip}:{port}: {error.strerror}") from None
-    listener.set_inheritable(True)
-    return listener
+    listeners: list[socket.socket] = []
+    problems = []
+    for family, kind, proto, _, address in dict.fromkeys(
+        (f, k, p, c, a) for f, k, p, c, a in found
+    ):
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+            listener.listen(128)
+        except OSError as error:
+            listener.close()
+            if error.errno == errno.EADDRINUSE:
+                for taken in listeners:
+                    taken.close()
+                raise ValueError(
+                    f"port {port} on {ip} is in use (another server holds it): choose another "
+                    "with --port"
+                ) from None
+            problems.append(error)  # e.g. no IPv6 here: the other addresses serve
+            continue
+        listeners.append(listener)
+    if not listeners:
+        raise ValueError(f"cannot listen on {ip}:{port}: {problems[0].strerror}")
+    return listeners
 
 
 def _hosts(ip: str, allow_hosts) -> AllowedHosts:
@@ -184,8 +203,13 @@ def serve(
     limit = default_sessions() if max_sessions is None else max_sessions
     sessions = Sessions(limit, client_sessions, live_sessions)
     shared = SharedModels(model)
-    listener = bind(ip, port)
+    listeners = bind(ip, port)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals: the main thread's
+        previous = {sig: signal.signal(sig, _stop_while_starting)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
     try:
+        bound_arenas()
         configure_solara()
         shared.model(shared.initial)  # TensorFlow and the first model, before the URL
         from gradcam_widget.classroom import page
@@ -200,15 +224,32 @@ def serve(
             import webbrowser
 
             webbrowser.open(url)
-        stopped = _run(app, listener, base_url)
+        stopped = _run(app, listeners, base_url)
+    except _Stopped as stop:  # a signal while TensorFlow and the model were loading
+        stopped = stop.name
     finally:
-        listener.close()
+        for listener in listeners:
+            listener.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"gradcam-widget app: stopped ({stopped})", flush=True)
     return 0
 
 
-def _run(app, listener: socket.socket, base_url: str) -> str:
-    """Serve ``app`` on ``listener`` until a signal; the signal's name."""
+class _Stopped(Exception):
+    """SIGTERM or SIGINT before the server runs (its own handlers take over then)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _stop_while_starting(sig, frame):
+    raise _Stopped(signal.Signals(sig).name)
+
+
+def _run(app, listeners: list, base_url: str) -> str:
+    """Serve ``app`` on ``listeners`` until a signal; the signal's name."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -233,5 +274,5 @@ def _run(app, listener: socket.socket, base_url: str) -> str:
     )
     server = Server(config)
     with contextlib.redirect_stdout(sys.stderr):
-        server.run(sockets=[listener])
+        server.run(sockets=listeners)
     return server.stopped_by

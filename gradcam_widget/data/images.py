@@ -258,18 +258,26 @@ def open_image_bytes(data, name: str | None = None) -> Image.Image:
         raise ValueError(f"{label}: expected bytes of an image file; got {type(data).__name__}")
     if memoryview(data).nbytes == 0:
         raise ValueError(f"cannot read {label}: it is empty (0 bytes)")
-    with warnings.catch_warnings():  # over MAX_IMAGE_PIXELS: an error here, not a warning
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return _open(io.BytesIO(data), label)
+    return _open(io.BytesIO(data), label, refuse_over_limit=True)
 
 
-def _open(source, label: str) -> Image.Image:
+def _open(source, label: str, refuse_over_limit: bool = False) -> Image.Image:
     """Open, load and EXIF-orient an image file (a path or a binary file object) with the
-    readers of :data:`FORMATS` only; any failure is one ValueError that names ``label``."""
+    readers of :data:`FORMATS` only; any failure is one ValueError that names ``label``.
+    ``refuse_over_limit``: an image over Pillow's ``MAX_IMAGE_PIXELS`` is refused before it is
+    decoded (checked here, not by a warnings filter: that is process-wide state, and other
+    threads -- the classroom app's tabs -- decode meanwhile)."""
     try:
         with Image.open(source, formats=FORMATS) as opened:
             if opened.format not in (*FORMATS, "MPO"):  # MPO: JPEG's reader, phone photos
                 raise Image.UnidentifiedImageError(opened.format)
+            limit = Image.MAX_IMAGE_PIXELS
+            pixels = opened.size[0] * opened.size[1]
+            if refuse_over_limit and limit is not None and pixels > limit:
+                raise Image.DecompressionBombWarning(
+                    f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, could be "
+                    "decompression bomb DOS attack."
+                )
             opened.load()
             return ImageOps.exif_transpose(opened)
     except Exception as error:  # any decoder failure: one line that names the file

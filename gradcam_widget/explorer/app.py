@@ -128,8 +128,12 @@ def app_view(initial: str = "shapes", make_explorer=None):
     def show(model: str, previous=None):
         note.value = f"loading <b>{model}</b> ..."
         explorer = make(model)
-        if previous is not None and previous.image_name != explorer.image_name:
-            explorer.set_image(previous.capture.image, name=previous.image_name)
+        try:
+            if previous is not None and previous.image_name != explorer.image_name:
+                explorer.set_image(previous.capture.image, name=previous.image_name)
+        except BaseException:  # the explorer on screen stays; the new one is not kept
+            explorer.close()
+            raise
         if previous is not None:
             previous.close()
         view.children = [view.children[0], explorer]

@@ -60,6 +60,10 @@ def test_waiting_requests_share_one_pass_and_get_their_own_capture(make_cnn):
             np.testing.assert_allclose(cap.gradients(layer), alone.gradients(layer), atol=1e-5)
         np.testing.assert_allclose(cap.cam().heatmap, alone.cam().heatmap, atol=1e-5)
         np.testing.assert_array_equal(cap.image, alone.image)
+        for layer in cap.held_layers:  # its own arrays: no view that keeps the batch alive
+            assert cap.gradients(layer).base is None or cap.gradients(layer).base.shape[0] == 1
+    others = [cap.activations(cap.default_layer) for cap in caps]
+    assert not any(np.shares_memory(others[0], other) for other in others[1:])
 
 
 def test_a_bad_request_is_its_callers_error_only(make_cnn):

@@ -20,6 +20,9 @@ from gradcam_widget.classroom.guard import AllowedHosts, Guard, Sessions, host_n
         ("class.example.org.", "class.example.org"),
         ("", ""),
         ("[::1", ""),
+        ("evil@localhost", ""),
+        ("localhost/x", ""),
+        ("localhost:1, evil", ""),
     ],
 )
 def test_host_names(value, name):
@@ -55,9 +58,17 @@ def test_session_bounds():
     release, why = sessions.admit("10.0.0.1", "c")
     assert release is None and "This computer already has 2" in why
     live.ids = {"a", "b"}
-    release_again, why = sessions.admit("10.0.0.1", "a")  # a live kernel's reconnection
+    assert "already has 2" in sessions.admit("10.0.0.1", "a")[1]  # a still connected: counts
+    release_b()
+    release_b, _ = sessions.admit("10.0.0.1", "b")  # b taken again (its socket had closed)
+    release_a()
+    sessions_full = Sessions(limit=1, per_client=5, live=lambda: {"a"})
+    assert "1 explorers are open" in sessions_full.admit("10.0.0.9", "x")[1]
+    back, why = sessions_full.admit("10.0.0.9", "a")  # a's own seat, its socket closed
     assert why is None
-    release_again()
+    assert "1 explorers are open" in sessions_full.admit("10.0.0.9", "a")[1]  # a 2nd socket
+    back()
+    release_a, _ = sessions.admit("10.0.0.1", "a")
     release_c, _ = sessions.admit("10.0.0.2", "c")
     assert sessions.counts("10.0.0.3") == (3, 0)
     release_d, _ = sessions.admit("10.0.0.3", "d")
@@ -172,6 +183,21 @@ def test_one_computer_is_bounded_while_its_sessions_are_open():
         assert app.sessions.counts("127.0.0.1") == (0, 0)
 
     asyncio.run(two())
+
+
+def test_the_base_url_is_no_way_around_the_bounds():
+    """Behind ``--base-url /gradcam/`` the server puts ``root_path`` in front of every path."""
+    app = Guard(inner, AllowedHosts(), Sessions(1, 1, lambda: {"busy"}))
+    prefixed = scope("websocket", "/gradcam/jupyter/api/kernels/k9/channels")
+    prefixed["root_path"] = "/gradcam"
+    refused = call(app, prefixed)
+    assert refused[0]["type"] == "websocket.close" and refused[0]["code"] == 1013
+    page = scope(path="/gradcam/")
+    page["root_path"] = "/gradcam"
+    assert call(app, page)[0]["status"] == 503
+    asset = scope(path="/gradcam/static/main.js")
+    asset["root_path"] = "/gradcam"
+    assert call(app, asset)[1]["body"] == b"inner"
 
 
 def test_a_lifespan_scope_passes_through():

@@ -30,6 +30,8 @@ HOSTILE = [  # what a hostile run tried on the Voila app, and the ways around a 
     f"/jupyter/nbextensions/{UP}etc/passwd", f"/_solara/cdn/{UP}etc/passwd",
     "/_solara/cdn/" + quote("../" * 8, safe="") + "etc/passwd",
     "/_solara/cdn/not-installed@1.0.0/index.js",  # not fetched from the internet
+    "/static/assets/shapes.keras", "/static/assets/shapes.json",  # the package's own files
+    "/static/public/x", "/static/assets/../../__init__.py",
 ]  # fmt: skip
 
 
