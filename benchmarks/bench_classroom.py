@@ -236,6 +236,7 @@ async def drive(url: str, tabs: int, rounds: int, photo: Path, sampler: Sampler,
         async def open_tab():
             async with gate:
                 context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                context.set_default_timeout(CHANGE_TIMEOUT_S * 1000)  # a loaded machine
                 page = await context.new_page()
                 await page.goto(url, wait_until="commit")
                 await page.wait_for_function(READY, timeout=READY_TIMEOUT_S * 1000)

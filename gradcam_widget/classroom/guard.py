@@ -5,7 +5,8 @@ Before anything else sees a request:
 - its ``Host`` must be one of the app's own names (:class:`AllowedHosts`: the localhost names,
   the address it listens on, and ``--allow-host`` ones), else ``403`` -- so a web page cannot
   reach a localhost app through a name it controls (DNS rebinding); a websocket's ``Origin``,
-  when sent, must name an allowed host too (another site's page cannot open a session);
+  when sent, must be the page's own (same host and port: another site's page, another port
+  on the same machine included, cannot open a session);
 - a new session (a tab's kernel websocket) is admitted only under the bounds
   (:class:`Sessions`: all tabs, and tabs per client address); over them, the page is
   :data:`FULL_PAGE` (``503``) and the websocket handshake is refused (``403``: a tab that got
@@ -218,7 +219,7 @@ class Guard:
             return await self._refuse(kind, send, 403, why)
         if kind == "websocket":
             origin = _header(scope, b"origin")
-            if origin and not self.hosts.allows(urlsplit(origin).netloc):
+            if origin and urlsplit(origin).netloc.lower() != host.strip().lower():  # same site
                 self.on_refusal(f"refused {client}: websocket Origin {origin!r}")
                 return await self._refuse(kind, send, 403, "another site's page")
             path = _route_path(scope)

@@ -37,12 +37,15 @@ __all__ = [
     "serve",
 ]
 
-CULL_TIMEOUT = "20s"
+CULL_TIMEOUT = "20s"  # with PING_S + PONG_S: a vanished tab freed within 55 s
 """How long the session of a tab whose connection is lost is kept (a reload reconnects within
 it); a closed tab says so and is freed at once."""
 
 PING_S = 10.0
-"""Websocket ping interval and timeout: a vanished tab is noticed within twice this."""
+"""Websocket ping interval; a vanished tab is noticed within this plus :data:`PONG_S`."""
+
+PONG_S = 25.0
+"""How long a ping's answer may take (behind a 20 MiB upload on a slow network)."""
 
 WEBSOCKET_BYTES = 32 * 2**20
 """The largest websocket message taken: above
@@ -267,7 +270,7 @@ def _run(app, listeners: list, base_url: str) -> str:
         access_log=False,
         ws_max_size=WEBSOCKET_BYTES,
         ws_ping_interval=PING_S,
-        ws_ping_timeout=PING_S,
+        ws_ping_timeout=PONG_S,
         timeout_graceful_shutdown=5,
         root_path=base_path(base_url).rstrip("/"),
         lifespan="on",

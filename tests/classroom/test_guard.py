@@ -132,6 +132,10 @@ def test_the_guard_refuses_strangers_and_full_classes():
     )
     assert ws == [{"type": "websocket.close", "code": 1008,
                    "reason": "another site's page"}]  # fmt: skip
+    other_port = call(
+        app, scope("websocket", "/jupyter/api/kernels/k1/channels", origin="http://localhost:9")
+    )
+    assert other_port[0]["type"] == "websocket.close"  # another server on this machine
     ok = call(app, scope("websocket", "/jupyter/api/kernels/k1/channels",
                          origin="http://localhost:8866"))  # fmt: skip
     assert ok == [{"type": "websocket.accept"}]
