@@ -328,7 +328,7 @@ def server_only(tabs: int, rounds: int) -> dict:
     pass queue and per-tab caches), one thread each, every one changing at the same instant.
     Latency is the server's share (the change handled, the panels drawn), on all the cores
     with nothing else running: what a class whose browsers run on their own machines costs."""
-    from gradcam_widget.classroom.models import SharedModels
+    from gradcam_widget.classroom.shared import SharedModels
 
     shared = SharedModels("shapes")
     explorers = [shared.explorer("shapes") for _ in range(tabs)]

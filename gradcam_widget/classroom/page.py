@@ -2,7 +2,7 @@
 renders in each tab's virtual kernel.
 
 Each tab builds its own :func:`~gradcam_widget.explorer.app.app_view` (the notebook explorer's
-widgets, unchanged) from the server's :class:`~.models.SharedModels`; when the tab's kernel
+widgets, unchanged) from the server's :class:`~.shared.SharedModels`; when the tab's kernel
 closes (the tab closed or reloaded, or its connection lost for the cull timeout), the view and
 its explorer are closed and their memory handed back.
 """
@@ -13,7 +13,7 @@ import threading
 
 import solara
 
-from gradcam_widget.classroom.models import SharedModels, give_back_memory
+from gradcam_widget.classroom.shared import SharedModels, give_back_memory
 from gradcam_widget.explorer.app import app_view
 
 __all__ = ["Page", "open_views", "serve_models"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gradcam_widget._text import shown
 from gradcam_widget.classroom.guard import AllowedHosts, Guard, Sessions
-from gradcam_widget.classroom.models import SharedModels, bound_arenas, default_sessions
+from gradcam_widget.classroom.shared import SharedModels, bound_arenas, default_sessions
 from gradcam_widget.explorer.app import APP_PORT, app_url, base_path
 
 __all__ = [
@@ -189,7 +189,7 @@ def serve(
         base_url: the URL prefix (behind a reverse proxy).
         open_browser: open the URL in a browser.
         allow_hosts: Host names answered besides the localhost ones (``--allow-host``).
-        max_sessions: tabs served at most (default :func:`~.models.default_sessions`).
+        max_sessions: tabs served at most (default :func:`~.shared.default_sessions`).
         client_sessions: tabs one client address may have open.
 
     Returns:

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     """
     import solara
     from gradcam_widget.classroom import page
-    from gradcam_widget.classroom.models import SharedModels
+    from gradcam_widget.classroom.shared import SharedModels
 
     def views_in(box):
         found, stack = [], [box]

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from gradcam_widget.classroom import models as shared_models
-from gradcam_widget.classroom.models import SharedModels, default_sessions, give_back_memory
+from gradcam_widget.classroom import shared as shared_models
+from gradcam_widget.classroom.shared import SharedModels, default_sessions, give_back_memory
 from gradcam_widget.data import models
 
 
