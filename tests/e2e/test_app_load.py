@@ -1,14 +1,17 @@
 """The classroom app under load, small: ``benchmarks/bench_classroom.py`` at 4 tabs (real
-Chromium contexts, every tab clicking at once), with loose bounds that a kernel per tab, a
-shared pass lost, or a closed tab never freed would break. The full table (1, 10, 30 tabs) is
-the benchmark's, in the README.
+Chromium contexts, every tab clicking at once), with loose bounds that a kernel per tab, or a
+closed tab never freed, would break. The full table (1, 10, 30 tabs) is the benchmark's, in the
+README. The benchmark runs as its own process (it drives Chromium with asyncio, which cannot
+run inside the sync Playwright of the other browser tests).
 
 Run: ``pytest -m e2e tests/e2e/test_app_load.py`` (after ``bash scripts/e2e_setup.sh``).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,33 +19,38 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_classroom.py"
 TABS = 4
-MB = 2**20
 
 
-def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_classroom", BENCHMARKS / "bench_classroom.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_classroom", module)
-    spec.loader.exec_module(module)
-    return module
+def require_chromium():
+    executable = os.environ.get("GW_E2E_CHROMIUM", "/usr/bin/chromium")
+    if os.access(executable, os.X_OK):
+        return
+    reason = f"no browser at {executable}; run `bash scripts/e2e_setup.sh`"
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason} (CI is set: the end-to-end tests must run here)", pytrace=False)
+    pytest.skip(reason)
 
 
-def test_four_tabs_share_one_process_and_give_their_memory_back(tmp_path, browser):
-    """``browser`` (the e2e fixture) only checks that Chromium is there: the benchmark starts
-    its own, as a class would."""
-    load = bench()
-    result = load.run(TABS, rounds=1, after_s=60.0, folder=tmp_path)
-    row = load.summary(result)
+def test_four_tabs_share_one_process_and_give_their_memory_back(tmp_path):
+    require_chromium()
+    out = tmp_path / "rows.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--tabs", str(TABS), "--rounds", "1",
+         "--after-s", "60", "--json", str(out)],
+        capture_output=True, text=True, timeout=1500, cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
     print(f"app load at {TABS} tabs: {row}")
-    assert row["processes"] == 1, "the app started a process per tab"
-    assert all(len(values) >= TABS for values in result["latency"].values()), result["latency"]
+    assert row["tabs"] == TABS and row["processes"] == 1, "the app started a process per tab"
+    counts = {kind: row[f"{kind}_n"] for kind in ("cached", "class", "image", "upload")}
+    assert counts == {"cached": 3 * TABS, "class": TABS, "image": TABS, "upload": TABS}, row
     # a kernel per tab costs ~800 MiB; a tab here costs tens of MiB
     assert row["per_tab_mib"] < 250, row
-    assert result["peak_rss"] < result["idle_rss"] + TABS * 250 * MB, row
+    assert row["peak_mib"] < row["idle_mib"] + TABS * 250, row
     # the tabs closed, the server is back near its idle size (the benchmark measures within
     # 10 %, the issue's bound; loose here, as the allocator varies between machines)
-    assert result["after_rss"] <= 1.25 * result["idle_rss"], row
+    assert row["after_mib"] <= 1.25 * row["idle_mib"], row
