@@ -49,21 +49,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+def tree_total(pid: int, reading) -> float:
+    """``reading(process)`` summed over ``pid`` and its live descendants (0 once it is gone)."""
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0
-    total = 0.0
+        return 0
+    total = 0
     for process in processes:
         try:
-            times = process.cpu_times()
-            total += times.user + times.system
+            total += reading(process)
         except psutil.Error:
             continue
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    return tree_total(pid, lambda process: sum(process.cpu_times()[:2]))
 
 
 def browser_pid() -> list[int]:
@@ -81,18 +85,7 @@ def browser_pid() -> list[int]:
 
 def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its descendants (a kernel per tab would show here)."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
+    return tree_total(pid, lambda process: process.memory_info().rss)
 
 
 class Sampler:

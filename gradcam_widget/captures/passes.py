@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -73,7 +74,7 @@ class PassQueue:
         self.max_batch = core.check_int("max_batch", max_batch)
         self._waiting: list[_Ticket] = []
         self._lock = threading.Lock()  # guards _waiting and the counters
-        self._running: dict[int, threading.Lock] = {}  # id(keras model) -> its pass lock
+        self._running = weakref.WeakKeyDictionary()  # keras model -> its pass lock (freed with it)
         self.passes = 0
         self.captures = 0
 
@@ -119,7 +120,7 @@ class PassQueue:
         )
         with self._lock:
             self._waiting.append(ticket)
-            running = self._running.setdefault(id(request.model), threading.Lock())
+            running = self._running.setdefault(request.model, threading.Lock())
         with running:  # one pass at a time on this model
             if not ticket.done.is_set():
                 self._run(self._take(ticket), request)
