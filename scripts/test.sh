@@ -4,7 +4,7 @@
 # browser scripts/e2e_setup.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test,e2e,photos,ray,hub,jax
+bash scripts/setup.sh test,e2e,photos,ray,hub,jax,docs,release
 # PyTorch for the backend matrix: its CPU build, pinned (an open range would fetch a CUDA build
 # of several GB); already there on a second run
 .venv/bin/python -c "import torch" 2>/dev/null \
