@@ -82,3 +82,26 @@ def test_refresh_screenshots_retakes_the_readme_pictures():
         re.findall(r'screenshot_dir / "([\w.-]+\.png)"', (E2E / "test_browser.py").read_text())
     )
     assert shown <= taken, f"README.md shows {sorted(shown - taken)}, which no e2e test takes"
+
+
+def test_the_committed_screenshot_shows_every_control_the_explorer_has():
+    """docs/screenshots/jupyterlab_before.png (the README's and the docs' picture) was taken
+    with the controls its browser test read beside it; a control the explorer has today that
+    the picture lacks (or labels differently) means the pictures are out of date."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("gw_e2e_page", E2E / "e2e_page.py")
+    e2e_page = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = e2e_page  # its dataclasses look their module up there
+    spec.loader.exec_module(e2e_page)
+    shown = json.loads((REPO / "docs" / "screenshots" / e2e_page.CONTROLS_FILE).read_text())
+    own = e2e_page.explorer_control_labels()
+    assert len(own) >= 14, own
+    stale = {
+        name: (label, shown.get(name)) for name, label in own.items() if shown.get(name) != label
+    }
+    assert not stale, (
+        f"the screenshot lacks these controls (widget label, label in the picture): {stale}; "
+        f"retake it with `bash {REFRESH.relative_to(REPO)}` and commit docs/screenshots/"
+    )

@@ -152,7 +152,7 @@ def make_controls() -> dict[str, widgets.ValueWidget]:
         ),
         "randomize": widgets.IntSlider(
             value=0, min=0, max=0, step=1, description="Randomise", continuous_update=False,
-            layout=widgets.Layout(width="260px"), style={"description_width": "70px"},
+            layout=widgets.Layout(width="280px"), style={"description_width": "85px"},
             tooltip="the same view on a copy of the model whose top k blocks are re-initialised",
         ),
     }  # fmt: skip

@@ -26,6 +26,7 @@ PANELS = ("input", "raw-map", "heatmap", "overlay")
 DROPDOWNS = ("layer", "pooling", "channels", "order", "class", "score", "colormap")
 ERROR_TEXTS = ("Error displaying widget", "model not found")
 READY_TEXT = "✓ ready"
+CONTROLS_FILE = "jupyterlab_controls.json"  # beside jupyterlab_before.png: the controls it shows
 LOADING_TEXT = "Loading widget"
 MESSAGE_CHARS = 2000  # of each stderr output quoted in a failure message (its end)
 POLL_MS = 500
@@ -314,6 +315,45 @@ class ExplorerPage:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.explorer.scroll_into_view_if_needed()
         self.page.screenshot(path=str(path))
+
+    def control_labels(self) -> dict[str, str]:
+        """Each control on the page, by its CSS class (``gw-layer``), with the label a person
+        reads next to it (a button's own text)."""
+        return self.page.evaluate(CONTROL_LABELS)
+
+
+CONTROL_LABELS = """() => {
+  const skip = new Set(["gw-explorer", "gw-readout", "gw-status"]);
+  const found = {};
+  for (const element of document.querySelectorAll('[class*="gw-"]')) {
+    const name = Array.from(element.classList).find((c) => c.startsWith("gw-"));
+    if (!name || skip.has(name) || name.startsWith("gw-panel")) continue;
+    const label = element.querySelector(".widget-label");
+    const holder = label || element.querySelector("button") || element;
+    const text = holder.textContent.replace(/^[^\\p{L}\\p{N}]+/u, "").trim();
+    if (text) found[name] = text;
+  }
+  return found;
+}"""
+
+
+def explorer_control_labels() -> dict[str, str]:
+    """The explorer's own list of its controls: each widget of a fresh ``CamExplorer`` (shipped
+    model, sample image) that has a label, by its CSS class, with that label."""
+    import gradcam_widget as gw
+
+    explorer = gw.CamExplorer(gw.models.load("shapes"), gw.data.sample("two_shapes"))
+    found = {}
+    stack = list(explorer.children)
+    while stack:
+        widget = stack.pop()
+        stack.extend(getattr(widget, "children", ()))
+        names = [name for name in widget._dom_classes if name.startswith("gw-")]
+        label = getattr(widget, "description", None)
+        if names and label:
+            found[names[0]] = label
+    explorer.close()
+    return found
 
 
 VOILA_FINISHED = '() => document.readyState === "complete"'

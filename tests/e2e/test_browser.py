@@ -11,14 +11,17 @@ in ``conftest.py``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
 import pytest
 from e2e_page import (
+    CONTROLS_FILE,
     PAGE_LOAD_TIMEOUT_MS,
     ExplorerPage,
     PlaywrightTimeout,
+    explorer_control_labels,
     layer_grid,
     open_voila,
     raw_cell_pixels,
@@ -194,6 +197,11 @@ def test_jupyterlab_shows_the_explorer_and_it_follows_the_controls(
     explorer = open_in_lab(jupyter_lab, page, notebook.as_posix(), EXPLORER_TIMEOUT_S,
                            tmp_path / "jupyterlab_failure.png")  # fmt: skip
     explorer.screenshot(screenshot_dir / "jupyterlab_before.png")
+    # what the screenshot shows, for tests/test_screenshots.py: every control and its label
+    shown = explorer.control_labels()
+    (screenshot_dir / CONTROLS_FILE).write_text(json.dumps(shown, indent=1, sort_keys=True) + "\n")
+    own = explorer_control_labels()
+    assert {name: shown.get(name) for name in own} == own, f"on the page: {shown}"
 
     change_layer(explorer)
     change_pooling(explorer)
