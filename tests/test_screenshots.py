@@ -88,6 +88,7 @@ def test_the_committed_screenshot_shows_every_control_the_explorer_has():
     """docs/screenshots/jupyterlab_before.png (the README's and the docs' picture) was taken
     with the controls its browser test read beside it; a control the explorer has today that
     the picture lacks (or labels differently) means the pictures are out of date."""
+    import hashlib
     import importlib.util
     import json
 
@@ -95,7 +96,14 @@ def test_the_committed_screenshot_shows_every_control_the_explorer_has():
     e2e_page = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = e2e_page  # its dataclasses look their module up there
     spec.loader.exec_module(e2e_page)
-    shown = json.loads((REPO / "docs" / "screenshots" / e2e_page.CONTROLS_FILE).read_text())
+    folder = REPO / "docs" / "screenshots"
+    record = json.loads((folder / e2e_page.CONTROLS_FILE).read_text())
+    picture = hashlib.sha256((folder / record["picture"]).read_bytes()).hexdigest()
+    assert picture == record["sha256"], (
+        f"{record['picture']} is not the picture whose controls were recorded: retake both "
+        f"with `bash {REFRESH.relative_to(REPO)}`"
+    )
+    shown = record["controls"]
     own = e2e_page.explorer_control_labels()
     assert len(own) >= 14, own
     stale = {

@@ -11,6 +11,7 @@ in ``conftest.py``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -199,7 +200,9 @@ def test_jupyterlab_shows_the_explorer_and_it_follows_the_controls(
     explorer.screenshot(screenshot_dir / "jupyterlab_before.png")
     # what the screenshot shows, for tests/test_screenshots.py: every control and its label
     shown = explorer.control_labels()
-    (screenshot_dir / CONTROLS_FILE).write_text(json.dumps(shown, indent=1, sort_keys=True) + "\n")
+    picture = hashlib.sha256((screenshot_dir / "jupyterlab_before.png").read_bytes()).hexdigest()
+    record = {"picture": "jupyterlab_before.png", "sha256": picture, "controls": shown}
+    (screenshot_dir / CONTROLS_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     own = explorer_control_labels()
     assert {name: shown.get(name) for name in own} == own, f"on the page: {shown}"
 
