@@ -21,10 +21,11 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
+# a text link, not the badge image: a rendered notebook (the docs site) asks nothing of another site
 BINDER_BADGE = (
-    "[![Binder](https://mybinder.org/badge_logo.svg)]"
-    "(https://mybinder.org/v2/gh/gradcam-widget/gradcam_widget/HEAD"
+    "[Open this notebook on Binder](https://mybinder.org/v2/gh/gradcam-widget/gradcam_widget/HEAD"
     "?urlpath=lab/tree/notebooks/01_quickstart.ipynb)"
+    " (JupyterLab in the browser, nothing to install)"
 )
 
 
