@@ -1,11 +1,15 @@
 """gradcam_widget: see why a TensorFlow/Keras image classifier decided what it did.
 
 >>> import gradcam_widget as gw
->>> cap = gw.capture(model, image)          # one compiled forward + backward pass
+>>> entry, image = gw.models.load("shapes"), gw.data.sample("two_shapes")
+>>> cap = gw.capture(entry, image)          # one compiled forward + backward pass
 >>> res = cap.cam(layer="block5_conv3", pooling="max", order="resize_first")
->>> res.raw.shape, res.heatmap.shape        # ((14, 14), (224, 224))
->>> ex = gw.explain(model, images, targets=[3, 1, 7])   # one compiled pass per batch
->>> ex.heatmaps.shape                                    # (3, 224, 224)
+>>> res.raw.shape, res.heatmap.shape
+((14, 14), (224, 224))
+>>> images = [gw.data.scene(seed).image for seed in (1, 2, 3)]
+>>> ex = gw.explain(entry, images, targets=[3, 1, 0])   # one compiled pass per batch
+>>> ex.heatmaps.shape
+(3, 224, 224)
 
 The folders, lowest first (a module imports only from its own layer or a lower one):
 ``options.py`` (the recipe's choices); ``cam`` (numpy only) and ``data`` (scenes, images,
@@ -54,6 +58,12 @@ def __getattr__(name):
     if module is not None:
         return module
     raise AttributeError(f"module 'gradcam_widget' has no attribute {name!r}")
+
+
+def __dir__():
+    """The module's names and the lazy ones (so ``dir(gw)``, tab completion and the API
+    reference see ``gw.CamExplorer``, ``gw.audit``... before their first use)."""
+    return sorted(set(globals()) | set(_LAZY_NAMES) | _FOLDERS)
 
 
 __all__ = [

@@ -8,7 +8,7 @@ make it (a fresh ``gw.capture`` restricted to the layers it needs, plus the map)
 reference rows calibrate the scale: a uniform random map and the ground-truth mask itself.
 
 Writes ``docs/method_scores.md`` (the table), ``docs/method_scores.json`` (the numbers) and
-the table between the ``method-scores`` markers in README.md. Run::
+the table between the ``method-scores`` markers in docs/guides/which-method.md. Run::
 
     .venv/bin/python scripts/evaluate_methods.py            # 200 scenes, ~25 min on 2 cores
     .venv/bin/python scripts/evaluate_methods.py --scenes 10 --no-write   # a quick look
@@ -18,8 +18,8 @@ metrics (last block = the default layer, block before, fused = its last three bl
 writes ``docs/method_scores_vit.md``/``.json``; it also measures, for Grad-CAM, the pointing
 game at every block's output, every block's first norm and the final norm (the measurement
 behind the default-layer rule for transformers: ``docs/vit_layers.md``). Whenever both
-models' numbers exist, ``docs/cnn_vs_vit.md`` and the README block between the
-``cnn-vs-vit`` markers put the two tables side by side.
+models' numbers exist, ``docs/cnn_vs_vit.md`` and the block between the ``cnn-vs-vit``
+markers of docs/guides/vision-transformers.md put the two tables side by side.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ PLACES = ("last block", "block before", "fused")
 REFERENCES = ("random map", "ground-truth mask")
 MARKERS = ("<!-- method-scores:start -->", "<!-- method-scores:end -->")
 VS_MARKERS = ("<!-- cnn-vs-vit:start -->", "<!-- cnn-vs-vit:end -->")
+MARKED_PAGES = {  # the docs page that shows each block
+    MARKERS: Path("docs") / "guides" / "which-method.md",
+    VS_MARKERS: Path("docs") / "guides" / "vision-transformers.md",
+}
 OUTPUTS = {"shapes": "method_scores", "shapes_vit": "method_scores_vit"}
 
 
@@ -163,14 +167,14 @@ def table(summary, layers, scenes, steps, model="shapes"):
 
 
 def replace_block(markers, markdown: str) -> None:
-    """Put ``markdown`` between ``markers`` in README.md."""
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    """Put ``markdown`` between ``markers`` in the docs page that shows it."""
+    page = ROOT / MARKED_PAGES[markers]
+    text = page.read_text()
     pattern = re.compile(re.escape(markers[0]) + ".*?" + re.escape(markers[1]), re.S)
     if not pattern.search(text):
-        sys.exit(f"README.md has no {markers[0]} ... {markers[1]} block to fill")
+        sys.exit(f"{page} has no {markers[0]} ... {markers[1]} block to fill")
     block = f"{markers[0]}\n{markdown}{markers[1]}"
-    readme.write_text(pattern.sub(lambda _: block, text))
+    page.write_text(pattern.sub(lambda _: block, text))
 
 
 def write(markdown: str, summary, layers, scenes, steps, model="shapes", report=None):

@@ -1,10 +1,12 @@
-"""Test models shared by several test files.
+"""Test models shared by several test files, and the docs site (`built_site`).
 
 ``make_cnn`` builds the small Conv-Pool-Conv classifier most tests explain (a fresh model per
 call, seeded, so a test that counts traces or passes gets an engine of its own); ``shapes`` is
 the shipped model, loaded once per session; ``lambda_softmax_model`` is the one head the logit
 bypass cannot reach.
 """
+
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +77,22 @@ def lambda_softmax_model():
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="c")(inputs))
     logits = keras.layers.Dense(3, name="logits")(x)
     return keras.Model(inputs, keras.layers.Lambda(lambda t: tf.nn.softmax(t))(logits))
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """The docs site, built strictly once per session (tests/docs, tests/e2e read it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gw_site_build", Path(__file__).parent / "docs" / "site_build.py"
+    )
+    site_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(site_build)
+    out = tmp_path_factory.mktemp("site") / "html"
+    run = site_build.build(out)
+    assert run.returncode == 0, (
+        f"the docs build failed:\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}"
+    )
+    assert "WARNING" not in run.stderr, run.stderr[-6000:]
+    return out

@@ -185,7 +185,8 @@ def audit(
             pairs or batches), shape scenes ``"scenes:START-STOP"`` /
             ``"shortcut:START-STOP"``, or a :class:`gradcam_widget.sources.Source`.
         out: the results folder (see :mod:`gradcam_widget.store`).
-        layer, method, score, preprocess, **cam_options: as :func:`gradcam_widget.explain`.
+        layer, method, score, preprocess: as :func:`gradcam_widget.explain`.
+        **cam_options: as :func:`gradcam_widget.explain`.
         targets: ``"predicted"`` (each image's top class), ``"true"`` (its true class), a
             class index or a class name (the same class for all).
         batch_size: images per compiled pass.

@@ -208,7 +208,7 @@ class Capture:
 
     @property
     def multi_label(self) -> bool:
-        """Whether the model's classes are independent (a multi-label entry: sigmoid)."""
+        """Whether the model's classes are independent (a multi-label entry, sigmoid outputs)."""
         return self._source is not None and bool(self._source.multi_label)
 
     def has_saliency(
@@ -324,7 +324,8 @@ class Capture:
         ``layer`` (Selvaraju et al.): fine detail, only where the class map points.
 
         Args:
-            layer, **cam_options: as :meth:`cam` (``pooling``, ``order``, ``method`` ...);
+            layer: as :meth:`cam`.
+            **cam_options: as :meth:`cam` (``pooling``, ``order``, ``method`` ...);
                 ``smooth``, ``sigma`` and ``seed`` go to :meth:`saliency`.
 
         Returns:
@@ -421,7 +422,8 @@ class Capture:
             layers: a layer name or a list of them (default :meth:`fusion_layers`).
             method: the per-layer method (default ``"layercam"``).
             combine: ``"max"`` (default) or ``"mean"`` of the per-layer maps.
-            order, interpolation, **options: as :meth:`cam`.
+            order, interpolation: as :meth:`cam`.
+            **options: as :meth:`cam`.
 
         Returns:
             A :class:`~gradcam_widget.core.CamResult` whose ``raw`` is the fused map on the

@@ -26,7 +26,7 @@ from gradcam_widget.engine.inputs import ModelCheckError, check_class_index
 
 ops = keras.ops
 
-__all__ = ["Class", "Output", "Region", "Regression", "Target", "as_target"]
+__all__ = ["Class", "Output", "Region", "Regression", "Target", "TargetError", "as_target"]
 
 
 class TargetError(ModelCheckError):
@@ -409,8 +409,9 @@ class Regression(Target):
 
     A final sigmoid of that output is bypassed, as for a class logit: the value explained is
     the one before it. The map is the same either way (a sigmoid only scales an image's
-    gradients by one positive number, which the normalisation removes); only :attr:`value`
-    differs. ``score="probability"`` is refused: there is no probability to take.
+    gradients by one positive number, which the normalisation removes); only the capture's
+    :attr:`~gradcam_widget.Capture.value` differs. ``score="probability"`` is refused: there
+    is no probability to take.
     """
 
     uses_score = False

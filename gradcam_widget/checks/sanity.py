@@ -1,11 +1,15 @@
 """Sanity checks for saliency maps (Adebayo et al., "Sanity Checks for Saliency Maps",
 NeurIPS 2018): does a map change when what the model learned is taken away?
 
->>> result = gw.sanity.model_randomization(entry, images, method="gradcam")
->>> result.steps                     # ("original", "logits", "block5", ..., "block1")
->>> print(result.to_markdown())      # per step: Spearman (|map| and signed), SSIM, HOG
+>>> import gradcam_widget as gw
+>>> entry, image = gw.models.load("shapes"), gw.data.sample("two_shapes")
+>>> result = gw.sanity.model_randomization(entry, [image], method="gradcam")
+>>> result.steps[:3]
+('original', 'logits', 'block5')
+>>> table = result.to_markdown()     # per step: Spearman (|map| and signed), SSIM, HOG
 >>> with gw.sanity.randomized(entry, blocks=2) as clone:   # top 2 blocks re-initialised
-...     gw.capture(clone, image).cam()
+...     gw.capture(clone, image).cam().heatmap.shape
+(224, 224)
 
 *Model randomisation* re-initialises the model's weighted layers block by block, from the
 output down (a *cascade*: after step ``k`` the top ``k`` blocks are random), or one block at a

@@ -62,8 +62,8 @@ EXPECTED = "an image of shape (H, W, 3), (H, W) or (H, W, 1) greyscale, or (H, W
 """What :func:`as_rgb_image` accepts as an array, as its error messages say it."""
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
-"""The only file formats decoded (Pillow's format names): raster formats whose Pillow readers
-are pure decoders. Every file and upload is read through :func:`_open` with this list."""
+"""The only file formats decoded, by Pillow's format names; raster formats whose Pillow
+readers are pure decoders. Every file and upload is read through :func:`_open` with this list."""
 
 FORMATS_TEXT = "PNG, JPEG, WebP, BMP, GIF or TIFF"
 

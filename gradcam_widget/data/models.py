@@ -1,8 +1,11 @@
 """Models to explore: the shipped ``shapes`` classifier and Keras ImageNet classifiers.
 
 >>> entry = load("shapes")            # shipped with the package, works offline
->>> entry.model, entry.class_names, entry.input_size
->>> entry = load("vgg16")             # ImageNet weights, downloaded once into the Keras cache
+>>> entry.class_names, entry.input_size
+(('circle', 'square', 'triangle', 'star', 'cross'), (224, 224))
+
+``load("vgg16")`` (also ``"resnet50"``, ``"mobilenet_v2"``) loads ImageNet weights, downloaded
+once into the Keras cache.
 
 :func:`load` returns a :class:`ModelEntry`: the ``keras.Model`` plus what it takes to feed it
 and read it (preprocess, class names, input size). ``gw.capture`` and ``gw.CamExplorer``

@@ -467,7 +467,8 @@ def saliency_figure(
 
     Args:
         cap: a :class:`~gradcam_widget.captures.Capture` of a ReLU network.
-        layer, colormap, alpha, style, **cam_options: as :func:`saliency_images`.
+        layer, colormap, alpha, style: as :func:`saliency_images`.
+        **cam_options: as :func:`saliency_images`.
         squash: how logits become probabilities in the title, as :func:`top_probabilities`.
 
     Returns:
@@ -525,7 +526,8 @@ def save_saliency(
     Args:
         path: a file name (see :func:`figure_path`: the extension picks the format, none
             means ``.png``) or, without ``separate``, a writable binary file object (PNG).
-        cap, layer, colormap, alpha, style, squash, **cam_options: as :func:`saliency_figure`.
+        cap, layer, colormap, alpha, style, squash: as :func:`saliency_figure`.
+        **cam_options: as :func:`saliency_figure`.
         separate: also write ``<stem>_gradcam.png``, ``<stem>_guided_backprop.png`` and
             ``<stem>_guided_gradcam.png`` (see :func:`saliency_paths`), at the pictures' own
             resolution.

@@ -245,14 +245,15 @@ def test_evaluation_script_scores_every_place_and_the_references():
     assert markdown.count("\n| gradcam |") == 3 and "| random map | - |" in markdown
 
 
-def test_committed_method_table_is_the_one_in_the_readme():
+def test_committed_method_table_is_the_one_in_the_guide():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     table = (root / "docs" / "method_scores.md").read_text().split("\n", 2)[2]
-    readme = (root / "README.md").read_text()
-    start, end = load_evaluation_script().MARKERS
-    assert f"{start}\n{table}{end}" in readme
+    script = load_evaluation_script()
+    guide = (root / script.MARKED_PAGES[script.MARKERS]).read_text()
+    start, end = script.MARKERS
+    assert f"{start}\n{table}{end}" in guide
     assert table.count("\n| ") == 1 + 7 * 3 + 2  # header, 7 methods x 3 places, 2 references
 
 
