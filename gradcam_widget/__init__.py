@@ -63,7 +63,8 @@ def __getattr__(name):
 def __dir__():
     """The module's names and the lazy ones (so ``dir(gw)``, tab completion and the API
     reference see ``gw.CamExplorer``, ``gw.audit``... before their first use)."""
-    return sorted(set(globals()) | set(_LAZY_NAMES) | _FOLDERS)
+    public_old_names = {name for name in _aliases.MOVED if not name.startswith("_")}
+    return sorted(set(globals()) | set(_LAZY_NAMES) | _FOLDERS | public_old_names)
 
 
 __all__ = [

@@ -17,9 +17,12 @@ the site does not document, is shown as code without a link.
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+import importlib.util
 import inspect
-import sys
+from pathlib import Path
 
 from sphinx.application import Sphinx
 from sphinx.util.nodes import make_refnode
@@ -40,14 +43,14 @@ def lookup(dotted: str):
         except ImportError:
             continue
         for name in parts[cut:]:
-            if hasattr(found, name):
+            try:  # a lazy __getattr__ may import, and fail with more than AttributeError
                 found = getattr(found, name)
-            elif inspect.isclass(found) and any(
-                name in getattr(base, "__annotations__", {}) for base in found.__mro__
-            ):
+            except Exception:
+                if not inspect.isclass(found) or not any(
+                    name in getattr(base, "__annotations__", {}) for base in found.__mro__
+                ):
+                    return MISSING
                 found = FIELD
-            else:
-                return MISSING
         return found
     return MISSING
 
@@ -91,21 +94,27 @@ def candidates(target: str, module: str | None, cls: str | None) -> list[str]:
 
 
 def defined_once(target: str) -> list[str]:
-    """``module.target`` when exactly one object of the package's loaded modules is called
-    ``target`` (a docstring documented under another module than its own names its own
-    module's objects by their short names)."""
-    head, _, rest = target.partition(".")
-    if not head.isidentifier() or head.startswith("_"):
-        return []
-    owners: dict[int, str] = {}
-    for name, module in list(sys.modules.items()):
-        if name.startswith("gradcam_widget.") and head in vars(module):
-            value = vars(module)[head]
-            if getattr(value, "__module__", name) == name:  # defined there, not imported
-                owners.setdefault(id(value), name)
-    if len(owners) != 1:
-        return []
-    return [f"{next(iter(owners.values()))}.{target}"]
+    """``module.target`` when exactly one module of the package defines a function or class
+    called ``target``'s first part at its top level (read from the sources, whatever is
+    imported): a docstring shown under another module names its own module's objects by
+    their short names."""
+    head, _, _ = target.partition(".")
+    owners = definitions().get(head, [])
+    return [f"{owners[0]}.{target}"] if len(owners) == 1 and not head.startswith("_") else []
+
+
+@functools.cache
+def definitions() -> dict[str, list[str]]:
+    """Top-level function and class name -> the package's modules that define it."""
+    package = Path(importlib.util.find_spec("gradcam_widget").origin).parent
+    found: dict[str, list[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found.setdefault(node.name, []).append(module)
+    return found
 
 
 class Entries:
@@ -128,10 +137,13 @@ class Entries:
     def find(self, name: str, found) -> tuple[tuple[str, str] | None, str | None]:
         """``(entry or None, the name it should be documented under or None)``."""
         key = canonical(found)
-        if key is None:  # a value: the documented module that holds this very object
+        shared = isinstance(found, (int, float, str, bytes, type(None))) or (
+            isinstance(found, tuple) and not found
+        )
+        if key is None and not shared:  # a value: the documented module holding this object
             last = name.rpartition(".")[2]
             for module_name, module in self.modules.items():
-                if getattr(module, last, MISSING) is found:
+                if vars(module).get(last, MISSING) is found:
                     key = f"{module_name}.{last}"
                     break
         for option in (name, key):
@@ -141,7 +153,7 @@ class Entries:
 
     def should_have(self, found, key: str | None) -> bool:
         """Whether ``found`` (named ``key``) is a public function or class of a module the
-        site documents. (A module's constants have no entries: they are named as code.)"""
+        site documents. (A constant without a doc comment has no entry: it is named as code.)"""
         if key is None or inspect.ismodule(found) or not callable(found):
             return False
         owner = getattr(getattr(found, "__func__", found), "__module__", None)

@@ -214,10 +214,11 @@ class Capture:
     def has_saliency(
         self, kind: str = "guided", smooth: int = 0, sigma: float = 0.15, seed: int = 0
     ) -> bool:
-        """Whether :meth:`saliency` with these settings is cached (would run no pass).
+        """Whether :meth:`~gradcam_widget.Capture.saliency` with these settings is cached (would
+        run no pass).
 
         Args:
-            kind, smooth, sigma, seed: as :meth:`saliency`.
+            kind, smooth, sigma, seed: as :meth:`~gradcam_widget.Capture.saliency`.
         """
         return saliency_key(kind, smooth, sigma, seed) in self._held.saliencies
 
@@ -326,7 +327,7 @@ class Capture:
         Args:
             layer: as :meth:`cam`.
             **cam_options: as :meth:`cam` (``pooling``, ``order``, ``method`` ...);
-                ``smooth``, ``sigma`` and ``seed`` go to :meth:`saliency`.
+                ``smooth``, ``sigma`` and ``seed`` go to :meth:`~gradcam_widget.Capture.saliency`.
 
         Returns:
             ``(H, W, C)`` float32, signed.

@@ -17,28 +17,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from site_build import LOOPBACK_ONLY
 
 REPO = Path(__file__).resolve().parents[2]
-FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
+FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,}|:{3,})(?P<info>[^`\n]*)$")
 SKIP = re.compile(r"^\s*<!--\s*docs:\s*needs network:\s*(?P<reason>\S.*?)\s*-->\s*$")
 MARKER = re.compile(r"<!--\s*docs:")
+CODE_DIRECTIVES = {"code-block", "code", "sourcecode", "code-cell"}
 PYTHON = {"python", "py", "python3", "py3", "pycon", "ipython", "ipython3", "{code-cell}"}
-# run before a page's blocks: a block may reach this machine (loopback) and nothing else
-LOOPBACK_ONLY = """
-import ipaddress, socket
-_connect = socket.socket.connect
-def _loopback_only(sock, address, *rest):
-    host = address[0] if isinstance(address, tuple) else None
-    if host is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            local = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            local = host == "localhost"
-        if not local:
-            raise OSError(f"the docs' code blocks reach this machine only, not {host}")
-    return _connect(sock, address, *rest)
-socket.socket.connect = _loopback_only
-"""
 
 
 def pages() -> list[Path]:
@@ -52,6 +38,7 @@ def code_blocks(text: str) -> list[tuple[int, str, str | None]]:
     """``(first line number, source, skip reason or None)`` of each Python block of ``text``."""
     lines = text.splitlines()
     blocks = []
+    holders: list[str] = []  # the fences of the directives whose inside is being read
     index = 0
     while index < len(lines):
         opening = FENCE.match(lines[index])
@@ -64,17 +51,31 @@ def code_blocks(text: str) -> list[tuple[int, str, str | None]]:
             index += 1
             continue
         fence, info = opening.group("fence"), opening.group("info").strip()
+        if not info and holders and fence[0] == holders[-1][0] and len(fence) >= len(holders[-1]):
+            holders.pop()  # the end of a note (or tab...) whose inside was read
+            index += 1
+            continue
+        holder = re.match(r"^\{([\w-]+)\}", info)
+        if holder and holder.group(1) not in CODE_DIRECTIVES:  # a note, a tab...: read inside
+            holders.append(fence)
+            index += 1
+            continue
         indent = len(opening.group("indent"))
         body, end = [], index + 1
         while end < len(lines) and not re.match(rf"^ *{fence[0]}{{{len(fence)},}}\s*$", lines[end]):
             body.append(lines[end][indent:] if lines[end][:indent].isspace() else lines[end])
             end += 1
         language = info.split()[0] if info else ""
-        if language in PYTHON or info.startswith(("{code-block} python", "{code-cell}")):
+        directive = re.match(r"^\{(code-block|code|sourcecode)\}\s*(\S*)", info)
+        if directive:
+            language = directive.group(2)
+        if language.lower() in PYTHON or info.startswith("{code-cell}"):
             skip = SKIP.match(lines[index - 1]) if index else None
             if language == "pycon":  # a console session: its prompts' lines are the code
                 body = [line[4:] for line in body if line.startswith((">>> ", "... "))]
             blocks.append((index + 2, "\n".join(body), skip.group("reason") if skip else None))
+        elif re.search(r"py|python", info, re.IGNORECASE):
+            raise ValueError(f"line {index + 1}: a fence whose language is not known: {info!r}")
         index = end + 1
     return blocks
 
@@ -110,6 +111,10 @@ def test_the_collector_reads_fences_and_markers():
         (7, "import nothing_here", "the VGG16 weights"),
         (13, "b = a + 1", None),
     ]
+    nested = "````{note}\n```python\nc = 3\n```\n````\n:::{tip}\n```py\nd = 4\n```\n:::\n"
+    assert code_blocks(nested) == [(3, "c = 3", None), (8, "d = 4", None)]
+    with pytest.raises(ValueError, match="not known"):
+        code_blocks("```Python-console\n>>> x\n```\n")
     with pytest.raises(ValueError, match="docs marker"):
         code_blocks("<!-- docs: skip -->\n```python\nx\n```\n")
     with pytest.raises(SyntaxError):

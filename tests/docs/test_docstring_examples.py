@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from site_build import LOOPBACK_ONLY
 
 REPO = Path(__file__).resolve().parents[2]
 DIRECTIVE = re.compile(r"^\.\. auto(module|class):: (\S+)", re.MULTILINE)
 
-RUNNER = """
+RUNNER = (
+    LOOPBACK_ONLY
+    + """
 import doctest, importlib, sys
 import matplotlib
 matplotlib.use("Agg")
@@ -28,13 +31,22 @@ for kind, name in [line.split(" ", 1) for line in sys.argv[1:]]:
     else:
         module, _, attribute = name.rpartition(".")
         target = getattr(importlib.import_module(module), attribute)
-    for test in doctest.DocTestFinder(exclude_empty=True).find(target, name):
-        result = runner.run(test)
-        failed += result.failed
-        attempted += result.attempted
+    # the object itself, and for a module each object its __all__ offers (defined elsewhere,
+    # documented on this module's page)
+    shown = [(target, name)]
+    for member in getattr(target, "__all__", ()) if kind == "module" else ():
+        value = getattr(target, member)
+        if callable(value) and getattr(value, "__module__", name) != name:
+            shown.append((value, f"{name}.{member}"))
+    for value, label in shown:
+        for test in doctest.DocTestFinder(exclude_empty=True).find(value, label):
+            result = runner.run(test)
+            failed += result.failed
+            attempted += result.attempted
 print(f"DOCTESTS attempted={attempted} failed={failed}")
 sys.exit(1 if failed else 0)
 """
+)
 
 
 def documented() -> list[str]:

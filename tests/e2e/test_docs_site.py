@@ -53,6 +53,10 @@ def test_the_landing_pages_explorer_switches_its_picture(offline_page, site_url)
     explorer = page.frame_locator("iframe.gw-live-explorer")
     overlay = explorer.locator("#gw-overlay")
     overlay.wait_for()
+    page.wait_for_function(  # the page's script has drawn its first picture
+        "() => (document.querySelector('iframe.gw-live-explorer').contentDocument"
+        ".querySelector('#gw-overlay').getAttribute('src') || '').startsWith('data:image/')"
+    )
     before = overlay.get_attribute("src")
     caption_before = explorer.locator("#gw-caption").inner_text()
     explorer.locator("#gw-layer").select_option("block4_conv2")
@@ -86,6 +90,7 @@ def test_an_api_page_and_a_rendered_notebook_open(offline_page, site_url):
         timeout=60_000,
     )
     assert images.count() >= 4
-    dropdowns = page.locator(".jupyter-widgets select")
-    assert dropdowns.count() >= 6  # the explorer's menus, drawn from the saved state
+    page.wait_for_function(  # the explorer's menus, drawn from the saved state
+        "() => document.querySelectorAll('.jupyter-widgets select').length >= 6"
+    )
     assert page.left == [], page.left
