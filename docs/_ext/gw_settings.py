@@ -40,7 +40,10 @@ class SettingsTable(SphinxDirective):
             label = controls[name].description if name in controls else name
             tooltip = getattr(controls.get(name), "tooltip", None)
             help_text = row.help if row else EXTRA_HELP.get(name, tooltip or "")
-            default = repr(row.default) if row else EXTRA_DEFAULT.get(name, "")
+            if row:
+                default = repr(row.default)
+            else:  # a setting outside the options table starts where its control starts
+                default = EXTRA_DEFAULT.get(name) or repr(controls[name].value)
             values = ", ".join(f"``{value!r}``" for value, _ in row.choices) if row else ""
             if not values:
                 values = choices.get(name, "")
@@ -63,7 +66,7 @@ class SettingsTable(SphinxDirective):
 EXTRA_HELP = {  # where the control's own tooltip does not say what the property sets
     "class_index": "the class explained (the Class menu's top-5, or any index in the box)",
 }
-EXTRA_DEFAULT = {"class_index": "None", "guided": "'off'", "randomize": "0"}
+EXTRA_DEFAULT = {"class_index": "None"}  # its control shows 0 until a capture picks the class
 CHOICES_FROM = {
     "method": "the method registry (``gw.cam.methods.names()``)",
     "layer": "the model's feature layers, and ``'fused'``",

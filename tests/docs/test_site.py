@@ -7,7 +7,6 @@ page that loads anything from another site. The browser opens it in tests/e2e/te
 from __future__ import annotations
 
 import html.parser
-import importlib.util
 import inspect
 import json
 import re
@@ -15,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from site_build import build
 
 import gradcam_widget as gw
 
@@ -170,18 +170,13 @@ def minimal_site(folder: Path, page: str) -> Path:
 def test_a_broken_link_or_reference_fails_the_build(tmp_path):
     """The build is strict: a page linking to no page, or naming no object of the package,
     fails it; the same page without them builds."""
-    spec = importlib.util.spec_from_file_location(
-        "gw_site_build_2", Path(__file__).with_name("site_build.py")
-    )
-    site_build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(site_build)
     good = "# Page\n\nSee [the index](index.md) and {py:func}`gradcam_widget.capture`.\n"
-    run = site_build.build(tmp_path / "good" / "html", minimal_site(tmp_path / "good", good))
+    run = build(tmp_path / "good" / "html", minimal_site(tmp_path / "good", good))
     # gradcam_widget.capture has no entry on this one-page site, which documents no module:
     # a real object, shown as code
     assert run.returncode == 0, run.stderr[-3000:]
     broken = good + "\n[The missing page](no_such_page.md), {py:func}`gradcam_widget.no_such`.\n"
-    run = site_build.build(tmp_path / "bad" / "html", minimal_site(tmp_path / "bad", broken))
+    run = build(tmp_path / "bad" / "html", minimal_site(tmp_path / "bad", broken))
     assert run.returncode != 0
     assert "no_such_page" in run.stderr and "gradcam_widget.no_such" in run.stderr, run.stderr[
         -3000:
